@@ -1,0 +1,1 @@
+"""Dataset card templates (Markdown with a YAML header), shipped as package data."""

@@ -1,0 +1,28 @@
+"""lomo-datasets: turn raw videos into annotated video datasets and publish them on the Hub.
+
+Importing this package is cheap: no model, no torch, no network. Stages live in
+``lomo_datasets.processors``, builders in ``lomo_datasets.builders``.
+"""
+
+import logging
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+from lomo_datasets.stage import (  # noqa: E402
+    MissingDependencyError,
+    SettingError,
+    Stage,
+    apply_stage,
+    resolve_device,
+)
+
+__all__ = [
+    "__version__",
+    "MissingDependencyError",
+    "SettingError",
+    "Stage",
+    "apply_stage",
+    "resolve_device",
+]

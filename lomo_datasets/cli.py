@@ -1,0 +1,101 @@
+"""The ``lomo-datasets`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from lomo_datasets import __version__
+from lomo_datasets.stage import MissingDependencyError, SettingError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lomo-datasets", description="Turn raw videos into annotated video datasets.")
+    parser.add_argument("--version", action="version", version=f"lomo-datasets {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a recipe over videos and write a dataset folder")
+    run.add_argument("recipe", help="recipe name (see `lomo-datasets recipes`)")
+    run.add_argument("--videos", required=True, help="folder of videos, text file of paths/URLs, or JSONL/CSV manifest")
+    run.add_argument("--out", required=True, help="output folder (Hub layout: data/*.parquet + README.md)")
+    run.add_argument("--num-proc", type=int, default=1, help="worker processes (one per GPU)")
+    run.add_argument("--config", help="YAML file: step name -> settings")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.SETTING=VALUE")
+    run.add_argument("--embedded", action="store_true", help="use the small models that ship in packages (offline)")
+    run.add_argument("--work-dir", help="where step outputs persist for reruns (default OUT/.lomo-work)")
+    run.add_argument("--chunk-size", type=int, default=256, help="rows per persisted chunk")
+
+    sub.add_parser("recipes", help="list recipes and their steps")
+
+    sample = sub.add_parser("sample", help="write the sample videos (synthetic frames + espeak-ng speech)")
+    sample.add_argument("folder")
+
+    demo = sub.add_parser("demo", help="make the sample videos and run the main recipe on them with embedded models")
+    demo.add_argument("--out", default="lomo-demo", help="output folder")
+    demo.add_argument("--recipe", default="probe")
+    demo.add_argument("--num-proc", type=int, default=1)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _dispatch(args)
+    except (SettingError, MissingDependencyError) as exc:
+        print(f"lomo-datasets: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from lomo_datasets import recipes
+
+    if args.command == "recipes":
+        for name, recipe in sorted(recipes.RECIPES.items()):
+            print(f"{name}: {recipe.description}\n  steps: {' -> '.join(recipe.step_names())}")
+        return 0
+    if args.command == "sample":
+        from lomo_datasets.samples import make_samples
+
+        for path in make_samples(args.folder):
+            print(path)
+        return 0
+    if args.command == "demo":
+        from lomo_datasets.samples import make_samples
+
+        out = Path(args.out)
+        make_samples(out / "videos")
+        summary = recipes.run_recipe(
+            args.recipe, out / "videos" / "manifest.jsonl", out / "dataset", num_proc=args.num_proc, embedded=True
+        )
+        _print_summary(summary)
+        return 0
+    summary = recipes.run_recipe(
+        args.recipe,
+        args.videos,
+        args.out,
+        num_proc=args.num_proc,
+        config=args.config,
+        overrides=args.overrides,
+        embedded=args.embedded,
+        work_dir=args.work_dir,
+        chunk_size=args.chunk_size,
+    )
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary) -> None:
+    for line in summary.lines():
+        print(line)
+    print(f"load it with: datasets.load_dataset({str(summary.out)!r})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

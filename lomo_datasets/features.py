@@ -1,0 +1,61 @@
+"""The record schema of DESIGN.md as `datasets.Features`.
+
+Every stage declares its output columns with these, so every row (failed ones included) has
+the same typed schema. Timed text is a list of structs inside the pipeline; exporters convert
+to the published shapes.
+"""
+
+from __future__ import annotations
+
+from datasets import Features, List, Value
+
+ERRORS = List({"stage": Value("string"), "error": Value("string")})
+
+SEGMENTS = List({"start": Value("float64"), "end": Value("float64"), "text": Value("string")})
+
+WORDS = List(
+    {
+        "start": Value("float64"),
+        "end": Value("float64"),
+        "word": Value("string"),
+        "probability": Value("float64"),
+    }
+)
+
+#: Columns written by ingest (one row per source video).
+VIDEO = Features(
+    {
+        "video_id": Value("string"),
+        "video": Value("string"),
+        "source": Value("string"),
+        "title": Value("string"),
+        "category": Value("string"),
+        "errors": ERRORS,
+    }
+)
+
+#: Columns written by the probe stage.
+PROBE = Features(
+    {
+        "duration": Value("float64"),
+        "fps": Value("float64"),
+        "width": Value("int32"),
+        "height": Value("int32"),
+        "has_audio": Value("bool"),
+    }
+)
+
+
+def empty_value(feature):
+    """The value a failed row gets for ``feature``: ``[]`` for lists, ``None`` otherwise."""
+    if isinstance(feature, List) or isinstance(feature, list):
+        return []
+    return None
+
+
+def merge(*parts: Features | dict) -> Features:
+    """Union of feature dicts; later parts win (a stage may retype a column it rewrites)."""
+    merged: dict = {}
+    for part in parts:
+        merged.update(part)
+    return Features(merged)

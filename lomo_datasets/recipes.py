@@ -1,0 +1,126 @@
+"""The recipes the CLI runs, and ``run_recipe`` that takes one from videos to a published folder.
+
+Later recipes (``lomo``, ``livecc-pretrain``, ``livecc-sft``) register here with ``register``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+
+from lomo_datasets import publish
+from lomo_datasets.pipeline import Recipe, Runner, build_steps, load_config, parse_overrides
+from lomo_datasets.stage import SettingError
+
+logger = logging.getLogger(__name__)
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def _probe_recipe() -> Recipe:
+    from lomo_datasets.processors.ingest import Probe
+
+    return Recipe("probe", "ingest videos and probe them with PyAV (duration, size, fps, audio)", [("probe", Probe)])
+
+
+register(_probe_recipe())
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise SettingError(f"unknown recipe '{name}'; available: {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]
+
+
+@dataclass
+class RunSummary:
+    recipe: str
+    out: Path
+    rows: int
+    failed: int
+    dropped: int
+    errors_by_stage: dict[str, int]
+    timings: dict[str, float]
+    hours: float
+
+    def lines(self) -> list[str]:
+        lines = [
+            f"recipe {self.recipe}: {self.rows} rows written to {self.out} ({self.hours * 60:.1f} min of video)",
+            f"rows with errors: {self.failed}" + (f" ({dict(self.errors_by_stage)})" if self.failed else ""),
+        ]
+        if self.dropped:
+            lines.append(f"rows dropped by filters: {self.dropped}")
+        lines.append("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
+        return lines
+
+
+def run_recipe(
+    name: str,
+    videos: str | os.PathLike,
+    out: str | os.PathLike,
+    num_proc: int = 1,
+    config: str | os.PathLike | dict | None = None,
+    overrides: list[str] | dict | None = None,
+    embedded: bool = False,
+    work_dir: str | os.PathLike | None = None,
+    chunk_size: int = 256,
+) -> RunSummary:
+    """Run recipe ``name`` over ``videos`` and write the Hub layout to ``out``.
+
+    Every step is built before anything runs, so a bad setting fails at once. The work dir
+    (default ``OUT/.lomo-work``) keeps each step's output for reruns.
+    """
+    from lomo_datasets.processors.ingest import ingest
+
+    recipe = get_recipe(name)
+    config_dict = config if isinstance(config, dict) else load_config(config)
+    override_dict = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    steps = build_steps(recipe, config_dict, override_dict, embedded=embedded)
+    out = Path(out)
+    runner = Runner(work_dir or out / ".lomo-work", num_proc=num_proc, chunk_size=chunk_size)
+    ds = ingest(videos)
+    result = runner.run(ds, steps)
+    data = result.dataset
+    splits: dict[str, Dataset] = {"train": data}
+    publish.write_folder(DatasetDict(splits), out, body=_card_body(recipe, steps))
+    if result.dropped is not None and len(result.dropped):
+        result.dropped.to_json(str(out / "dropped.jsonl"), force_ascii=False)
+    return _summarize(recipe.name, out, data, result)
+
+
+def _card_body(recipe: Recipe, steps: list[Any]) -> str:
+    lines = [f"# {recipe.name} dataset", "", f"Made with lomo-datasets, recipe `{recipe.name}`: {recipe.description}.", "", "## Steps", ""]
+    for step in steps:
+        lines.append(f"- `{step.name}`: {step.settings()}")
+    return "\n".join(lines)
+
+
+def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
+    errors = Counter()
+    failed = 0
+    for row_errors in data["errors"] if "errors" in data.column_names else []:
+        if row_errors:
+            failed += 1
+            errors.update(e["stage"] for e in row_errors)
+    seconds = sum(d for d in (data["duration"] if "duration" in data.column_names else []) if d)
+    return RunSummary(
+        recipe=name,
+        out=out,
+        rows=len(data),
+        failed=failed,
+        dropped=len(result.dropped) if result.dropped is not None else 0,
+        errors_by_stage=dict(errors),
+        timings=result.timings,
+        hours=seconds / 3600,
+    )

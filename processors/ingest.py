@@ -1,0 +1,206 @@
+"""Ingest: video records from a folder, a text file of paths, or a JSONL/CSV manifest; probe.
+
+``ingest(source)`` returns one row per video with a stable, filesystem-safe ``video_id``;
+``Probe`` adds duration, fps, width, height and has_audio (PyAV, no decoding of frames).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from datasets import Dataset
+
+from lomo_datasets import features as F
+from lomo_datasets import media
+from lomo_datasets.stage import SettingError, Stage
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = {
+    ".mp4", ".mkv", ".webm", ".avi", ".mov", ".flv", ".m4v", ".ts", ".mpg", ".mpeg", ".wmv", ".3gp",
+}
+MANIFEST_EXTENSIONS = {".jsonl", ".json", ".csv"}
+_UNSAFE = re.compile(r"[^\w.\-]+")
+_MAX_ID = 96
+
+
+def is_url(value: str) -> bool:
+    return bool(re.match(r"^[a-z][a-z0-9+.\-]*://", value, re.I))
+
+
+def make_video_id(name: str) -> str:
+    """A filesystem-safe id from a file stem or a given id: letters (any script), digits,
+    ``_``, ``-`` and single dots; no path separators, no ``..``, no leading dot."""
+    text = unicodedata.normalize("NFC", name)
+    text = _UNSAFE.sub("_", text)
+    text = re.sub(r"\.{2,}", "_", text).strip("._-")
+    if len(text) > _MAX_ID:
+        text = text[: _MAX_ID - 9].rstrip("._-") + "-" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return text or "video"
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        logger.warning("manifest is not valid UTF-8; undecodable bytes are replaced")
+        return raw.decode("utf-8", errors="replace")
+
+
+def _clean(value: Any) -> str | None:
+    """Manifest text as valid UTF-8 (lone surrogates and control characters removed)."""
+    if value is None:
+        return None
+    text = str(value).encode("utf-8", errors="replace").decode("utf-8")
+    return "".join(ch for ch in text if ch in "\t\n" or unicodedata.category(ch) != "Cc").strip() or None
+
+
+def _entry(video: str, base: Path | None, **meta: Any) -> dict[str, Any]:
+    video = video.strip()
+    if not is_url(video):
+        if base is not None and not os.path.isabs(video):
+            video = str(base / video)
+        video = os.path.abspath(video)
+    return {"video": video, **meta}
+
+
+def _read_manifest(path: Path) -> list[dict[str, Any]]:
+    text = _decode(path.read_bytes())
+    base = path.parent
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise SettingError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+    entries = []
+    for number, row in enumerate(rows, 1):
+        video = row.get("video") or row.get("path") or row.get("url")
+        if not video:
+            raise SettingError(f"{path}: entry {number} has no 'video' (or 'path'/'url') field")
+        entries.append(
+            _entry(
+                str(video),
+                base,
+                video_id=_clean(row.get("video_id")),
+                title=_clean(row.get("title")),
+                category=_clean(row.get("category")),
+                source=_clean(row.get("source")),
+            )
+        )
+    return entries
+
+
+def discover(source: str | os.PathLike) -> list[dict[str, Any]]:
+    """Entries (``video`` plus optional metadata) from a folder, a text file or a manifest."""
+    path = Path(source)
+    if not path.exists():
+        raise SettingError(f"--videos {source}: no such folder or file")
+    if path.is_dir():
+        files = sorted(
+            p for p in path.rglob("*")
+            if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        return [_entry(str(p), None) for p in files]
+    if path.suffix.lower() in MANIFEST_EXTENSIONS:
+        return _read_manifest(path)
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return [_entry(str(path), None)]
+    lines = _decode(path.read_bytes()).splitlines()
+    return [_entry(line, path.parent) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def records(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Video records with unique ids. Ids that collide get a suffix from a hash of their path,
+    so the same inputs always give the same ids, whatever their order."""
+    rows = []
+    for entry in entries:
+        video = entry["video"]
+        errors = []
+        try:
+            video.encode("utf-8")
+        except UnicodeEncodeError:
+            errors.append({"stage": "ingest", "error": "file name is not valid UTF-8; rename the file"})
+            video = video.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        stem = Path(video.rstrip("/").split("?")[0]).stem if not entry.get("video_id") else entry["video_id"]
+        rows.append(
+            {
+                "video_id": make_video_id(stem),
+                "video": video,
+                "source": entry.get("source") or ("url" if is_url(video) else "local"),
+                "title": entry.get("title") or (Path(video).stem if not is_url(video) else None),
+                "category": entry.get("category"),
+                "errors": errors,
+            }
+        )
+    counts = Counter(row["video_id"] for row in rows)
+    for row in rows:
+        if counts[row["video_id"]] > 1:
+            digest = hashlib.sha1(row["video"].encode("utf-8")).hexdigest()[:8]
+            row["video_id"] = f"{row['video_id'][: _MAX_ID - 9]}-{digest}"
+    seen = Counter(row["video_id"] for row in rows)
+    for row in rows:
+        if seen[row["video_id"]] > 1:  # the same path listed twice
+            row["errors"] = row["errors"] + [{"stage": "ingest", "error": "duplicate entry: this video is listed more than once"}]
+    return rows
+
+
+def ingest(source: str | os.PathLike) -> Dataset:
+    """A dataset of video records from ``source`` (folder, text file of paths, or manifest)."""
+    rows = records(discover(source))
+    if not rows:
+        raise SettingError(f"--videos {source}: found no videos (extensions: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+    logger.info("ingest: %d videos from %s", len(rows), source)
+    return Dataset.from_list(rows, features=F.VIDEO)
+
+
+@dataclass
+class Probe(Stage):
+    """Container facts of each video with PyAV: duration, fps, width, height, has_audio.
+
+    ``verify`` reads every packet (without decoding) so truncated files are caught here.
+    """
+
+    name = "probe"
+    version = "1"
+    reads = ("video",)
+    rows_per_batch = 16
+
+    verify: bool = True
+
+    def validate(self) -> None:
+        if not isinstance(self.verify, bool):
+            raise SettingError(f"probe.verify must be true or false, got {self.verify!r}")
+
+    def features(self):
+        return F.PROBE
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        video = row["video"]
+        if is_url(video):
+            raise media.MediaNotFoundError(f"not downloaded yet: {video}")
+        info = media.probe(video, verify=self.verify)
+        if not info.has_video:
+            raise media.NoVideoError(f"no video track (audio-only file): {video}")
+        return {
+            "duration": info.duration,
+            "fps": info.fps,
+            "width": info.width,
+            "height": info.height,
+            "has_audio": info.has_audio,
+        }
