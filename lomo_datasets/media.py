@@ -186,7 +186,12 @@ def decode_audio(
             raise TruncatedMediaError(
                 f"audio stops decoding after {(first + got) / sample_rate:.2f}s ({exc}): {path}"
             ) from exc
+        claimed = _stream_duration(stream) or (container.duration / av.time_base if container.duration else None)
     audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    if end is None and claimed and (first + got) / sample_rate < claimed - max(1.0, 0.05 * claimed):
+        raise TruncatedMediaError(
+            f"audio ends at {(first + got) / sample_rate:.2f}s but the header says {claimed:.2f}s: {path}"
+        )
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
