@@ -202,6 +202,11 @@ class Stage:
         return getattr(self, "_device", None) or resolve_device(None, self.device)
 
     @property
+    def current_rank(self) -> int | None:
+        """The process rank ``datasets`` passed to the current call (None in a single process)."""
+        return getattr(self, "_rank", None)
+
+    @property
     def model(self) -> Any:
         """The model for this process and device, loaded on first use and then cached."""
         device = self.current_device
@@ -237,6 +242,7 @@ class Stage:
         return results
 
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
+        self._rank = rank
         self._device = resolve_device(rank, self.device)
         names = list(batch)
         n = len(batch[names[0]]) if names else 0
