@@ -1,0 +1,140 @@
+"""The stage contract: device rule, per-process model cache, row errors, fingerprints, pickling."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+
+import pytest
+from datasets import Dataset, Features, Value
+
+from lomo_datasets import stage as S
+from lomo_datasets.stage import MissingDependencyError, SettingError, Stage, apply_stage, resolve_device
+from tests.toy_stages import ToyModelStage
+
+
+def test_rank_to_device_with_two_gpus(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # only the count is faked
+    assert [resolve_device(r) for r in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert resolve_device(None) == "cuda:0"
+    assert resolve_device(3, "cpu") == "cpu"
+    assert resolve_device(3, "cuda:1") == "cuda:1"
+
+
+def test_no_gpu_means_cpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert [resolve_device(r) for r in (None, 0, 1, 5)] == ["cpu"] * 4
+
+
+def test_bad_settings_fail_at_construction():
+    with pytest.raises(SettingError, match="toy.scale"):
+        ToyModelStage(scale="big")
+    with pytest.raises(SettingError, match="'auto'"):
+        ToyModelStage(device="gpu0")
+
+
+def test_missing_extra_names_the_pip_command():
+    @dataclass
+    class NeedsMissing(Stage):
+        name = "needs"
+        requires = {"surely_not_a_module_xyz": "asr"}
+
+        def features(self):
+            return Features({})
+
+    with pytest.raises(MissingDependencyError, match=r"pip install 'lomo-datasets\[asr\]'"):
+        NeedsMissing()
+
+
+def test_stage_pickles_without_model():
+    stage = ToyModelStage(scale=3.0)
+    stage({"x": [1.0]})  # loads the model in this process
+    data = pickle.dumps(stage)
+    assert b"Linear" not in data and len(data) < 400
+    clone = pickle.loads(data)
+    assert clone.scale == 3.0 and clone == stage
+
+
+def test_row_error_keeps_other_rows():
+    ds = Dataset.from_dict({"video_id": ["a", "b", "c"], "x": [1.0, -1.0, 2.0]})
+    out = apply_stage(ds, ToyModelStage(scale=2.0), load_from_cache_file=False)
+    rows = out.to_list()
+    assert [r["y"] for r in rows] == [2.0, None, 4.0]
+    assert rows[0]["errors"] == [] and rows[2]["errors"] == []
+    assert rows[1]["errors"] == [{"stage": "toy", "error": "ValueError: negative input -1.0"}]
+    assert rows[1]["pid"] is None and rows[1]["device"] is None
+    assert out.features["y"] == Value("float64")
+
+
+def test_failed_upstream_rows_are_passed_through():
+    ds = Dataset.from_dict(
+        {"x": [1.0, 2.0], "errors": [[{"stage": "probe", "error": "EmptyMediaError: empty"}], []]}
+    )
+    out = apply_stage(ds, ToyModelStage(), load_from_cache_file=False).to_list()
+    assert out[0]["y"] is None and out[0]["errors"] == [{"stage": "probe", "error": "EmptyMediaError: empty"}]
+    assert out[1]["y"] == 4.0
+
+
+def test_num_proc_2_sees_both_ranks_and_loads_once_per_process():
+    ds = Dataset.from_dict({"x": [float(i) for i in range(12)]})
+    out = apply_stage(ds, ToyModelStage(scale=1.5), num_proc=2, load_from_cache_file=False)
+    rows = out.to_list()
+    assert sorted({r["rank"] for r in rows}) == [0, 1]
+    assert all(r["device"] == "cpu" for r in rows)
+    assert [r["y"] for r in rows] == [1.5 * i for i in range(12)]
+    by_pid: dict[int, set] = {}
+    for r in rows:
+        by_pid.setdefault(r["pid"], set()).add(r["loads"])
+    assert len(by_pid) == 2  # two worker processes
+    # Each worker loaded the model once, on its first batch, and reused it for the other 2 batches.
+    assert all(loads == {1} for loads in by_pid.values())
+
+
+def test_model_cache_is_keyed_by_settings():
+    S.clear_model_cache()
+    a, b, a2 = ToyModelStage(scale=1.0), ToyModelStage(scale=2.0), ToyModelStage(scale=1.0)
+    assert a.model is a2.model
+    assert a.model is not b.model
+
+
+def test_fingerprint_changes_with_settings_version_and_code(monkeypatch):
+    base = ToyModelStage(scale=2.0).fingerprint("prev")
+    assert ToyModelStage(scale=2.0).fingerprint("prev") == base
+    assert ToyModelStage(scale=3.0).fingerprint("prev") != base
+    assert ToyModelStage(scale=2.0).fingerprint("other") != base
+    monkeypatch.setattr(ToyModelStage, "version", "2")
+    assert ToyModelStage(scale=2.0).fingerprint("prev") != base
+    monkeypatch.setattr(ToyModelStage, "version", "1")
+    monkeypatch.setattr(ToyModelStage, "code_hash", classmethod(lambda cls: "edited"))
+    assert ToyModelStage(scale=2.0).fingerprint("prev") != base
+
+
+def test_datasets_cache_hit_and_invalidation(tmp_path, monkeypatch):
+    """On a disk-backed dataset, a rerun with nothing changed reuses datasets' cache file;
+    a new setting or version recomputes."""
+    Dataset.from_dict({"x": [1.0, 2.0, 3.0]}).save_to_disk(str(tmp_path / "in"))
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(tmp_path / "in"))
+    first = apply_stage(ds, ToyModelStage(scale=2.0))
+    again = apply_stage(ds, ToyModelStage(scale=2.0))
+    assert again.cache_files == first.cache_files
+    assert again["pid"] == first["pid"] and again["y"] == first["y"]
+    changed = apply_stage(ds, ToyModelStage(scale=5.0))
+    assert changed.cache_files != first.cache_files and changed["y"] == [5.0, 10.0, 15.0]
+    monkeypatch.setattr(ToyModelStage, "version", "2")
+    bumped = apply_stage(ds, ToyModelStage(scale=2.0))
+    assert bumped.cache_files not in (first.cache_files, changed.cache_files)
+
+
+def test_split_by_threshold_keeps_dropped_rows_with_reason():
+    ds = Dataset.from_dict({"video_id": list("abcd"), "score": [0.5, 1.5, None, 3.0]})
+    kept, dropped = S.split_by_threshold(ds, "score", low=1.0, high=2.0, reason="score band")
+    assert kept["video_id"] == ["b"]
+    assert dropped["video_id"] == ["a", "c", "d"] and set(dropped["drop_reason"]) == {"score band"}
+    with pytest.raises(SettingError, match="cannot filter"):
+        S.split_by_threshold(ds, "nope", low=1)
