@@ -138,3 +138,15 @@ def test_split_by_threshold_keeps_dropped_rows_with_reason():
     assert dropped["video_id"] == ["a", "c", "d"] and set(dropped["drop_reason"]) == {"score band"}
     with pytest.raises(SettingError, match="cannot filter"):
         S.split_by_threshold(ds, "nope", low=1)
+
+
+def test_fan_out_rows_copy_inputs_and_failed_rows_stay():
+    from tests.toy_stages import ToyFanOut
+
+    ds = Dataset.from_dict({"video_id": ["a", "b", "c", "d"], "x": [2, 0, -1, 3]})
+    out = apply_stage(ds, ToyFanOut(), load_from_cache_file=False).to_list()
+    assert [(r["video_id"], r["part"]) for r in out] == [
+        ("a", 0), ("a", 1), ("c", None), ("d", 0), ("d", 1), ("d", 2)
+    ]
+    assert out[2]["errors"][0]["error"] == "ValueError: cannot split a negative count"
+    assert all(r["errors"] == [] for i, r in enumerate(out) if i != 2)

@@ -63,3 +63,20 @@ class ToyModelStage(Stage):
             "device": self.current_device,
             "loads": LOADS["count"],
         }
+
+
+@dataclass
+class ToyFanOut(Stage):
+    """One row with n = x becomes n rows with part = 0..n-1; x < 0 fails."""
+
+    name = "fan"
+    fan_out = True
+    reads = ("x",)
+
+    def features(self) -> Features:
+        return Features({"part": Value("int64")})
+
+    def process_row(self, row):
+        if row["x"] < 0:
+            raise ValueError("cannot split a negative count")
+        return [{"part": i} for i in range(int(row["x"]))]
