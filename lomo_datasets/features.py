@@ -45,6 +45,55 @@ PROBE = Features(
     }
 )
 
+#: ASR quality (processors/asr.py): ``asr_score`` 1.0 clean .. 0.0 likely hallucination or
+#: empty, ``asr_flags`` the reasons, ``asr_stats`` the numbers behind them.
+ASR_QUALITY = Features(
+    {
+        "asr_score": Value("float64"),
+        "asr_flags": List(Value("string")),
+        "asr_stats": {
+            "avg_logprob": Value("float64"),
+            "compression_ratio": Value("float64"),
+            "no_speech_prob": Value("float64"),
+            "repetition": Value("int32"),
+            "speech_seconds": Value("float64"),
+        },
+    }
+)
+
+#: Columns written by ASR (processors/asr.py).
+ASR = Features(
+    {
+        "language": Value("string"),
+        "language_probability": Value("float64"),
+        "segments": SEGMENTS,
+        "words": WORDS,
+        **ASR_QUALITY,
+    }
+)
+
+#: Columns written by language detection (processors/language.py, default column names):
+#: the detected language, its score, and the score of the language a filter keeps.
+LANGUAGE = Features(
+    {
+        "language": Value("string"),
+        "language_probability": Value("float64"),
+        "language_match": Value("float64"),
+    }
+)
+
+#: Columns written by the download stage (processors/download.py): the local file and the
+#: platform's metadata (``duration`` as the platform reports it; probe measures it again).
+DOWNLOAD = Features(
+    {
+        "video": Value("string"),
+        "title": Value("string"),
+        "category": Value("string"),
+        "uploader": Value("string"),
+        "duration": Value("float64"),
+    }
+)
+
 
 def empty_value(feature):
     """The value a failed row gets for ``feature``: ``[]`` for lists, ``None`` otherwise."""

