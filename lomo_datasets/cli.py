@@ -27,6 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--embedded", action="store_true", help="use the small models that ship in packages (offline)")
     run.add_argument("--work-dir", help="where step outputs persist for reruns (default OUT/.lomo-work)")
     run.add_argument("--chunk-size", type=int, default=256, help="rows per persisted chunk")
+    run.add_argument("--push-to-hub", metavar="ORG/NAME", help="then push the folder to this Hub dataset repo")
+    run.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+
+    pub = sub.add_parser("publish", help="push a dataset folder (Hub layout) to a Hub dataset repo")
+    pub.add_argument("folder", help="folder written by `run` (data/*.parquet + README.md + stats.png)")
+    pub.add_argument("--repo", required=True, metavar="ORG/NAME", help="Hub dataset repo (token: HF_TOKEN or `hf auth login`)")
+    pub.add_argument("--private", action="store_true", help="create the repo private")
 
     sub.add_parser("recipes", help="list recipes and their steps")
 
@@ -46,11 +53,19 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from lomo_datasets.publish import PublishError
+    from lomo_datasets.redact import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     try:
         return _dispatch(args)
     except (SettingError, MissingDependencyError) as exc:
         print(f"lomo-datasets: error: {exc}", file=sys.stderr)
         return 2
+    except PublishError as exc:
+        print(f"lomo-datasets: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -65,6 +80,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         for path in make_samples(args.folder):
             print(path)
+        return 0
+    if args.command == "publish":
+        from lomo_datasets.publish import push_folder
+
+        print(f"pushed: {push_folder(args.folder, args.repo, private=args.private or None)}")
         return 0
     if args.command == "demo":
         from lomo_datasets.samples import make_samples
@@ -86,6 +106,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         embedded=args.embedded,
         work_dir=args.work_dir,
         chunk_size=args.chunk_size,
+        push_to_hub=args.push_to_hub,
+        private=args.private or None,
     )
     _print_summary(summary)
     return 0

@@ -1,23 +1,51 @@
-"""Write datasets in the Hub layout: ``data/<split>-XXXXX-of-YYYYY.parquet`` plus a README.md card.
+"""Publish datasets in the Hub layout: ``data/<split>-XXXXX-of-YYYYY.parquet``, README.md, plot.
 
-The local folder is exactly what ``push_to_hub`` would publish, so ``load_dataset(folder)``
-reads the same rows and features.
+``write_folder`` writes the layout to a local folder: Parquet shards (split by size), a README.md
+card whose YAML lists the configs and features, and the stats plot (``stats.png``) the card
+shows. ``push_folder`` uploads exactly those files to a Hub dataset repo; ``push_to_hub`` does
+both. So ``load_dataset(folder)`` reads what ``load_dataset(repo)`` reads after a push.
+
+The Hub token comes from the environment (``HF_TOKEN``) or the huggingface_hub login; it is
+never logged, printed or written. Transient upload errors (HTTP 408/429/5xx, dropped
+connections) are retried with bounded exponential backoff; the final error says what failed and
+that the local folder is intact.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import yaml
 from datasets import Dataset, DatasetDict
+
+from lomo_datasets.card import PLOT_NAME, Provenance, compute_stats, plot_stats
+from lomo_datasets.card import render_card as _render_card
+from lomo_datasets.redact import redact
+from lomo_datasets.stage import SettingError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SHARD_BYTES = 500 * 1024 * 1024
+#: The files of a dataset folder that are published (work dirs, dropped rows stay local).
+PUBLISHED_PATTERNS = ["README.md", PLOT_NAME, "data/*.parquet"]
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class PublishError(RuntimeError):
+    """Publishing failed; the message says what failed and what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# Local folder
+# --------------------------------------------------------------------------------------------
 
 
 def _num_shards(ds: Dataset, max_shard_bytes: int) -> int:
@@ -39,20 +67,33 @@ def card_header(dsd: DatasetDict, extra: dict[str, Any] | None = None) -> dict[s
     return header
 
 
-def render_card(header: dict[str, Any], body: str) -> str:
-    return "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---\n\n" + body.strip() + "\n"
-
-
 def write_folder(
     data: Dataset | DatasetDict,
     out: str | os.PathLike,
     body: str = "",
     header: dict[str, Any] | None = None,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    *,
+    provenance: Provenance | None = None,
+    dropped: Dataset | None = None,
+    kind: str | None = None,
+    pretty_name: str | None = None,
+    repo_id: str | None = None,
+    plot: bool = True,
 ) -> Path:
-    """Write ``data`` to ``out`` in the Hub layout (replacing earlier shards there)."""
+    """Write ``data`` to ``out`` in the Hub layout (replacing earlier shards there).
+
+    The card is rendered from the template for ``kind`` (chosen from the columns when None)
+    with statistics, the plot, ``provenance`` (recipe, steps, models, packages) and ``body``
+    as an extra section. ``dropped`` rows (with ``drop_reason``) are counted, not published.
+    """
+    if max_shard_bytes < 1:
+        raise SettingError(f"max_shard_bytes must be >= 1, got {max_shard_bytes}")
     dsd = data if isinstance(data, DatasetDict) else DatasetDict({"train": data})
+    if not dsd:
+        raise SettingError("nothing to write: the DatasetDict has no splits")
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
     tmp = out / "data.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -64,6 +105,183 @@ def write_folder(
             shard.to_parquet(str(tmp / f"{split}-{i:05d}-of-{n:05d}.parquet"))
     shutil.rmtree(data_dir, ignore_errors=True)
     os.replace(tmp, data_dir)
-    (out / "README.md").write_text(render_card(card_header(dsd, header), body), encoding="utf-8")
+
+    stats = compute_stats(dsd, dropped)
+    plot_path = None
+    if plot:
+        plot_path = plot_stats(stats, out / PLOT_NAME, title=pretty_name or (provenance.recipe if provenance else ""))
+    if plot_path is None:
+        (out / PLOT_NAME).unlink(missing_ok=True)
+    text = _render_card(
+        dsd,
+        card_header(dsd, header),
+        stats,
+        provenance=provenance,
+        kind=kind,
+        plot=PLOT_NAME if plot_path else None,
+        repo_id=repo_id,
+        pretty_name=pretty_name,
+        extra_body=body,
+    )
+    readme_tmp = out / "README.md.partial"
+    readme_tmp.write_text(text, encoding="utf-8")
+    os.replace(readme_tmp, out / "README.md")
     logger.info("wrote %s (%s)", out, ", ".join(f"{s}: {len(d)} rows" for s, d in dsd.items()))
     return out
+
+
+def check_folder(folder: str | os.PathLike) -> Path:
+    """``folder`` if it is a dataset folder in the Hub layout, else a SettingError saying why."""
+    folder = Path(folder)
+    if not (folder / "README.md").is_file() or not any((folder / "data").glob("*.parquet")):
+        raise SettingError(
+            f"{folder} is not a dataset folder in the Hub layout (README.md and data/*.parquet); "
+            "make one with `lomo-datasets run ... --out FOLDER` or lomo_datasets.publish.write_folder()"
+        )
+    return folder
+
+
+# --------------------------------------------------------------------------------------------
+# Hub
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Retry:
+    """Bounded exponential backoff for transient upload errors."""
+
+    attempts: int = 5
+    base_delay: float = 2.0
+    max_delay: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            raise SettingError(f"retry attempts must be an integer >= 1, got {self.attempts!r}")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise SettingError("retry delays must be >= 0 seconds")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+
+
+def check_repo_id(repo_id: str) -> str:
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id:
+        raise SettingError(f"repo id {repo_id!r}: use ORG/NAME, e.g. my-org/lomo-bench")
+    return repo_id
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying: HTTP 408/429/5xx, timeouts, dropped connections."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if status is not None:
+        return int(status) in _TRANSIENT_STATUS
+    try:
+        import httpx
+
+        if isinstance(exc, httpx.TransportError):
+            return True
+    except ImportError:  # pragma: no cover - huggingface_hub depends on httpx
+        pass
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return redact((f"HTTP {status}: " if status else f"{type(exc).__name__}: ") + first)
+
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    retry: Retry | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Upload a dataset folder (README.md, stats.png, data/*.parquet) to the dataset repo
+    ``repo_id`` in one commit; shards no longer in the folder are deleted from the repo.
+
+    ``token`` None uses ``HF_TOKEN`` or the huggingface_hub login. Returns the commit URL.
+    """
+    from huggingface_hub import HfApi
+
+    folder = check_folder(folder)
+    check_repo_id(repo_id)
+    retry = retry or Retry()
+    api = HfApi(endpoint=endpoint, token=token)
+    message = commit_message or f"Upload {folder.name} with lomo-datasets"
+    last: BaseException | None = None
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+            info = api.upload_folder(
+                folder_path=str(folder),
+                repo_id=repo_id,
+                repo_type="dataset",
+                revision=revision,
+                allow_patterns=PUBLISHED_PATTERNS,
+                delete_patterns=["data/*.parquet"],
+                commit_message=message,
+            )
+            url = str(getattr(info, "commit_url", info))
+            logger.info("pushed %s to dataset repo %s (%s)", folder, repo_id, redact(url))
+            return url
+        except Exception as exc:
+            if not is_transient(exc):
+                raise PublishError(_fatal_message(exc, folder, repo_id)) from None
+            last = exc
+            if attempt < retry.attempts:
+                wait = retry.delay(attempt)
+                logger.warning(
+                    "push to %s: attempt %d/%d failed (%s); retrying in %.1fs",
+                    repo_id, attempt, retry.attempts, _describe(exc), wait,
+                )
+                sleep(wait)
+    raise PublishError(
+        f"push to dataset repo {repo_id} failed after {retry.attempts} attempts: {_describe(last)}. "
+        f"The local dataset in {folder} is complete and unchanged; retry with "
+        f"`lomo-datasets publish {folder} --repo {repo_id}`."
+    ) from None
+
+
+def _fatal_message(exc: BaseException, folder: Path, repo_id: str) -> str:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    hint = {
+        401: "the Hub did not accept the token: set HF_TOKEN or run `hf auth login`",
+        403: f"the token may not write to {repo_id}: use a token with write access to that namespace",
+        404: f"repo {repo_id} was not found: check the ORG/NAME and that the token can see it",
+    }.get(status, "")
+    return (
+        f"push to dataset repo {repo_id} failed: {_describe(exc)}"
+        + (f" ({hint})" if hint else "")
+        + f". The local dataset in {folder} is complete and unchanged."
+    )
+
+
+def push_to_hub(
+    data: Dataset | DatasetDict,
+    repo_id: str,
+    out: str | os.PathLike | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    retry: Retry | None = None,
+    **folder_kwargs: Any,
+) -> str:
+    """Write ``data`` in the Hub layout (to ``out``, or a temporary folder) and push it.
+
+    The card is the same one the local folder gets, with ``load_dataset("repo_id")`` in it.
+    """
+    check_repo_id(repo_id)
+    if out is not None:
+        folder = write_folder(data, out, repo_id=repo_id, **folder_kwargs)
+        return push_folder(folder, repo_id, private=private, token=token, endpoint=endpoint, retry=retry)
+    with tempfile.TemporaryDirectory(prefix="lomo-publish-") as tmp:
+        folder = write_folder(data, tmp, repo_id=repo_id, **folder_kwargs)
+        return push_folder(folder, repo_id, private=private, token=token, endpoint=endpoint, retry=retry)

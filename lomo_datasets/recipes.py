@@ -15,6 +15,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from lomo_datasets import publish
+from lomo_datasets.card import Provenance
 from lomo_datasets.pipeline import Recipe, Runner, build_steps, load_config, parse_overrides
 from lomo_datasets.stage import SettingError
 
@@ -53,6 +54,7 @@ class RunSummary:
     errors_by_stage: dict[str, int]
     timings: dict[str, float]
     hours: float
+    pushed: str | None = None
 
     def lines(self) -> list[str]:
         lines = [
@@ -62,6 +64,8 @@ class RunSummary:
         if self.dropped:
             lines.append(f"rows dropped by filters: {self.dropped}")
         lines.append("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
+        if self.pushed:
+            lines.append(f"pushed: {self.pushed}")
         return lines
 
 
@@ -75,14 +79,19 @@ def run_recipe(
     embedded: bool = False,
     work_dir: str | os.PathLike | None = None,
     chunk_size: int = 256,
+    push_to_hub: str | None = None,
+    private: bool | None = None,
 ) -> RunSummary:
     """Run recipe ``name`` over ``videos`` and write the Hub layout to ``out``.
 
     Every step is built before anything runs, so a bad setting fails at once. The work dir
-    (default ``OUT/.lomo-work``) keeps each step's output for reruns.
+    (default ``OUT/.lomo-work``) keeps each step's output for reruns. The folder gets the full
+    card (statistics, plot, how it was made); ``push_to_hub="org/name"`` then uploads it.
     """
     from lomo_datasets.processors.ingest import ingest
 
+    if push_to_hub:
+        publish.check_repo_id(push_to_hub)
     recipe = get_recipe(name)
     config_dict = config if isinstance(config, dict) else load_config(config)
     override_dict = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
@@ -93,17 +102,16 @@ def run_recipe(
     result = runner.run(ds, steps)
     data = result.dataset
     splits: dict[str, Dataset] = {"train": data}
-    publish.write_folder(DatasetDict(splits), out, body=_card_body(recipe, steps))
+    publish.write_folder(
+        DatasetDict(splits), out, provenance=Provenance.from_recipe(recipe, steps), dropped=result.dropped,
+        repo_id=push_to_hub,
+    )
     if result.dropped is not None and len(result.dropped):
         result.dropped.to_json(str(out / "dropped.jsonl"), force_ascii=False)
-    return _summarize(recipe.name, out, data, result)
-
-
-def _card_body(recipe: Recipe, steps: list[Any]) -> str:
-    lines = [f"# {recipe.name} dataset", "", f"Made with lomo-datasets, recipe `{recipe.name}`: {recipe.description}.", "", "## Steps", ""]
-    for step in steps:
-        lines.append(f"- `{step.name}`: {step.settings()}")
-    return "\n".join(lines)
+    summary = _summarize(recipe.name, out, data, result)
+    if push_to_hub:
+        summary.pushed = publish.push_folder(out, push_to_hub, private=private)
+    return summary
 
 
 def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:

