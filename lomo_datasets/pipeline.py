@@ -6,6 +6,15 @@ running anything (a bad setting fails at once), then runs them in order. Each st
 saved under the work dir in chunks with completion markers, in a folder named by a fingerprint
 chained from the input and every earlier step. A rerun with unchanged settings reuses it;
 changing a step's settings, version or code recomputes that step and the steps after it.
+
+Crash safety: a chunk is written to a temporary folder and renamed into place before its
+``_SUCCESS`` marker is written, so after a crash (even SIGKILL) a rerun reuses every finished
+chunk and recomputes only the unfinished ones. Chunk folders are named by their row range, so a
+rerun with another ``chunk_size`` never reuses a chunk that covers other rows.
+
+Many nodes: ``--shard i/n`` runs part i of n of the ingested input (contiguous rows, through
+``datasets.distributed.split_dataset_by_node``); ``merge_outputs`` joins the parts' published
+folders in shard order, so shards 1..n merged equal one unsharded run.
 """
 
 from __future__ import annotations
@@ -140,6 +149,37 @@ def _fingerprint_dataset(ds: Dataset) -> str:
     return digest.hexdigest()[:32]
 
 
+def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"2/4"`` -> ``(2, 4)``: part 2 of 4 (1-based). ``None`` means the whole input."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, tuple):
+        index, count = text
+    else:
+        left, sep, right = str(text).partition("/")
+        try:
+            index, count = int(left), int(right)
+        except ValueError:
+            index = count = None  # type: ignore[assignment]
+        if not sep or index is None:
+            raise SettingError(f"--shard {text!r}: use I/N with whole numbers, e.g. --shard 1/4 for the first of 4 parts")
+    if count < 1 or not 1 <= index <= count:
+        raise SettingError(f"--shard {index}/{count}: I must be between 1 and N (N >= 1), e.g. --shard 1/{max(count, 2)}")
+    return index, count
+
+
+def take_shard(ds: Dataset, shard: tuple[int, int] | None) -> Dataset:
+    """Part ``i`` of ``n`` of ``ds`` (contiguous rows; parts 1..n in order give back ``ds``)."""
+    if shard is None or shard[1] == 1:
+        return ds
+    from datasets.distributed import split_dataset_by_node
+
+    index, count = shard
+    part = split_dataset_by_node(ds, rank=index - 1, world_size=count)
+    logger.info("shard %d/%d: %d of %d rows", index, count, len(part), len(ds))
+    return part
+
+
 @dataclass
 class RunResult:
     dataset: Dataset
@@ -160,8 +200,10 @@ class Runner:
         self.num_proc = num_proc
         self.chunk_size = chunk_size
 
-    def run(self, ds: Dataset, steps: list[Stage | Filter]) -> RunResult:
+    def run(self, ds: Dataset, steps: list[Stage | Filter], shard: tuple[int, int] | None = None) -> RunResult:
+        """Run ``steps`` over ``ds`` (or over part ``shard = (i, n)`` of it)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        ds = take_shard(ds, shard)
         fingerprint = _fingerprint_dataset(ds)
         dropped_parts: list[Dataset] = []
         timings: dict[str, float] = {}
@@ -188,17 +230,28 @@ class Runner:
             return load_from_disk(str(step_dir / "data"))
         parts = []
         n_chunks = max(1, math.ceil(len(ds) / self.chunk_size))
+        reused = 0
         for chunk in range(n_chunks):
-            chunk_dir = step_dir / f"chunk-{chunk:05d}"
+            start, end = chunk * self.chunk_size, min(len(ds), (chunk + 1) * self.chunk_size)
+            chunk_dir = step_dir / f"chunk-{start:09d}-{end:09d}"
             if (chunk_dir / DONE).exists():
                 parts.append(load_from_disk(str(chunk_dir / "data")))
+                reused += 1
                 continue
-            rows = range(chunk * self.chunk_size, min(len(ds), (chunk + 1) * self.chunk_size))
+            scratch = chunk_dir / "map.partial"
+            shutil.rmtree(scratch, ignore_errors=True)  # left by a crash
+            scratch.mkdir(parents=True)
             part = apply_stage(
-                ds.select(rows), stage, num_proc=self.num_proc, load_from_cache_file=False,
+                ds.select(range(start, end)), stage, num_proc=self.num_proc, load_from_cache_file=False,
                 desc=f"{stage.name} [{chunk + 1}/{n_chunks}]",
+                # the map's own Arrow files go in the chunk folder, not beside the input's
+                cache_file_name=str(scratch / "map.arrow"),
             )
             parts.append(_save(part, chunk_dir))
+            del part
+            shutil.rmtree(scratch, ignore_errors=True)
+        if reused:
+            logger.info("%s: reused %d of %d finished chunks in %s", stage.name, reused, n_chunks, step_dir)
         result = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
         result = _save(result, step_dir)
         for chunk_dir in step_dir.glob("chunk-*"):
@@ -229,5 +282,99 @@ def _save(ds: Dataset, folder: Path) -> Dataset:
     if (folder / "data").exists():
         shutil.rmtree(folder / "data")
     os.replace(tmp, folder / "data")
-    (folder / DONE).write_text(json.dumps({"rows": len(ds), "time": time.time()}))
+    marker = folder / (DONE + ".partial")
+    marker.write_text(json.dumps({"rows": len(ds), "time": time.time()}))
+    os.replace(marker, folder / DONE)
     return load_from_disk(str(folder / "data"))
+
+
+#: Row reports a run writes beside its published data; ``merge_outputs`` joins them too.
+REPORTS = ("failed.jsonl", "dropped.jsonl")
+
+
+def _split_files(folder: Path) -> dict[str, list[Path]]:
+    """``data/<split>-XXXXX-of-YYYYY.parquet`` files of a published folder, by split."""
+    files: dict[str, list[Path]] = {}
+    for path in sorted((folder / "data").glob("*.parquet")):
+        split = path.stem.rsplit("-", 3)[0]
+        files.setdefault(split, []).append(path)
+    return files
+
+
+def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Join the published folders of ``--shard 1/n`` .. ``n/n`` (in the order given) into one
+    published folder at ``out``; their row reports (failed, dropped) are joined as well."""
+    from datasets import DatasetDict
+
+    from lomo_datasets import publish
+
+    folders = [Path(p) for p in parts]
+    if not folders:
+        raise SettingError("merge: give the output folders of the shard runs, e.g. merge out-1 out-2 --out merged")
+    out = Path(out)
+    by_split: dict[str, list[Dataset]] = {}
+    for folder in folders:
+        if folder.resolve() == out.resolve():
+            raise SettingError(f"merge: --out {out} is one of the parts; write the merged dataset to a new folder")
+        files = _split_files(folder)
+        if not files:
+            raise SettingError(f"merge: {folder} has no data/*.parquet; is it the --out folder of a `run`?")
+        for split, paths in files.items():
+            by_split.setdefault(split, []).append(Dataset.from_parquet([str(p) for p in paths]))
+    merged: dict[str, Dataset] = {}
+    for split, datasets_ in by_split.items():
+        if len(datasets_) != len(folders):
+            raise SettingError(f"merge: split '{split}' is missing from some parts; were they made by the same recipe?")
+        for folder, part in zip(folders, datasets_):
+            if part.features != datasets_[0].features:
+                raise SettingError(
+                    f"merge: {folder} has other columns than {folders[0]} "
+                    f"({sorted(part.features)} vs {sorted(datasets_[0].features)}); "
+                    "merge only parts of one recipe run with the same settings"
+                )
+        merged[split] = concatenate_datasets(datasets_)
+    dropped = None
+    dropped_files = [str(f / "dropped.jsonl") for f in folders if (f / "dropped.jsonl").is_file() and (f / "dropped.jsonl").stat().st_size]
+    if dropped_files:
+        dropped = Dataset.from_json(dropped_files)
+    body = "Merged from the outputs of {} shard runs: {}.".format(len(folders), ", ".join(f.name for f in folders))
+    publish.write_folder(DatasetDict(merged), out, body=body, **({"dropped": dropped} if dropped is not None else {}))
+    for report in REPORTS:
+        sources = [f / report for f in folders if (f / report).exists()]
+        if sources:
+            with open(out / report, "wb") as dst:
+                for src in sources:
+                    dst.write(src.read_bytes())
+        elif (out / report).exists():
+            (out / report).unlink()
+    logger.info("merged %d parts into %s (%s)", len(folders), out, {s: len(d) for s, d in merged.items()})
+    return out
+
+
+def failed_rows(*parts: Dataset | None) -> list[dict[str, Any]]:
+    """``video_id``, ``video``, ``source`` and ``errors`` of every row that has errors."""
+    report = []
+    for ds in parts:
+        if ds is None or "errors" not in ds.column_names or not len(ds):
+            continue
+        columns = [c for c in ("video_id", "video", "source", "errors") if c in ds.column_names]
+        for row in ds.select_columns(columns):
+            if row["errors"]:
+                report.append(row)
+    return report
+
+
+def write_failed_report(path: str | os.PathLike, *parts: Dataset | None) -> int:
+    """Write the failed-rows report (JSON lines, one per failed row; empty when none failed)
+    atomically to ``path``; returns the number of failed rows."""
+    rows = failed_rows(*parts)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    if rows:
+        logger.warning("%d rows failed; their errors are listed in %s", len(rows), path)
+    return len(rows)

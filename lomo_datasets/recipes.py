@@ -16,7 +16,7 @@ from datasets import Dataset, DatasetDict
 
 from lomo_datasets import publish
 from lomo_datasets.card import Provenance
-from lomo_datasets.pipeline import Recipe, Runner, build_steps, load_config, parse_overrides
+from lomo_datasets.pipeline import Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
 from lomo_datasets.stage import SettingError
 
 logger = logging.getLogger(__name__)
@@ -81,12 +81,16 @@ def run_recipe(
     chunk_size: int = 256,
     push_to_hub: str | None = None,
     private: bool | None = None,
+    shard: str | tuple[int, int] | None = None,
 ) -> RunSummary:
     """Run recipe ``name`` over ``videos`` and write the Hub layout to ``out``.
 
     Every step is built before anything runs, so a bad setting fails at once. The work dir
     (default ``OUT/.lomo-work``) keeps each step's output for reruns. The folder gets the full
     card (statistics, plot, how it was made); ``push_to_hub="org/name"`` then uploads it.
+    When the input lists URLs or platform ids, a ``download`` step runs first (files go to
+    ``WORK/downloads``). ``shard="i/n"`` runs part i of n of the input (merge the parts with
+    ``lomo-datasets merge``). Rows with errors are listed in ``OUT/failed.jsonl``.
     """
     from lomo_datasets.processors.ingest import ingest
 
@@ -95,11 +99,14 @@ def run_recipe(
     recipe = get_recipe(name)
     config_dict = config if isinstance(config, dict) else load_config(config)
     override_dict = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-    steps = build_steps(recipe, config_dict, override_dict, embedded=embedded)
+    shard_spec = parse_shard(shard)
     out = Path(out)
-    runner = Runner(work_dir or out / ".lomo-work", num_proc=num_proc, chunk_size=chunk_size)
+    work = Path(work_dir or out / ".lomo-work")
     ds = ingest(videos)
-    result = runner.run(ds, steps)
+    recipe = _with_download(recipe, ds, config_dict, override_dict, work / "downloads")
+    steps = build_steps(recipe, config_dict, override_dict, embedded=embedded)
+    runner = Runner(work, num_proc=num_proc, chunk_size=chunk_size)
+    result = runner.run(ds, steps, shard=shard_spec)
     data = result.dataset
     splits: dict[str, Dataset] = {"train": data}
     publish.write_folder(
@@ -108,10 +115,25 @@ def run_recipe(
     )
     if result.dropped is not None and len(result.dropped):
         result.dropped.to_json(str(out / "dropped.jsonl"), force_ascii=False)
+    write_failed_report(out / "failed.jsonl", data, result.dropped)
     summary = _summarize(recipe.name, out, data, result)
     if push_to_hub:
         summary.pushed = publish.push_folder(out, push_to_hub, private=private)
     return summary
+
+
+def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, folder: Path) -> Recipe:
+    """``recipe`` with a ``download`` step first when the input has URLs (or download is set)."""
+    from lomo_datasets.processors.download import Download
+    from lomo_datasets.processors.ingest import is_url
+
+    if "download" in recipe.step_names():
+        return recipe
+    asked = "download" in config or "download" in overrides
+    if not asked and not any(is_url(v) for v in ds["video"]):
+        return recipe
+    defaults = {**recipe.defaults, "download": {"output_dir": str(folder), **recipe.defaults.get("download", {})}}
+    return Recipe(recipe.name, recipe.description, [("download", Download), *recipe.steps], defaults)
 
 
 def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:

@@ -39,6 +39,53 @@ def is_url(value: str) -> bool:
     return bool(re.match(r"^[a-z][a-z0-9+.\-]*://", value, re.I))
 
 
+_BILIBILI_ID = re.compile(r"^(BV[0-9A-Za-z]{10}|av\d{1,12})$")
+_YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+_BILIBILI_HOSTS = ("bilibili.com", "b23.tv")
+_YOUTUBE_HOSTS = ("youtube.com", "youtu.be", "youtube-nocookie.com")
+
+
+def _host_is(host: str, domains: tuple[str, ...]) -> bool:
+    return any(host == d or host.endswith("." + d) for d in domains)
+
+
+def platform_reference(value: str) -> tuple[str, str, str | None] | None:
+    """``(url, source, platform_id)`` for a Bilibili/YouTube id or URL, ``("url", ...)`` for
+    another http(s) URL, ``None`` for anything else (a local path).
+
+    ``BV1xx411c7mD`` -> Bilibili, an 11-character ``[A-Za-z0-9_-]`` string -> YouTube. Callers
+    check local files first, so a file that happens to look like an id stays a file.
+    """
+    from urllib.parse import parse_qs, urlparse
+
+    value = value.strip()
+    if _BILIBILI_ID.match(value):
+        return f"https://www.bilibili.com/video/{value}", "bilibili", value
+    if _YOUTUBE_ID.match(value):
+        return f"https://www.youtube.com/watch?v={value}", "youtube", value
+    if not is_url(value):
+        return None
+    parsed = urlparse(value)
+    host = (parsed.hostname or "").lower()
+    parts = [p for p in parsed.path.split("/") if p]
+    if _host_is(host, _BILIBILI_HOSTS):
+        found = next((p for p in parts if _BILIBILI_ID.match(p)), None)
+        page = (parse_qs(parsed.query).get("p") or ["1"])[0]
+        if found and page.isdigit() and int(page) > 1:  # part p of a multi-part video
+            found = f"{found}_p{int(page)}"
+        return value, "bilibili", found
+    if _host_is(host, _YOUTUBE_HOSTS):
+        found = None
+        if host.endswith("youtu.be") and parts:
+            found = parts[0]
+        elif parts and parts[0] in ("shorts", "embed", "live", "v") and len(parts) > 1:
+            found = parts[1]
+        else:
+            found = (parse_qs(parsed.query).get("v") or [None])[0]
+        return value, "youtube", found if found and _YOUTUBE_ID.match(found) else None
+    return value, "url", None
+
+
 def make_video_id(name: str) -> str:
     """A filesystem-safe id from a file stem or a given id: letters (any script), digits,
     ``_``, ``-`` and single dots; no path separators, no ``..``, no leading dot."""
@@ -67,12 +114,20 @@ def _clean(value: Any) -> str | None:
 
 
 def _entry(video: str, base: Path | None, **meta: Any) -> dict[str, Any]:
+    """One input: a local path (made absolute against ``base``), a URL, or a platform id
+    (Bilibili BV/av id, YouTube id), which becomes its URL with ``source`` and ``video_id`` set."""
     video = video.strip()
-    if not is_url(video):
-        if base is not None and not os.path.isabs(video):
-            video = str(base / video)
-        video = os.path.abspath(video)
-    return {"video": video, **meta}
+    local = video if base is None or os.path.isabs(video) else str(base / video)
+    reference = None if (not is_url(video) and os.path.exists(local)) else platform_reference(video)
+    if reference is None:
+        return {"video": os.path.abspath(local), **meta}
+    url, source, platform_id = reference
+    meta = {k: v for k, v in meta.items() if v}
+    meta.setdefault("source", source)
+    if platform_id:
+        meta.setdefault("video_id", platform_id)
+        meta["key"] = f"{source}:{platform_id}"  # one video, however its URL is written
+    return {"video": url, **meta}
 
 
 def _read_manifest(path: Path) -> list[dict[str, Any]]:
@@ -127,7 +182,9 @@ def discover(source: str | os.PathLike) -> list[dict[str, Any]]:
 
 def records(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Video records with unique ids. Ids that collide get a suffix from a hash of their path,
-    so the same inputs always give the same ids, whatever their order."""
+    so the same inputs always give the same ids, whatever their order. A video listed twice
+    (same path, or same platform id) is kept once; later copies get an ``ingest`` error."""
+    entries = list(entries)
     rows = []
     for entry in entries:
         video = entry["video"]
@@ -148,15 +205,23 @@ def records(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "errors": errors,
             }
         )
-    counts = Counter(row["video_id"] for row in rows)
-    for row in rows:
-        if counts[row["video_id"]] > 1:
-            digest = hashlib.sha1(row["video"].encode("utf-8")).hexdigest()[:8]
+    keys = [entry.get("key") or row["video"] for entry, row in zip(entries, rows)]
+    distinct: dict[str, set] = {}
+    for key, row in zip(keys, rows):
+        distinct.setdefault(row["video_id"], set()).add(key)
+    for key, row in zip(keys, rows):
+        if len(distinct[row["video_id"]]) > 1:  # different videos with the same name
+            digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
             row["video_id"] = f"{row['video_id'][: _MAX_ID - 9]}-{digest}"
-    seen = Counter(row["video_id"] for row in rows)
-    for row in rows:
-        if seen[row["video_id"]] > 1:  # the same path listed twice
-            row["errors"] = row["errors"] + [{"stage": "ingest", "error": "duplicate entry: this video is listed more than once"}]
+    seen: Counter = Counter()
+    for row in rows:  # the same video listed twice: the first is kept, later copies fail
+        seen[row["video_id"]] += 1
+        if seen[row["video_id"]] > 1:
+            first = row["video_id"]
+            row["video_id"] = f"{first[: _MAX_ID - 9]}-dup{seen[first]}"
+            row["errors"] = row["errors"] + [
+                {"stage": "ingest", "error": f"duplicate entry: this video is already listed as '{first}'"}
+            ]
     return rows
 
 
