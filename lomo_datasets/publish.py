@@ -49,7 +49,11 @@ class PublishError(RuntimeError):
 
 
 def _num_shards(ds: Dataset, max_shard_bytes: int) -> int:
-    size = ds.data.nbytes if len(ds) else 0
+    """Shards so each holds at most ``max_shard_bytes`` of Arrow data (at least one row each)."""
+    if not len(ds):
+        return 1
+    estimate = getattr(ds, "_estimate_nbytes", None)  # accounts for selected rows / indices
+    size = estimate() if callable(estimate) else ds.data.nbytes
     return max(1, min(len(ds) or 1, -(-size // max_shard_bytes)))
 
 
