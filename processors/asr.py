@@ -455,6 +455,7 @@ class Transcribe(Stage):
                 **assess([])}
 
     def process(self, rows: list[dict[str, Any]]) -> list[Any]:
+        self.whisper  # load first: a model that cannot load is a setting error, not a row error
         def run(row: dict[str, Any], load=None) -> Any:
             try:
                 audio, offset = load.result() if load is not None else self._audio(row)

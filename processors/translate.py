@@ -1,0 +1,282 @@
+"""Machine translation of timed subtitle lines with a CTranslate2 ``Translator``.
+
+``Translate`` reads a list of ``{start, end, text}`` (``segments``, written by ASR) and writes
+the same list translated (``segments_en``): exactly one output line per input line, with the
+same ``start`` and ``end``. The lines of all rows in a batch go to the translator together
+(CTranslate2 sorts them by length and splits them into ``batch_size`` sub-batches), not one
+call per line. Empty lines stay empty and are not sent. If a batch call fails, the rows are
+retried one by one so only the row that broke it gets an error.
+
+Model families and their conventions (``family="auto"`` reads the tokenizer's class):
+
+- m2m100: the source starts with ``__zh__`` (tokenizer ``src_lang``), the target prefix is
+  ``["__en__"]``; language codes are ISO 639-1 ("zh", "en").
+- NLLB: the source starts with ``zho_Hans``, the target prefix is ``["eng_Latn"]``; short codes
+  ("zh", "en") are mapped to FLORES-200 codes, full codes pass through.
+- Marian (opus-mt): one model per language pair, no language tokens, no prefix.
+
+Default model: m2m100_1.2B (as LoMo-Pipe, via hf-hub-ctranslate2). ``model`` takes a local
+folder or a hub id of a CTranslate2 conversion that holds the tokenizer files (or give the
+tokenizer separately with ``tokenizer``). To make the folder yourself (one time, with
+internet and ``pip install 'lomo-datasets[mt]' torch``)::
+
+    ct2-transformers-converter --model facebook/m2m100_1.2B --output_dir m2m100_1.2B-ct2 \\
+        --quantization int8_float16 \\
+        --copy_files sentencepiece.bpe.model vocab.json tokenizer_config.json \\
+                     special_tokens_map.json generation_config.json
+
+then ``Translate(model="m2m100_1.2B-ct2")`` (int8_float16 runs as int8 on CPU). NLLB works the
+same way (``--model facebook/nllb-200-distilled-600M``, copy ``sentencepiece.bpe.model
+tokenizer.json tokenizer_config.json special_tokens_map.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from datasets import Features
+
+from lomo_datasets import features as F
+from lomo_datasets.models import resolve_model
+from lomo_datasets.stage import SettingError, Stage
+
+logger = logging.getLogger(__name__)
+
+FAMILIES = ("auto", "m2m100", "nllb", "marian")
+
+#: ISO 639-1 -> FLORES-200 codes for NLLB (full codes such as "zho_Hant" pass through).
+NLLB_CODES = {
+    "ar": "arb_Arab", "de": "deu_Latn", "en": "eng_Latn", "es": "spa_Latn", "fr": "fra_Latn",
+    "hi": "hin_Deva", "id": "ind_Latn", "it": "ita_Latn", "ja": "jpn_Jpan", "ko": "kor_Hang",
+    "nl": "nld_Latn", "pl": "pol_Latn", "pt": "por_Latn", "ru": "rus_Cyrl", "th": "tha_Thai",
+    "tr": "tur_Latn", "uk": "ukr_Cyrl", "vi": "vie_Latn", "zh": "zho_Hans",
+}
+
+_COMPUTE_TYPES = (
+    "auto", "default", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
+    "int16", "float16", "bfloat16", "float32",
+)
+
+
+def family_of(tokenizer: Any) -> str:
+    """"m2m100", "nllb" or "marian" from a transformers tokenizer's class name."""
+    name = type(tokenizer).__name__.lower()
+    for family in ("m2m100", "nllb", "marian"):
+        if family in name:
+            return family
+    raise SettingError(
+        f"translate: cannot tell the model family from tokenizer {type(tokenizer).__name__}; "
+        f"set translate.family to one of {', '.join(FAMILIES[1:])}"
+    )
+
+
+def language_code(family: str, code: str) -> str:
+    """The code a family's tokenizer uses for ``code`` ("zh" -> "zho_Hans" for NLLB)."""
+    if family == "nllb" and "_" not in code:
+        if code not in NLLB_CODES:
+            raise SettingError(f"translate: no NLLB code known for {code!r}; give the FLORES-200 code (e.g. 'zho_Hans')")
+        return NLLB_CODES[code]
+    return code
+
+
+def _device_args(device: str) -> tuple[str, int]:
+    if device.startswith("cuda"):
+        _, _, index = device.partition(":")
+        return "cuda", int(index or 0)
+    return "cpu", 0
+
+
+@dataclass
+class Translator:
+    """What ``Translate.load_model`` returns: the CTranslate2 translator and its tokenizer."""
+
+    translator: Any
+    tokenizer: Any
+    family: str
+
+
+@dataclass
+class Translate(Stage):
+    """Translate ``column`` (timed lines) into ``output_column``, one line out per line in."""
+
+    name: ClassVar[str] = "translate"
+    version: ClassVar[str] = "1"
+    reads: ClassVar[tuple[str, ...]] = ("segments",)
+    requires: ClassVar[dict[str, str]] = {"ctranslate2": "mt", "transformers": "mt", "sentencepiece": "mt"}
+    rows_per_batch: ClassVar[int] = 32
+
+    #: Local folder or hub id of a CTranslate2 conversion (see the module docs).
+    model: str = "michaelfeil/ct2fast-m2m100_1.2B"
+    #: Tokenizer folder or hub id; None: the tokenizer files in the model folder.
+    tokenizer: str | None = None
+    family: str = "auto"
+    source_language: str = "zh"
+    target_language: str = "en"
+    column: str = "segments"
+    output_column: str = "segments_en"
+    #: Lines per translator sub-batch (CTranslate2 max_batch_size).
+    batch_size: int = 32
+    beam_size: int = 4
+    max_input_length: int = 512
+    max_decoding_length: int = 256
+    #: "auto": int8 on CPU, int8_float16 on GPU.
+    compute_type: str = "auto"
+    cpu_threads: int = 0
+
+    def validate(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise SettingError("translate.model must be a CTranslate2 model folder or hub id")
+        if self.family not in FAMILIES:
+            raise SettingError(f"translate.family={self.family!r}: use one of {', '.join(FAMILIES)}")
+        if self.compute_type not in _COMPUTE_TYPES:
+            raise SettingError(f"translate.compute_type={self.compute_type!r}: use one of {', '.join(_COMPUTE_TYPES)}")
+        for key in ("source_language", "target_language", "column", "output_column"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise SettingError(f"translate.{key} must be a non-empty string")
+        if self.column == self.output_column:
+            raise SettingError("translate.output_column must differ from translate.column (keep the source lines)")
+        for key in ("batch_size", "beam_size", "max_input_length", "max_decoding_length"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SettingError(f"translate.{key} must be an integer >= 1, got {value!r}")
+        if self.family != "auto" and self.family != "marian":
+            for key in ("source_language", "target_language"):
+                language_code(self.family, getattr(self, key))
+
+    def features(self) -> Features:
+        return Features({self.output_column: F.SEGMENTS})
+
+    # -- model -----------------------------------------------------------------------------
+
+    def model_key(self) -> tuple:
+        return (self.model, self.tokenizer, self.family, self.compute_type, self.cpu_threads)
+
+    def load_model(self, device: str) -> Translator:
+        import ctranslate2
+        from transformers import AutoTokenizer
+
+        path = self._local_model(resolve_model(self.model))
+        kind, index = _device_args(device)
+        compute_type = self.compute_type
+        if compute_type == "auto":
+            compute_type = "int8_float16" if kind == "cuda" else "int8"
+        translator = ctranslate2.Translator(
+            path, device=kind, device_index=index, compute_type=compute_type, intra_threads=self.cpu_threads
+        )
+        tokenizer = AutoTokenizer.from_pretrained(self.tokenizer or path)
+        family = family_of(tokenizer) if self.family == "auto" else self.family
+        logger.info("translate: %s (%s, %s on %s:%d)", path, family, compute_type, kind, index)
+        return Translator(translator, tokenizer, family)
+
+    @staticmethod
+    def _local_model(name: str) -> str:
+        if os.path.isdir(name):
+            if not os.path.exists(os.path.join(name, "model.bin")):
+                raise SettingError(
+                    f"translate.model={name!r} has no model.bin: convert the model first with "
+                    "ct2-transformers-converter (see lomo_datasets.processors.translate)"
+                )
+            return name
+        from huggingface_hub import snapshot_download
+
+        logger.info("translate: fetching %s from the hub", name)
+        return snapshot_download(name)
+
+    @property
+    def translator(self) -> Translator:
+        """The loaded model of this process (``Stage.model``; the ``model`` setting shadows it)."""
+        return Stage.model.fget(self)
+
+    # -- processing ------------------------------------------------------------------------
+
+    def _prepare(self, loaded: Translator) -> tuple[str | None, list[str] | None]:
+        tok = loaded.tokenizer
+        if loaded.family == "marian":
+            return None, None
+        source = language_code(loaded.family, self.source_language)
+        target = language_code(loaded.family, self.target_language)
+        tok.src_lang = source
+        target_token = f"__{target}__" if loaded.family == "m2m100" else target
+        if tok.convert_tokens_to_ids(target_token) in (None, tok.unk_token_id):
+            raise SettingError(f"translate.target_language={self.target_language!r}: the tokenizer has no token for it")
+        return source, [target_token]
+
+    def translate_texts(self, texts: list[str]) -> list[str]:
+        """Translations of ``texts``, one per text, in order (empty texts stay empty)."""
+        loaded = self.translator
+        _, prefix = self._prepare(loaded)
+        tok = loaded.tokenizer
+        todo = [i for i, t in enumerate(texts) if t and t.strip()]
+        out = [""] * len(texts)
+        if not todo:
+            return out
+        sources = [
+            tok.convert_ids_to_tokens(tok.encode(texts[i].strip(), truncation=True, max_length=self.max_input_length))
+            for i in todo
+        ]
+        results = loaded.translator.translate_batch(
+            sources,
+            target_prefix=[prefix] * len(sources) if prefix else None,
+            max_batch_size=self.batch_size,
+            beam_size=self.beam_size,
+            max_input_length=self.max_input_length,
+            max_decoding_length=self.max_decoding_length,
+        )
+        if len(results) != len(sources):  # never expected; the 1:1 rule is not negotiable
+            raise RuntimeError(f"translator returned {len(results)} results for {len(sources)} lines")
+        for i, result in zip(todo, results):
+            tokens = result.hypotheses[0]
+            if prefix and tokens[: len(prefix)] == prefix:
+                tokens = tokens[len(prefix):]
+            out[i] = tok.decode(tok.convert_tokens_to_ids(tokens), skip_special_tokens=True).strip()
+        return out
+
+    @staticmethod
+    def _lines(row: dict[str, Any], column: str) -> list[dict[str, Any]]:
+        lines = row.get(column)
+        if lines is None:
+            return []
+        if not isinstance(lines, list) or not all(isinstance(l, dict) and "text" in l for l in lines):
+            raise ValueError(f"column '{column}' must be a list of {{start, end, text}}")
+        return lines
+
+    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
+        self.translator  # load first: a model that cannot load is a setting error, not a row error
+        results: list[Any] = [None] * len(rows)
+        batch: list[tuple[int, list[dict[str, Any]]]] = []
+        for i, row in enumerate(rows):
+            try:
+                batch.append((i, self._lines(row, self.column)))
+            except Exception as exc:
+                results[i] = exc
+        texts = [line["text"] or "" for _, lines in batch for line in lines]
+        try:
+            translated = self.translate_texts(texts)
+        except Exception as exc:  # find the row that broke the batch: retry one row at a time
+            logger.warning("translate: batch of %d lines failed (%s); retrying row by row", len(texts), exc)
+            for i, lines in batch:
+                try:
+                    results[i] = self._output(lines, self.translate_texts([l["text"] or "" for l in lines]))
+                except Exception as row_exc:
+                    results[i] = row_exc
+            return results
+        position = 0
+        for i, lines in batch:
+            results[i] = self._output(lines, translated[position: position + len(lines)])
+            position += len(lines)
+        return results
+
+    def _output(self, lines: list[dict[str, Any]], texts: list[str]) -> dict[str, Any]:
+        if len(texts) != len(lines):
+            raise RuntimeError(f"{len(texts)} translations for {len(lines)} lines")
+        return {
+            self.output_column: [
+                {"start": line.get("start"), "end": line.get("end"), "text": text} for line, text in zip(lines, texts)
+            ]
+        }
+
+
+__all__ = ["FAMILIES", "NLLB_CODES", "Translate", "Translator", "family_of", "language_code"]

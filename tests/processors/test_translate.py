@@ -1,0 +1,133 @@
+"""Translate with a tiny random M2M100 built by the test (tests/tiny_models.py) and converted
+with ``ct2-transformers-converter``: the real CTranslate2 + tokenizer code path.
+
+The weights are random, so the tests check alignment, shapes, the target-prefix convention and
+agreement with transformers' own generation, never the words.
+"""
+
+from __future__ import annotations
+
+import pytest
+from datasets import Dataset, Features, Value
+
+from lomo_datasets import features as F
+from lomo_datasets.processors.translate import NLLB_CODES, Translate, family_of, language_code
+from lomo_datasets.stage import SettingError, apply_stage
+from tests.tiny_models import tiny_m2m100_ct2, tiny_m2m100_transformers
+
+ZH = ["今天天气很好。", "我们去公园散步。", "先烧水", "然后加面条", "等十分钟。", "城市河流", "桥和船", "球队进球！",
+      "市场", "教堂塔老城", "早上看见", "今天", "我们"]
+
+
+@pytest.fixture(scope="session")
+def tiny_ct2():
+    return str(tiny_m2m100_ct2())
+
+
+def stage(model: str, **kw) -> Translate:
+    return Translate(model=model, device="cpu", beam_size=1, **{"max_decoding_length": 16, **kw})
+
+
+def lines(n: int, offset: float = 0.0, empty_at: int | None = None) -> list[dict]:
+    out = []
+    for i in range(n):
+        text = "" if i == empty_at else ZH[i % len(ZH)]
+        out.append({"start": offset + 2.0 * i, "end": offset + 2.0 * i + 1.5, "text": text})
+    return out
+
+
+class CountingTranslator:
+    """Wraps the real ctranslate2.Translator to count translate_batch calls."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def translate_batch(self, source, *args, **kwargs):
+        self.calls.append(len(source))
+        return self.inner.translate_batch(source, *args, **kwargs)
+
+
+def test_one_line_out_per_line_in_batched_across_rows(tiny_ct2):
+    counts = [13, 0, 10, 1, 12]  # more than 9 lines per row: the seed dropped every ninth line
+    rows = [{"video_id": f"v{i}", "segments": lines(n, offset=100.0 * i, empty_at=3 if n > 3 else None), "errors": []}
+            for i, n in enumerate(counts)]
+    ds = Dataset.from_list(rows, features=Features({"video_id": Value("string"), "segments": F.SEGMENTS, "errors": F.ERRORS}))
+    translate = stage(tiny_ct2, batch_size=8)
+    loaded = translate.translator
+    spy = CountingTranslator(loaded.translator)
+    loaded.translator = spy
+    try:
+        out = apply_stage(ds, translate)
+    finally:
+        loaded.translator = spy.inner
+    # One translator call for the whole batch of rows (CTranslate2 sub-batches by length inside).
+    non_empty = sum(counts) - sum(1 for n in counts if n > 3)
+    assert spy.calls == [non_empty]
+    assert out.features["segments_en"] == F.SEGMENTS
+    for row, n in zip(out, counts):
+        assert row["errors"] == []
+        assert len(row["segments_en"]) == len(row["segments"]) == n
+        for src, dst in zip(row["segments"], row["segments_en"]):
+            assert (dst["start"], dst["end"]) == (src["start"], src["end"])
+            assert bool(dst["text"]) == bool(src["text"])  # empty stays empty, others translated
+
+
+def test_matches_transformers_greedy_with_target_prefix(tiny_ct2):
+    """The m2m100 convention (source __zh__ ... </s>, target prefix __en__) gives the same tokens
+    as transformers' generate with forced_bos_token_id on the unconverted model."""
+    from transformers import AutoTokenizer, M2M100ForConditionalGeneration
+
+    translate = stage(tiny_ct2, max_decoding_length=10)
+    ours = translate.translate_texts(ZH[:4])
+    tok = AutoTokenizer.from_pretrained(tiny_m2m100_transformers())
+    tok.src_lang = "zh"
+    assert family_of(tok) == "m2m100"
+    model = M2M100ForConditionalGeneration.from_pretrained(tiny_m2m100_transformers()).eval()
+    theirs = []
+    for text in ZH[:4]:
+        generated = model.generate(
+            **tok(text, return_tensors="pt"), forced_bos_token_id=tok.convert_tokens_to_ids("__en__"),
+            num_beams=1, do_sample=False, max_new_tokens=10,
+        )
+        tokens = tok.convert_ids_to_tokens(generated[0])
+        assert tokens[:2] == ["</s>", "__en__"]
+        theirs.append(tok.decode(generated[0], skip_special_tokens=True).strip())
+    assert ours == theirs
+    source = tok.convert_ids_to_tokens(tok.encode(ZH[0]))
+    assert source[0] == "__zh__" and source[-1] == "</s>"
+
+
+def test_bad_row_does_not_stop_the_batch(tiny_ct2):
+    translate = stage(tiny_ct2)
+    results = translate.process([{"segments": lines(10)}, {"segments": "not a list"}, {"segments": None}])
+    assert len(results[0]["segments_en"]) == 10
+    assert isinstance(results[1], ValueError)
+    assert results[2] == {"segments_en": []}
+
+
+def test_other_columns_and_languages(tiny_ct2):
+    translate = stage(tiny_ct2, column="asr", output_column="asr_fr", source_language="en", target_language="fr")
+    (res,) = translate.process([{"asr": [{"start": 0.0, "end": 1.0, "text": "Today we cook pasta."}]}])
+    assert len(res["asr_fr"]) == 1 and res["asr_fr"][0]["text"]
+
+
+def test_settings_are_checked(tmp_path, tiny_ct2):
+    with pytest.raises(SettingError, match="family"):
+        Translate(model=tiny_ct2, family="gpt")
+    with pytest.raises(SettingError, match="output_column"):
+        Translate(model=tiny_ct2, output_column="segments")
+    with pytest.raises(SettingError, match="NLLB"):
+        Translate(model=tiny_ct2, family="nllb", source_language="xx")
+    with pytest.raises(SettingError, match="batch_size"):
+        Translate(model=tiny_ct2, batch_size=0)
+    # A folder without a converted model fails the run at once (not as a row error per row).
+    with pytest.raises(SettingError, match="ct2-transformers-converter"):
+        Translate(model=str(tmp_path), device="cpu").process([{"segments": lines(2)}])
+    with pytest.raises(SettingError, match="no token"):
+        stage(tiny_ct2, target_language="xx").translate_texts(["今天"])
+
+
+def test_language_codes():
+    assert language_code("nllb", "zh") == "zho_Hans" == NLLB_CODES["zh"]
+    assert language_code("nllb", "zho_Hant") == "zho_Hant"
+    assert language_code("m2m100", "zh") == "zh"

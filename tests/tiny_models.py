@@ -1,0 +1,149 @@
+"""Tiny random models of real architectures, built by the tests (no download, no hub).
+
+They have random weights: tests that use them check shapes, alignment and code paths, never
+words. Each is built once and cached under ``$LOMO_DATASETS_CACHE/test-models`` (the session
+fixture in ``tests/conftest.py`` points that at a per-machine temp folder), keyed by a version
+string so a change here rebuilds them.
+
+- ``tiny_m2m100()``: a 2-layer, d_model-64 M2M100 with a ~300-piece sentencepiece tokenizer
+  trained on a few hundred generated zh/en lines, converted to CTranslate2 with
+  ``ct2-transformers-converter`` (the command the Translate stage's docs give for m2m100_1.2B).
+- ``tiny_xlmr_language_classifier()``: a 2-layer XLM-RoBERTa text classifier with language
+  labels (the architecture of LiveCC's language detector), same tokenizer pieces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from lomo_datasets.models import cache_dir
+
+VERSION = "1"
+
+_EN = (
+    "the a man woman dog cat water pasta boil city walk market bridge river boat team ball pass goal "
+    "today we cook go see look first then next after minutes old town church tower built years ago "
+    "quick brown fox jumps over lazy speech video clip testing wait add mix serve fresh basil sauce"
+).split()
+_ZH = "今天天气很好我们去公园散步先烧水然后加面条等十分钟城市河流桥船球队进球市场教堂塔老城早上看见"
+
+
+def corpus(lines: int = 400, seed: int = 0) -> list[str]:
+    """Generated English and Chinese lines for training the tiny tokenizer."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(lines):
+        if i % 2:
+            out.append(" ".join(rng.choice(_EN) for _ in range(rng.randint(4, 12))).capitalize() + ".")
+        else:
+            out.append("".join(rng.choice(_ZH) for _ in range(rng.randint(5, 16))) + "。")
+    return out
+
+
+def _cached(name: str, build) -> Path:
+    """Build into a temp dir next to the target and rename it in place (atomic, race-safe)."""
+    target = cache_dir() / "test-models" / f"{name}-v{VERSION}"
+    if (target / "_DONE").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        build(tmp)
+        (tmp / "_DONE").write_text("ok")
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "_DONE").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _sentencepiece(folder: Path, vocab_size: int = 300) -> Path:
+    import sentencepiece as spm
+
+    text = folder / "corpus.txt"
+    text.write_text("\n".join(corpus()) + "\n", encoding="utf-8")
+    prefix = folder / "spm"
+    spm.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(prefix), vocab_size=vocab_size, character_coverage=1.0,
+        model_type="unigram", bos_id=-1, eos_id=-1, unk_id=0, num_threads=1, minloglevel=2,
+    )
+    text.unlink()
+    return prefix.with_suffix(".model")
+
+
+def tiny_m2m100() -> Path:
+    """A tiny random M2M100: ``transformers/`` (weights + tokenizer) and ``ct2/`` (its
+    CTranslate2 conversion with the tokenizer files copied in) -> the parent folder."""
+
+    def build(folder: Path) -> None:
+        import sentencepiece as spm
+        import torch
+        from transformers import M2M100Config, M2M100ForConditionalGeneration, M2M100Tokenizer
+        from transformers.models.m2m_100.tokenization_m2m_100 import FAIRSEQ_LANGUAGE_CODES
+
+        hf, work = folder / "transformers", folder / "work"
+        hf.mkdir()
+        work.mkdir()
+        spm_file = _sentencepiece(work)
+        pieces = spm.SentencePieceProcessor(model_file=str(spm_file))
+        vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+        for i in range(pieces.get_piece_size()):
+            piece = pieces.id_to_piece(i)
+            if piece not in vocab:
+                vocab[piece] = len(vocab)
+        (work / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        language_tokens = [f"__{code}__" for code in FAIRSEQ_LANGUAGE_CODES["m2m100"]]
+        tokenizer = M2M100Tokenizer(
+            vocab_file=str(work / "vocab.json"), spm_file=str(spm_file), src_lang="zh", tgt_lang="en",
+            extra_special_tokens=language_tokens,
+        )
+        tokenizer.save_pretrained(hf)
+        torch.manual_seed(0)
+        config = M2M100Config(
+            vocab_size=len(tokenizer) + tokenizer.num_madeup_words, d_model=64, encoder_layers=2, decoder_layers=2,
+            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
+            max_position_embeddings=256, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+            decoder_start_token_id=2,
+        )
+        M2M100ForConditionalGeneration(config).eval().save_pretrained(hf)
+        shutil.rmtree(work)
+        ct2 = folder / "ct2"
+        tokenizer_files = [p.name for p in hf.iterdir() if p.suffix != ".safetensors" and p.name not in ("config.json", "generation_config.json")]
+        subprocess.run(
+            [_converter(), "--model", str(hf), "--output_dir", str(ct2), "--copy_files", *tokenizer_files],
+            check=True, capture_output=True, text=True,
+        )
+
+    return _cached("m2m100", build)
+
+
+def tiny_m2m100_ct2() -> Path:
+    """The CTranslate2 folder (model.bin + tokenizer files) of ``tiny_m2m100()``."""
+    return tiny_m2m100() / "ct2"
+
+
+def tiny_m2m100_transformers() -> Path:
+    """The transformers folder (weights + tokenizer) the CTranslate2 model was converted from."""
+    return tiny_m2m100() / "transformers"
+
+
+def _converter() -> str:
+    exe = shutil.which("ct2-transformers-converter")
+    if exe:
+        return exe
+    candidate = Path(sys.executable).with_name("ct2-transformers-converter")
+    if candidate.exists():
+        return str(candidate)
+    raise RuntimeError("ct2-transformers-converter not found: pip install 'lomo-datasets[mt]'")
