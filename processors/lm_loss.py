@@ -1,0 +1,215 @@
+"""Pure-text filtering by causal LM loss (LiveCC A2 / B4).
+
+Per clip: the mean cross-entropy of the transcript given the video title (and the transcript
+before the clip when there is one), in the seed's chat layout::
+
+    system:    You are a helpful assistant.
+    user:      Video Title: {title}
+               [Previous transcription: {previous}]
+               Please try to output the possible speech transcription of the video ...
+    assistant: {transcript}
+
+The prompt is rendered by the tokenizer's own chat template. Only the assistant's content
+tokens count: not the prompt, not the end-of-turn token or what follows it. Rows are scored in
+padded batches (right padding, attention mask) and each row's loss is averaged over its own
+tokens, so a row scores the same alone and inside a batch. A ``Filter`` on ``lm_loss`` keeps a
+band (1.5 to 5 in the seed's SFT run): too low is repetitive or boilerplate text, too high is
+noise or a transcript unrelated to its title.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from datasets import Features, Value
+
+from lomo_datasets.models import is_embedded, resolve_model
+from lomo_datasets.stage import SettingError, Stage
+
+logger = logging.getLogger(__name__)
+
+SYSTEM = "You are a helpful assistant."
+ASK_FROM_START = "Please try to output the possible speech transcription of the video from start to end."
+ASK_FOLLOWING = "Please try to output the possible speech transcription of the video following previous transcription."
+
+
+# --------------------------------------------------------------------------------------------
+# Conversations and labels
+# --------------------------------------------------------------------------------------------
+
+
+def transcript(row: dict[str, Any]) -> str:
+    """The clip's transcript: its ``content`` words joined by spaces."""
+    return " ".join(w["word"].strip() for w in (row.get("content") or []) if w["word"].strip())
+
+
+def conversation(title: str | None, text: str, previous: str | None = None) -> list[dict[str, str]]:
+    """The seed's three-turn layout; with ``previous`` the user turn includes it."""
+    if previous:
+        user = f"Video Title: {title or ''}\nPrevious transcription: {previous}\n{ASK_FOLLOWING}"
+    else:
+        user = f"Video Title: {title or ''}\n{ASK_FROM_START}"
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": text},
+    ]
+
+
+def _ids(encoded) -> list[int]:
+    ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+    return list(ids)
+
+
+def encode(tokenizer, messages: list[dict[str, str]]) -> tuple[list[int], int, int]:
+    """Token ids of the conversation and the ``[first, last)`` range of the assistant's
+    content tokens (end-of-turn token excluded).
+
+    The prompt part is the template rendered up to the generation prompt; the content ends
+    before the last end-of-turn token (``tokenizer.eos_token``, e.g. ``<|im_end|>``).
+    """
+    full = _ids(tokenizer.apply_chat_template(messages, tokenize=True))
+    prompt = _ids(tokenizer.apply_chat_template(messages[:-1], tokenize=True, add_generation_prompt=True))
+    if full[: len(prompt)] != prompt:
+        raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
+    end_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token) if tokenizer.eos_token else None
+    last = len(full)
+    if end_id is not None and end_id in full[len(prompt):]:
+        last = len(prompt) + full[len(prompt):].index(end_id)
+    return full, len(prompt), last
+
+
+def batch_losses(model, tokenizer, conversations: list[list[dict[str, str]]], max_tokens: int | None = None) -> list[float]:
+    """Mean next-token loss over each conversation's assistant content tokens, in one padded
+    forward pass (right padding)."""
+    import torch
+
+    encoded = [encode(tokenizer, c) for c in conversations]
+    if max_tokens:
+        for k, (ids, first, last) in enumerate(encoded):
+            if len(ids) > max_tokens:
+                raise ValueError(f"conversation has {len(ids)} tokens, over max_tokens={max_tokens}")
+    width = max(len(ids) for ids, _, _ in encoded)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    for k, (ids, first, last) in enumerate(encoded):
+        input_ids[k, : len(ids)] = torch.tensor(ids)
+        attention[k, : len(ids)] = 1
+        labels[k, first:last] = input_ids[k, first:last]
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
+    shift_logits = logits[:, :-1]
+    shift_labels = labels[:, 1:].to(device)
+    per_token = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100, reduction="none"
+    ).view_as(shift_labels)
+    counted = (shift_labels != -100).sum(dim=1)
+    losses = per_token.sum(dim=1) / counted.clamp(min=1)
+    return [float(loss) if n > 0 else float("nan") for loss, n in zip(losses.tolist(), counted.tolist())]
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LMLoss(Stage):
+    """Writes ``lm_loss``: the causal LM loss of each clip's transcript given its title (and
+    previous transcript). Pair it with ``Filter("lm_loss", "lm_loss", low, high)``.
+
+    ``use_previous``: put the transcript before the clip (``previous`` or ``preasr``) in the
+    prompt, as the seed's pre-training run did; ``max_previous_words`` keeps only its last
+    words so long videos do not blow the context (the seed kept it all).
+    """
+
+    name = "lm_loss"
+    version = "1"
+    reads = ("content", "title", "previous", "preasr")
+    requires = {"torch": "llm", "transformers": "llm"}
+    uses_torch = True
+    rows_per_batch = 8
+    embedded_setting = "model"
+    embedded_model = "embedded:smollm2-135m"
+
+    #: Hub id, local folder, or ``embedded:smollm2-135m`` (the seed used Qwen2-1.5B-Instruct).
+    model: str = "Qwen/Qwen2-1.5B-Instruct"
+    batch_size: int = 8
+    use_previous: bool = True
+    max_previous_words: int | None = 512
+    max_tokens: int | None = 8192
+
+    @property
+    def lm(self):
+        """``(model, tokenizer)`` of this process (``Stage.model``; the ``model`` field here is
+        the setting)."""
+        return Stage.model.fget(self)
+
+    def validate(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise SettingError("lm_loss.model: give a hub id, a local folder, or embedded:smollm2-135m")
+        if is_embedded(self.model):
+            resolve_model(self.model)  # unknown or missing embedded models fail now
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise SettingError(f"lm_loss.batch_size={self.batch_size!r}: use an integer >= 1")
+        if self.max_previous_words is not None and (not isinstance(self.max_previous_words, int) or self.max_previous_words < 0):
+            raise SettingError(f"lm_loss.max_previous_words={self.max_previous_words!r}: use an integer >= 0 or null")
+
+    def features(self) -> Features:
+        return Features({"lm_loss": Value("float64")})
+
+    def model_key(self) -> tuple:
+        return (self.model,)
+
+    def load_model(self, device: str):
+        from lomo_datasets.llm import load_causal_lm
+
+        # The LLM layer's loader: embedded GGUF models are dequantized once into the cache dir.
+        return load_causal_lm(self.model, device)
+
+    def messages(self, row: dict[str, Any]) -> list[dict[str, str]]:
+        text = transcript(row)
+        if not text:
+            raise ValueError("the clip has no transcript (empty 'content')")
+        previous = None
+        if self.use_previous:
+            previous = row.get("previous") or row.get("preasr") or None
+            if previous and self.max_previous_words is not None:
+                words = previous.split()
+                previous = " ".join(words[-self.max_previous_words:]) if self.max_previous_words else None
+        return conversation(row.get("title"), text, previous)
+
+    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
+        results: list[Any] = [None] * len(rows)
+        todo: list[tuple[int, list[dict[str, str]]]] = []
+        for i, row in enumerate(rows):
+            try:
+                todo.append((i, self.messages(row)))
+            except Exception as exc:
+                results[i] = exc
+        if not todo:
+            return results
+        model, tokenizer = self.lm
+        for b in range(0, len(todo), self.batch_size):
+            chunk = todo[b : b + self.batch_size]
+            try:
+                losses = batch_losses(model, tokenizer, [m for _, m in chunk], self.max_tokens)
+            except Exception as exc:  # one bad row must not fail the batch: score rows alone
+                logger.warning("lm_loss: batch failed (%s); scoring its rows one by one", exc)
+                losses = []
+                for _, m in chunk:
+                    try:
+                        losses.append(batch_losses(model, tokenizer, [m], self.max_tokens)[0])
+                    except Exception as one:
+                        losses.append(one)
+            for (i, _), loss in zip(chunk, losses):
+                results[i] = loss if isinstance(loss, BaseException) else {"lm_loss": loss}
+        return results
+
+
+__all__ = ["LMLoss", "conversation", "encode", "batch_losses", "transcript"]
