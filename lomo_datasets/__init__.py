@@ -25,4 +25,14 @@ __all__ = [
     "Stage",
     "apply_stage",
     "resolve_device",
+    "load",
 ]
+
+
+def __getattr__(name: str):
+    # ``lomo_datasets.load`` (the builders' loader) imports lazily to keep this package cheap.
+    if name == "load":
+        from lomo_datasets.loading import load
+
+        return load
+    raise AttributeError(f"module 'lomo_datasets' has no attribute {name!r}")
