@@ -29,6 +29,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--chunk-size", type=int, default=256, help="rows per persisted chunk")
     run.add_argument("--push-to-hub", metavar="ORG/NAME", help="then push the folder to this Hub dataset repo")
     run.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    run.add_argument(
+        "--shard", type=_shard, metavar="I/N",
+        help="process part I of N of the input (one per node); join the outputs with `lomo-datasets merge`",
+    )
+
+    merge = sub.add_parser("merge", help="join the --out folders of `run --shard 1/N` .. `N/N` into one dataset folder")
+    merge.add_argument("parts", nargs="+", help="the shard runs' output folders, in shard order")
+    merge.add_argument("--out", required=True, help="output folder for the merged dataset (Hub layout)")
 
     pub = sub.add_parser("publish", help="push a dataset folder (Hub layout) to a Hub dataset repo")
     pub.add_argument("folder", help="folder written by `run` (data/*.parquet + README.md + stats.png)")
@@ -45,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--recipe", default="probe")
     demo.add_argument("--num-proc", type=int, default=1)
     return parser
+
+
+def _shard(text: str) -> tuple[int, int]:
+    from lomo_datasets.pipeline import parse_shard
+
+    try:
+        return parse_shard(text)
+    except SettingError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +103,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(f"pushed: {push_folder(args.folder, args.repo, private=args.private or None)}")
         return 0
+    if args.command == "merge":
+        from lomo_datasets.pipeline import merge_outputs
+
+        out = merge_outputs(args.parts, args.out)
+        print(f"merged {len(args.parts)} parts into {out}")
+        print(f"load it with: datasets.load_dataset({str(out)!r})")
+        return 0
     if args.command == "demo":
         from lomo_datasets.samples import make_samples
 
@@ -96,6 +120,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         _print_summary(summary)
         return 0
+    if args.shard and args.shard[1] > 1 and args.push_to_hub:
+        raise SettingError("--push-to-hub with --shard: run every shard, `lomo-datasets merge` them, then publish the merged folder")
     summary = recipes.run_recipe(
         args.recipe,
         args.videos,
@@ -108,6 +134,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         push_to_hub=args.push_to_hub,
         private=args.private or None,
+        shard=args.shard,
     )
     _print_summary(summary)
     return 0

@@ -13,7 +13,7 @@ chunk and recomputes only the unfinished ones. Chunk folders are named by their 
 rerun with another ``chunk_size`` never reuses a chunk that covers other rows.
 
 Many nodes: ``--shard i/n`` runs part i of n of the ingested input (contiguous rows, through
-``datasets.distributed.split_dataset_by_node``); ``merge_outputs`` joins the parts' published
+the split of ``datasets.distributed.split_dataset_by_node``); ``merge_outputs`` joins the parts' published
 folders in shard order, so shards 1..n merged equal one unsharded run.
 """
 
@@ -172,12 +172,20 @@ def take_shard(ds: Dataset, shard: tuple[int, int] | None) -> Dataset:
     """Part ``i`` of ``n`` of ``ds`` (contiguous rows; parts 1..n in order give back ``ds``)."""
     if shard is None or shard[1] == 1:
         return ds
-    from datasets.distributed import split_dataset_by_node
-
     index, count = shard
-    part = split_dataset_by_node(ds, rank=index - 1, world_size=count)
+    # The contiguous split of ``datasets.distributed.split_dataset_by_node`` (Dataset.shard),
+    # computed here so that a part with no rows (more parts than rows) is an empty dataset.
+    size, extra = divmod(len(ds), count)
+    start = size * (index - 1) + min(index - 1, extra)
+    end = start + size + (1 if index - 1 < extra else 0)
+    part = _select(ds, start, end)
     logger.info("shard %d/%d: %d of %d rows", index, count, len(part), len(ds))
     return part
+
+
+def _select(ds: Dataset, start: int, end: int) -> Dataset:
+    """Rows ``[start, end)``; ``datasets`` rejects an empty range at the end, so empty is []."""
+    return ds.select(range(start, end)) if end > start else ds.select([])
 
 
 @dataclass
@@ -238,11 +246,15 @@ class Runner:
                 parts.append(load_from_disk(str(chunk_dir / "data")))
                 reused += 1
                 continue
+            if end == start:  # an empty input (a shard with no rows) still gets the full schema
+                features = stage.output_features(ds.features)
+                parts.append(_save(Dataset.from_dict({k: [] for k in features}, features=features), chunk_dir))
+                continue
             scratch = chunk_dir / "map.partial"
             shutil.rmtree(scratch, ignore_errors=True)  # left by a crash
             scratch.mkdir(parents=True)
             part = apply_stage(
-                ds.select(range(start, end)), stage, num_proc=self.num_proc, load_from_cache_file=False,
+                _select(ds, start, end), stage, num_proc=self.num_proc, load_from_cache_file=False,
                 desc=f"{stage.name} [{chunk + 1}/{n_chunks}]",
                 # the map's own Arrow files go in the chunk folder, not beside the input's
                 cache_file_name=str(scratch / "map.arrow"),
@@ -278,7 +290,8 @@ def _save(ds: Dataset, folder: Path) -> Dataset:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "data.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    ds.save_to_disk(str(tmp))
+    # An empty dataset needs one explicit shard, or load_from_disk cannot read it back.
+    ds.save_to_disk(str(tmp), **({"num_shards": 1} if len(ds) == 0 else {}))
     if (folder / "data").exists():
         shutil.rmtree(folder / "data")
     os.replace(tmp, folder / "data")
@@ -301,6 +314,16 @@ def _split_files(folder: Path) -> dict[str, list[Path]]:
     return files
 
 
+def _read_parquet(paths: list[Path]) -> Dataset:
+    """Parquet shards written by ``publish`` as one Dataset, features from their metadata
+    (also when a part has no rows, which ``load_dataset`` refuses)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets.table import InMemoryTable
+
+    return Dataset(InMemoryTable(pa.concat_tables([pq.read_table(str(p)) for p in paths])))
+
+
 def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     """Join the published folders of ``--shard 1/n`` .. ``n/n`` (in the order given) into one
     published folder at ``out``; their row reports (failed, dropped) are joined as well."""
@@ -320,7 +343,7 @@ def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike) -> Pat
         if not files:
             raise SettingError(f"merge: {folder} has no data/*.parquet; is it the --out folder of a `run`?")
         for split, paths in files.items():
-            by_split.setdefault(split, []).append(Dataset.from_parquet([str(p) for p in paths]))
+            by_split.setdefault(split, []).append(_read_parquet(paths))
     merged: dict[str, Dataset] = {}
     for split, datasets_ in by_split.items():
         if len(datasets_) != len(folders):
