@@ -147,3 +147,37 @@ def _converter() -> str:
     if candidate.exists():
         return str(candidate)
     raise RuntimeError("ct2-transformers-converter not found: pip install 'lomo-datasets[mt]'")
+
+
+#: Labels of the tiny language classifier (LiveCC's detector has 20 such labels).
+XLMR_LABELS = ["en", "zh", "fr", "de"]
+
+
+def tiny_xlmr_language_classifier() -> Path:
+    """A tiny random XLM-RoBERTa sequence classifier whose labels are language codes, with a
+    sentencepiece-unigram tokenizer (``XLMRobertaTokenizer``) -> its transformers folder."""
+
+    def build(folder: Path) -> None:
+        import sentencepiece as spm
+        import torch
+        from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaTokenizer
+
+        work = folder / "work"
+        work.mkdir()
+        pieces = spm.SentencePieceProcessor(model_file=str(_sentencepiece(work)))
+        vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+        vocab += [(pieces.id_to_piece(i), pieces.get_score(i)) for i in range(pieces.get_piece_size())
+                  if pieces.id_to_piece(i) not in ("<unk>", "<s>", "</s>")]
+        vocab.append(("<mask>", 0.0))
+        tokenizer = XLMRobertaTokenizer(vocab=vocab)
+        shutil.rmtree(work)
+        torch.manual_seed(0)
+        config = XLMRobertaConfig(
+            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=130, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+            id2label=dict(enumerate(XLMR_LABELS)), label2id={label: i for i, label in enumerate(XLMR_LABELS)},
+        )
+        XLMRobertaForSequenceClassification(config).eval().save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return _cached("xlmr-langid", build)
