@@ -104,6 +104,15 @@ class Provenance:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Provenance":
+        return cls(
+            recipe=str(data.get("recipe") or ""),
+            description=str(data.get("description") or ""),
+            steps=[StepInfo(**step) for step in data.get("steps") or []],
+            packages=dict(data.get("packages") or {}),
+        )
+
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
     versions = {}

@@ -13,6 +13,7 @@ that the local folder is intact.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -33,6 +34,9 @@ from lomo_datasets.stage import SettingError
 logger = logging.getLogger(__name__)
 
 DEFAULT_SHARD_BYTES = 500 * 1024 * 1024
+#: How the folder was made, kept beside the data (not published) so ``merge`` and later
+#: re-renders of the card can say it again; read it with ``read_provenance``.
+PROVENANCE_FILE = ".lomo-provenance.json"
 #: The files of a dataset folder that are published (work dirs, dropped rows stay local).
 PUBLISHED_PATTERNS = ["README.md", PLOT_NAME, "data/*.parquet"]
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
@@ -127,11 +131,27 @@ def write_folder(
         pretty_name=pretty_name,
         extra_body=body,
     )
+    if provenance is not None:
+        (out / PROVENANCE_FILE).write_text(json.dumps(provenance.to_dict(), indent=1, sort_keys=True), encoding="utf-8")
+    else:
+        (out / PROVENANCE_FILE).unlink(missing_ok=True)
     readme_tmp = out / "README.md.partial"
     readme_tmp.write_text(text, encoding="utf-8")
     os.replace(readme_tmp, out / "README.md")
     logger.info("wrote %s (%s)", out, ", ".join(f"{s}: {len(d)} rows" for s, d in dsd.items()))
     return out
+
+
+def read_provenance(folder: str | os.PathLike) -> Provenance | None:
+    """The provenance ``write_folder`` kept in ``folder`` (None when there is none)."""
+    path = Path(folder) / PROVENANCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Provenance.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        logger.warning("%s is unreadable (%s); the card will not say how the data was made", path, exc)
+        return None
 
 
 def check_folder(folder: str | os.PathLike) -> Path:

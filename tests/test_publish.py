@@ -351,12 +351,47 @@ def test_run_push_to_hub_writes_folder_card_and_pushes(hub, tmp_path, test_media
     assert hub.files("org/probe-ds")["README.md"].decode() == card
     assert (out / "stats.png").exists() and (out / ".lomo-work").exists()
     assert not any(p.startswith(".lomo-work") for p in hub.files("org/probe-ds"))
+    assert publish.read_provenance(out).recipe == "probe"
+    assert f"Bearer {FAKE_TOKEN}" in hub.auth_seen
+    for text in (proc.stdout, proc.stderr, card, json.dumps(rows)):
+        assert FAKE_TOKEN not in text
 
 
-def test_transient_commit_errors_are_retried(hub, tmp_path, monkeypatch):
+def test_push_to_hub_and_repush_replaces_stale_shards(hub, tmp_path, online_no_xet):
+    data = lomo_records()
+    url = publish.push_to_hub(data, "org/bench", token=FAKE_TOKEN, endpoint=hub.url,
+                              provenance=Provenance(recipe="lomo"))
+    assert "/datasets/org/bench/commit/" in url
+    first = hub.files("org/bench")
+    assert [p for p in first if p.startswith("data/")] == ["data/train-00000-of-00001.parquet"]
+    assert '"org/bench"' in first["README.md"].decode()  # the card's load snippet names the repo
+
+    # the same data in more shards: the old shard must not stay next to the new ones
+    folder = publish.write_folder(data, tmp_path / "again", max_shard_bytes=300, repo_id="org/bench")
+    publish.push_folder(folder, "org/bench", token=FAKE_TOKEN, endpoint=hub.url)
+    shards = sorted(p for p in hub.files("org/bench") if p.startswith("data/"))
+    assert shards == sorted(f"data/{p.name}" for p in (folder / "data").iterdir()) and len(shards) > 1
+
+
+def test_provenance_is_kept_beside_the_data(tmp_path):
+    provenance = Provenance.from_recipe(type("R", (), {"name": "lomo", "description": "d"})(), [Probe()])
+    out = publish.write_folder(lomo_records(), tmp_path / "ds", provenance=provenance)
+    again = publish.read_provenance(out)
+    assert again == provenance and again.steps[0].settings == {"device": "auto", "verify": True}
+    publish.write_folder(lomo_records(), out)  # rewritten without provenance: no stale file
+    assert publish.read_provenance(out) is None
+
+
+@pytest.fixture
+def online_no_xet(monkeypatch):
+    """In this process: talk plain HTTP + LFS (no Xet) even if the environment says offline."""
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+def test_transient_commit_errors_are_retried(hub, tmp_path, online_no_xet):
     folder = publish.write_folder(lomo_records(), tmp_path / "ds")
     hub.fail_next("commit", 2, status=503)
     waits = []
@@ -369,10 +404,7 @@ def test_transient_commit_errors_are_retried(hub, tmp_path, monkeypatch):
     assert set(hub.files("org/retry")) >= {"README.md", "stats.png", "data/train-00000-of-00001.parquet"}
 
 
-def test_final_upload_error_is_clear_and_local_output_intact(hub, tmp_path, monkeypatch, caplog):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+def test_final_upload_error_is_clear_and_local_output_intact(hub, tmp_path, monkeypatch, caplog, online_no_xet):
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     folder = publish.write_folder(lomo_records(), tmp_path / "ds")
     before = _tree_digest(folder)
