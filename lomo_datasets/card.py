@@ -69,7 +69,9 @@ class StepInfo:
             value = getattr(step, attr, None)
             if isinstance(value, (str, int)) and attr.lower() not in prompts:
                 prompts[attr.lower()] = str(value)
-        is_filter = hasattr(step, "column") and hasattr(step, "low") and not hasattr(step, "features")
+        from lomo_datasets.pipeline import Filter
+
+        is_filter = isinstance(step, Filter)
         return cls(
             name=str(getattr(step, "name", type(step).__name__)),
             kind="filter" if is_filter else "stage",

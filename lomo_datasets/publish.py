@@ -201,13 +201,11 @@ def is_transient(exc: BaseException) -> bool:
     status = getattr(response, "status_code", None)
     if status is not None:
         return int(status) in _TRANSIENT_STATUS
-    try:
-        import httpx
-
-        if isinstance(exc, httpx.TransportError):
-            return True
-    except ImportError:  # pragma: no cover - huggingface_hub depends on httpx
-        pass
+    # huggingface_hub talks through httpx (or its fork httpx2, by version): their TransportError
+    # covers refused/dropped connections and timeouts.
+    if any(k.__name__ == "TransportError" and k.__module__.split(".")[0] in ("httpx", "httpx2")
+           for k in type(exc).__mro__):
+        return True
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 

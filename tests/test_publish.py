@@ -428,3 +428,24 @@ def test_final_upload_error_is_clear_and_local_output_intact(hub, tmp_path, monk
         publish.push_folder(folder, "org/forbidden", endpoint=hub.url,
                             retry=publish.Retry(attempts=3, base_delay=0.0), sleep=lambda s: None)
     assert sum("/repos/create" in r for r in hub.requests) == 1
+
+    # a server that is not there: connection errors are transient, retried, then reported
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    with pytest.raises(publish.PublishError, match="failed after 2 attempts: ConnectError"):
+        publish.push_folder(folder, "org/away", endpoint=f"http://127.0.0.1:{closed_port}",
+                            retry=publish.Retry(attempts=2, base_delay=0.0), sleep=lambda s: None)
+    assert _tree_digest(folder) == before
+
+
+def test_publish_cli_rejects_a_non_dataset_folder_and_bad_repo_ids(tmp_path, capsys):
+    from lomo_datasets import cli
+
+    assert cli.main(["publish", str(tmp_path), "--repo", "org/x"]) == 2
+    assert "not a dataset folder" in capsys.readouterr().err
+    folder = publish.write_folder(lomo_records(), tmp_path / "ds")
+    assert cli.main(["publish", str(folder), "--repo", "just-a-name"]) == 2
+    assert "ORG/NAME" in capsys.readouterr().err
