@@ -330,7 +330,9 @@ def render_card(
         pretty_name=name,
         task_categories=header.get("task_categories") or _TASKS.get(kind),
         tags=header.get("tags") or ["video", "lomo-datasets"] + ([provenance.recipe] if provenance.recipe else []),
-        **({"license_name": "research-use-only"} if header.get("license", "other") == "other" else {}),
+        # "other" + a name + a link to this README, whose Usage section states the terms.
+        **({"license_name": "research-use-only", "license_link": "README"}
+           if header.get("license", "other") == "other" else {}),
         **meta,
     )
     card = DatasetCard.from_template(

@@ -158,7 +158,7 @@ def test_card_lomo_stats_plot_and_provenance(tmp_path):
     out = publish.write_folder(lomo_records(), tmp_path / "ds", provenance=provenance, dropped=dropped)
     text = (out / "README.md").read_text()
     header = _yaml_header(text)
-    assert header["license"] == "other" and "lomo" in header["tags"]
+    assert header["license"] == "other" and header["license_link"] == "README" and "lomo" in header["tags"]
     assert card_kind(lomo_records()) == "lomo"
     assert "LoMo-style video question-answering benchmark" in text
     # statistics from the rows: 3 videos, tasks counted, errors and drops per reason
