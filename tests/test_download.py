@@ -177,10 +177,17 @@ def test_recipe_downloads_a_url_list_first(server, tmp_path):
         "probe", listing, out, overrides=["download.attempts=1", "download.retries=0", "download.backoff=0"]
     )
     assert summary.rows == 3 and summary.failed == 1 and summary.errors_by_stage == {"download": 1}
-    rows = {r["video_id"]: r for r in load_dataset(str(out), split="train")}
+    rows = {r["video_id"]: r for r in load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))}
     assert rows["english"]["duration"] > 2 and rows["english"]["width"] == 320
     assert rows["english"]["video"].startswith(str(out / ".lomo-work" / "downloads"))
     assert rows["silent"]["has_audio"] is True and rows["gone"]["duration"] is None
     failed = [json.loads(line) for line in (out / "failed.jsonl").read_text().splitlines()]
     assert [(f["video_id"], f["video"]) for f in failed] == [("gone", server.url("gone.mp4"))]
     assert failed[0]["errors"][0]["stage"] == "download" and "404" in failed[0]["errors"][0]["error"]
+
+
+def test_ids_with_path_separators_stay_inside_the_download_folder(server, tmp_path):
+    stage = _fast(tmp_path)
+    got = stage.download(server.url("silent.mp4"), "../../evil/x")
+    assert got["video"] == str(tmp_path / "downloads" / "evil_x.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
