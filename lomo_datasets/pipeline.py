@@ -277,7 +277,8 @@ class Runner:
             return load_from_disk(str(step_dir / "data")), load_from_disk(str(step_dir / "dropped"))
         kept, dropped = split_by_threshold(ds, flt.column, flt.low, flt.high, reason=flt.name)
         step_dir.mkdir(parents=True, exist_ok=True)
-        dropped.save_to_disk(str(step_dir / "dropped"))
+        shutil.rmtree(step_dir / "dropped", ignore_errors=True)  # half written before a crash
+        dropped.save_to_disk(str(step_dir / "dropped"), **({"num_shards": 1} if len(dropped) == 0 else {}))
         return _save(kept, step_dir), load_from_disk(str(step_dir / "dropped"))
 
 
