@@ -168,12 +168,36 @@ class Stats:
         return data
 
 
-def _column(ds: Dataset, name: str) -> list:
-    return ds[name] if name in ds.column_names else []
+def _table(ds: Dataset):
+    """The rows of ``ds`` as one Arrow table (selections and shuffles applied)."""
+    return ds.with_format("arrow")[:] if len(ds) else ds.data.table.slice(0, 0)
+
+
+def _pylist(table, name: str) -> list:
+    return table.column(name).to_pylist() if name in table.column_names else []
+
+
+def _nested_values(table, column: str, field: str) -> list:
+    """``row[column][i][field]`` for every row and item of a list-of-struct column, via Arrow
+    (per-row Python access is far too slow for 100k-row datasets)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column not in table.column_names:
+        return []
+    array = table.column(column).combine_chunks()
+    if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
+        return []
+    items = pc.list_flatten(array)
+    if not pa.types.is_struct(items.type) or items.type.get_field_index(field) < 0:
+        return []
+    return pc.struct_field(items, field).to_pylist()
 
 
 def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -> Stats:
     """Statistics of ``data`` from whatever columns it has."""
+    import pyarrow.compute as pc
+
     dsd = data if isinstance(data, DatasetDict) else DatasetDict({"train": data})
     rows = {split: len(ds) for split, ds in dsd.items()}
     video_seconds: dict[str, float] = {}
@@ -185,8 +209,9 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
     failed = 0
     unnamed = 0
     for ds in dsd.values():
-        ids = _column(ds, "video_id") or _column(ds, "video")
-        durations = _column(ds, "duration")
+        table = _table(ds)
+        ids = _pylist(table, "video_id") or _pylist(table, "video")
+        durations = _pylist(table, "duration")
         for i in range(len(ds)):
             vid = ids[i] if ids else None
             if vid is None:
@@ -195,22 +220,19 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
             video_ids.add(vid)
             if durations and _number(durations[i]) is not None:
                 video_seconds[vid] = max(video_seconds.get(vid, 0.0), float(durations[i]))
-        if "video_start" in ds.column_names and "video_end" in ds.column_names:
+        if "video_start" in table.column_names and "video_end" in table.column_names:
             is_clips = True
-            for start, end in zip(ds["video_start"], ds["video_end"]):
+            for start, end in zip(_pylist(table, "video_start"), _pylist(table, "video_end")):
                 if _number(start) is not None and _number(end) is not None and end >= start:
                     clip_lengths.append(float(end) - float(start))
-        if "questions" in ds.column_names:
-            for questions in ds["questions"]:
-                for q in questions or []:
-                    tasks[str((q or {}).get("task") or "unknown")] += 1
-        for row_errors in _column(ds, "errors"):
-            if row_errors:
-                failed += 1
-                errors.update(str(e.get("stage") or "unknown") for e in row_errors)
+        tasks.update(str(t or "unknown") for t in _nested_values(table, "questions", "task"))
+        if "errors" in table.column_names and len(table):
+            lengths = pc.list_value_length(table.column("errors").combine_chunks())
+            failed += int(pc.sum(pc.greater(pc.fill_null(lengths, 0), 0)).as_py() or 0)
+            errors.update(str(stage or "unknown") for stage in _nested_values(table, "errors", "stage"))
     dropped_reasons: Counter = Counter()
     if dropped is not None and len(dropped):
-        reasons = _column(dropped, "drop_reason") or ["unknown"] * len(dropped)
+        reasons = _pylist(_table(dropped), "drop_reason") or ["unknown"] * len(dropped)
         dropped_reasons.update(str(r or "unknown") for r in reasons)
     return Stats(
         rows=rows,
