@@ -94,6 +94,37 @@ DOWNLOAD = Features(
     }
 )
 
+#: A clip's timed words (processors/clip.py); exporters turn them into [start, end, word].
+CONTENT = List({"start": Value("float64"), "end": Value("float64"), "word": Value("string")})
+
+#: Columns of a clip row (one row per clip after clipping, processors/clip.py). ``previous``
+#: (pre-training) or ``preasr`` (SFT) is the transcript before the clip; ``words`` and
+#: ``segments`` are rewritten to the clip's own.
+CLIP = Features(
+    {
+        "clip_id": Value("string"),
+        "clip_index": Value("int32"),
+        "content": CONTENT,
+        "previous": Value("string"),
+        "preasr": Value("string"),
+        "video_start": Value("float64"),
+        "video_end": Value("float64"),
+        "wps": Value("float64"),
+    }
+)
+
+#: LiveCC scores and prompt (processors/lm_loss.py, talking_head.py, prompt.py).
+LIVECC = Features(
+    {
+        "lm_loss": Value("float64"),
+        "talking_head": Value("float64"),
+        "face_share": Value("float64"),
+        "speech_share": Value("float64"),
+        "commentary": Value("bool"),
+        "query": Value("string"),
+    }
+)
+
 
 def empty_value(feature):
     """The value a failed row gets for ``feature``: ``[]`` for lists, ``None`` otherwise."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from datasets import Features, List, Value
+from datasets import Features
 
 from lomo_datasets import features as F
 from lomo_datasets.stage import SettingError, Stage
@@ -230,7 +230,7 @@ def join_words(words: Sequence[dict[str, Any]]) -> str:
 # The stage
 # --------------------------------------------------------------------------------------------
 
-CONTENT = List({"start": Value("float64"), "end": Value("float64"), "word": Value("string")})
+CONTENT = F.CONTENT
 MODES = ("pretrain", "sft")
 SOURCES = ("auto", "words", "segments", "subtitles")
 
@@ -280,19 +280,9 @@ class Clip(Stage):
         return "previous" if self.mode == "pretrain" else "preasr"
 
     def features(self) -> Features:
-        return Features(
-            {
-                "clip_id": Value("string"),
-                "clip_index": Value("int32"),
-                "content": CONTENT,
-                self.context_column: Value("string"),
-                "video_start": Value("float64"),
-                "video_end": Value("float64"),
-                "wps": Value("float64"),
-                "words": F.WORDS,
-                "segments": F.SEGMENTS,
-            }
-        )
+        other = "preasr" if self.mode == "pretrain" else "previous"
+        clip = {k: v for k, v in F.CLIP.items() if k != other}
+        return Features({**clip, "words": F.WORDS, "segments": F.SEGMENTS})
 
     def timed_words(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         """The row's words (with ``probability`` where the ASR gave one), sorted by time."""

@@ -23,8 +23,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from datasets import Features, Value
+from datasets import Features
 
+from lomo_datasets import features as F
 from lomo_datasets.models import is_embedded, resolve_model
 from lomo_datasets.stage import SettingError, Stage
 
@@ -161,7 +162,7 @@ class LMLoss(Stage):
             raise SettingError(f"lm_loss.max_previous_words={self.max_previous_words!r}: use an integer >= 0 or null")
 
     def features(self) -> Features:
-        return Features({"lm_loss": Value("float64")})
+        return Features({"lm_loss": F.LIVECC["lm_loss"]})
 
     def model_key(self) -> tuple:
         return (self.model,)

@@ -14,8 +14,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from datasets import Features, Value
+from datasets import Features
 
+from lomo_datasets import features as F
 from lomo_datasets.llm import LLMStage, Messages, TaskSpec
 from lomo_datasets.stage import SettingError, Stage
 
@@ -82,7 +83,7 @@ class MakePrompt(LLMStage):
             raise SettingError(f"prompt.max_words={self.max_words!r}: use an integer >= 1 or null")
 
     def features(self) -> Features:
-        return Features({"commentary": Value("bool"), "query": Value("string")})
+        return Features({k: F.LIVECC[k] for k in ("commentary", "query")})
 
     def messages(self, row: dict[str, Any]) -> Messages:
         transcript = clip_transcript(row, self.max_words)

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from datasets import Features, Value
+from datasets import Features
 
+from lomo_datasets import features as F
 from lomo_datasets import media
 from lomo_datasets.models import is_embedded, resolve_model
 from lomo_datasets.stage import SettingError, Stage
@@ -178,7 +179,7 @@ class TalkingHeadVLM(Stage):
             raise SettingError("talking_head.question should ask for a Yes/No answer")
 
     def features(self) -> Features:
-        return Features({"talking_head": Value("float64")})
+        return Features({"talking_head": F.LIVECC["talking_head"]})
 
     def model_key(self) -> tuple:
         return (self.model,)
@@ -294,7 +295,7 @@ class TalkingHeadFace(Stage):
         face_cascade()  # a broken OpenCV install fails here, not per row
 
     def features(self) -> Features:
-        return Features({"talking_head": Value("float64"), "face_share": Value("float64"), "speech_share": Value("float64")})
+        return Features({k: F.LIVECC[k] for k in ("talking_head", "face_share", "speech_share")})
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         start, end = clip_range(row)
