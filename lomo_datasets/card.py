@@ -13,6 +13,7 @@ import dataclasses
 import importlib.metadata
 import logging
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,8 +129,8 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
 
 def _card_value(value: Any) -> Any:
     """A setting as the card shows it: plain YAML-able values, secrets masked."""
-    if isinstance(value, str):
-        return redact(value)
+    if isinstance(value, (str, os.PathLike)):
+        return redact(os.fspath(value))
     if isinstance(value, (bool, int, float)) or value is None:
         return value
     if isinstance(value, (list, tuple)):
