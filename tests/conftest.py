@@ -11,9 +11,17 @@ import os
 import tempfile
 from pathlib import Path
 
-import pytest
+# Before anything imports `datasets`: a fresh datasets cache per test session, so
+# `load_dataset(folder)` never returns rows cached from another session's folder of that name.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="lomo-hf-datasets-")
+os.environ.setdefault("LOMO_DATASETS_CACHE", str(Path(tempfile.gettempdir()) / "lomo-datasets-cache"))
 
-from tests import media as M
+import datasets  # noqa: E402
+import pytest  # noqa: E402
+
+from tests import media as M  # noqa: E402
+
+datasets.config.HF_DATASETS_CACHE = Path(os.environ["HF_DATASETS_CACHE"])
 
 
 @pytest.fixture(scope="session")
@@ -27,12 +35,3 @@ def media_dir() -> Path:
 def test_media(media_dir) -> M.TestMedia:
     """Good and bad videos; see ``tests/media.py`` for what each one is."""
     return M.make_all(media_dir)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _isolated_cache(tmp_path_factory):
-    """Keep derived model files (joined whisper-base, converted models) in one per-machine
-    cache that survives sessions, but never in the user's home during CI."""
-    os.environ.setdefault("LOMO_DATASETS_CACHE", str(Path(tempfile.gettempdir()) / "lomo-datasets-cache"))
-    os.environ.setdefault("HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("hf-datasets-cache")))
-    yield
