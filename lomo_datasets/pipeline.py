@@ -227,9 +227,7 @@ class Runner:
                 ds = self._stage(ds, step, step_dir)
             timings[step.name] = time.perf_counter() - started
             logger.info("%s: %d rows (%.1fs)", step.name, len(ds), timings[step.name])
-        dropped = concatenate_datasets(dropped_parts) if dropped_parts and _same_schema(dropped_parts) else (
-            dropped_parts[-1] if dropped_parts else None
-        )
+        dropped = _join_dropped(dropped_parts)
         return RunResult(ds, dropped, self.work_dir, timings)
 
     def _stage(self, ds: Dataset, stage: Stage, step_dir: Path) -> Dataset:
@@ -282,8 +280,14 @@ class Runner:
         return _save(kept, step_dir), load_from_disk(str(step_dir / "dropped"))
 
 
-def _same_schema(parts: list[Dataset]) -> bool:
-    return all(p.features == parts[0].features for p in parts)
+def _join_dropped(parts: list[Dataset]) -> Dataset | None:
+    """All filters' dropped rows in one dataset; filters later in a recipe see more columns,
+    so only the columns every part has (with the first part's types) are kept."""
+    if not parts:
+        return None
+    common = [c for c in parts[0].column_names if all(c in p.column_names for p in parts)]
+    features = parts[0].select_columns(common).features
+    return concatenate_datasets([p.select_columns(common).cast(features) for p in parts])
 
 
 def _save(ds: Dataset, folder: Path) -> Dataset:
@@ -362,7 +366,9 @@ def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike) -> Pat
     if dropped_files:
         dropped = Dataset.from_json(dropped_files)
     body = "Merged from the outputs of {} shard runs: {}.".format(len(folders), ", ".join(f.name for f in folders))
-    publish.write_folder(DatasetDict(merged), out, body=body, **({"dropped": dropped} if dropped is not None else {}))
+    publish.write_folder(
+        DatasetDict(merged), out, body=body, dropped=dropped, provenance=publish.read_provenance(folders[0])
+    )
     for report in REPORTS:
         sources = [f / report for f in folders if (f / report).exists()]
         if sources:

@@ -128,3 +128,13 @@ def test_cli_run_recipes_and_errors(videos, tmp_path):
     assert bad.returncode == 2 and "valid settings" in bad.stderr and "Traceback" not in bad.stderr
     unknown = _cli("run", "nope", "--videos", str(videos), "--out", str(out))
     assert unknown.returncode == 2 and "available: " in unknown.stderr
+
+
+def test_dropped_rows_of_filters_with_different_columns_are_all_kept(tmp_path):
+    ds = Dataset.from_dict({"video_id": list("abcd"), "x": [1.0, 2.0, 3.0, -1.0]})
+    steps = [Filter("x_positive", "x", low=0.0), ToyModelStage(scale=1.0), Filter("y_band", "y", low=1.5)]
+    result = Runner(tmp_path / "work").run(ds, steps)
+    assert result.dataset["video_id"] == ["b", "c"]
+    reasons = dict(zip(result.dropped["video_id"], result.dropped["drop_reason"]))
+    assert reasons == {"d": "x_positive", "a": "y_band"}
+    assert "y" not in result.dropped.column_names  # only the columns every filter saw
