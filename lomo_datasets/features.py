@@ -82,6 +82,52 @@ LANGUAGE = Features(
     }
 )
 
+#: Prompt provenance of LLM stages: which prompt (name, version, sha of its text) made a row.
+PROMPTS = List({"name": Value("string"), "version": Value("string"), "sha": Value("string")})
+
+#: The temporal view (processors/compress.py): one subtitle line picked by the LLM, its text and
+#: window copied from the segments; conclusion/question/answer/wrong written by the LLM.
+TEMPORAL = {
+    "index": Value("int32"),
+    "subtitle": Value("string"),
+    "start": Value("float64"),
+    "end": Value("float64"),
+    "conclusion": Value("string"),
+    "question": Value("string"),
+    "answer": Value("string"),
+    "wrong": List(Value("string")),
+}
+
+#: Columns written by information compression (processors/compress.py).
+COMPRESS = Features({"summary": Value("string"), "temporal": TEMPORAL, "prompts": PROMPTS})
+
+#: One QA item in the published LoMo shape: options "A: ..".."D: ..", answer a letter, window
+#: [start, end] for window tasks (else []), descriptions (VTG).
+QUESTION = {
+    "question_id": Value("string"),
+    "task": Value("string"),
+    "question": Value("string"),
+    "options": List(Value("string")),
+    "answer": Value("string"),
+    "window": List(Value("float64")),
+    "descriptions": Value("string"),
+}
+QUESTIONS = List(QUESTION)
+
+#: Columns written by QA generation (processors/qa.py).
+QA = Features({"questions": QUESTIONS, "prompts": PROMPTS})
+
+#: Columns written by quality control (processors/aggregate.py).
+QC = Features(
+    {
+        "questions": QUESTIONS,
+        "resolution": Value("string"),
+        "duration_bucket": Value("string"),
+        "qc_pass": Value("float64"),
+        "qc_reason": Value("string"),
+    }
+)
+
 #: Columns written by the download stage (processors/download.py): the local file and the
 #: platform's metadata (``duration`` as the platform reports it; probe measures it again).
 DOWNLOAD = Features(

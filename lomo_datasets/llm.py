@@ -22,9 +22,10 @@ Public API
       ``LLMOutputError`` for that item only.
 
 ``LLMStage``
-    A ``Stage`` base whose settings are the LLM settings; ``self.model`` is the backend for this
-    process and device (loaded lazily once per process by the Stage contract). Subclasses build
-    chat messages per row and call ``self.generate_json(messages, task)``.
+    A ``Stage`` base whose settings are the LLM settings (``model`` is the model *setting*);
+    ``self.llm`` is the backend for this process and device (``Stage.model``, loaded lazily once
+    per process). Subclasses build chat messages per row and call
+    ``self.generate_json(messages_list, task)``.
 
 ``load_causal_lm(model, device="cpu", dtype="auto") -> (model, tokenizer)``
     The transformers model loader, cached per process (settings + device). ``embedded:smollm2-135m``
@@ -209,6 +210,7 @@ class LLMSettings:
     timeout: float = 120.0
     http_retries: int = 3
     backoff: float = 0.5
+    cpu_threads: int = 0  # 0: the library's default; >0 caps torch/CTranslate2 CPU threads
 
     def validate(self, prefix: str = "llm") -> None:
         if self.backend not in BACKENDS:
@@ -218,6 +220,8 @@ class LLMSettings:
         for name in ("batch_size", "max_tries", "concurrency"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise SettingError(f"{prefix}.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
+            raise SettingError(f"{prefix}.cpu_threads must be an integer >= 0 (0: library default)")
         if not isinstance(self.http_retries, int) or self.http_retries < 0:
             raise SettingError(f"{prefix}.http_retries must be an integer >= 0")
         if self.guided not in GUIDED_MODES:
@@ -414,6 +418,10 @@ class TransformersBackend(Backend):
     def __init__(self, settings: LLMSettings, device: str):
         super().__init__(settings)
         self.device = _torch_device(device)
+        if settings.cpu_threads and self.device == "cpu":
+            import torch
+
+            torch.set_num_threads(settings.cpu_threads)  # per worker process
         self.lm, self.tokenizer = load_causal_lm(settings.model, self.device, settings.dtype)
         self._compiler = None
         self._grammars: dict[str, Any] = {}
@@ -500,7 +508,7 @@ class CTranslate2Backend(Backend):
         compute = settings.quantization if kind == "cpu" else "auto"
         self.generator = ctranslate2.Generator(
             path, device=kind, device_index=int(index or 0), compute_type=compute,
-            inter_threads=1, intra_threads=0,
+            inter_threads=1, intra_threads=settings.cpu_threads if kind == "cpu" else 0,
         )
 
     def _prefill(self, task: TaskSpec) -> str:
@@ -646,6 +654,7 @@ class LLMStage(Stage):
     timeout: float = 120.0
     http_retries: int = 3
     backoff: float = 0.5
+    cpu_threads: int = 0
 
     def check_requirements(self) -> None:
         super().check_requirements()
@@ -668,10 +677,16 @@ class LLMStage(Stage):
     def load_model(self, device: str) -> Backend:
         return make_backend(self.llm_settings(), device)
 
+    @property
+    def llm(self) -> Backend:
+        """The backend for this process and device (``Stage.model``; the name ``model`` is the
+        model setting here), loaded once per process."""
+        return Stage.model.fget(self)
+
     def generate_json(self, messages_list: list[Messages], task: TaskSpec) -> list[dict[str, Any] | Exception]:
         if not messages_list:
             return []
-        return self.model.generate_json(messages_list, task)
+        return self.llm.generate_json(messages_list, task)
 
 
 def seeded_random(*parts: Any) -> random.Random:

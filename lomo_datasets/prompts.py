@@ -1,0 +1,120 @@
+"""Every LLM prompt of the LoMo recipe, in one place, versioned.
+
+A ``Prompt`` has a name, a version and its system/user templates. Bump ``version`` when a
+prompt's wording changes: stages put ``digest()`` into their version (so cached results are
+recomputed) and record ``provenance()`` (name, version, sha of the text) in each row's
+``prompts`` column. Question templates (GVS, SVS, the SVQA time prefix, VTG) live here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+SET_VERSION = "lomo-prompts-1"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    version: str
+    system: str
+    user: str
+
+    def sha(self) -> str:
+        return hashlib.sha256(f"{self.system}\x1f{self.user}".encode()).hexdigest()[:12]
+
+    def messages(self, **fields: str) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user.format(**fields)}]
+
+    def provenance(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "sha": self.sha()}
+
+
+_SYSTEM = "You write precise, factual annotations for a video question-answering benchmark. Answer with JSON only."
+
+SUMMARY = Prompt(
+    "summary",
+    "1",
+    _SYSTEM,
+    "Video title: {title}\n"
+    "Transcript of the video's speech:\n{transcript}\n\n"
+    "Write a concise summary (two or three sentences) of what can be seen in the video: the people, "
+    "objects, places and actions. Leave out opinions and anything that cannot be seen. "
+    'Reply as {{"summary": "..."}}.',
+)
+
+TEMPORAL = Prompt(
+    "temporal",
+    "1",
+    _SYSTEM,
+    "Numbered subtitle lines of a video:\n{lines}\n\n"
+    "Pick the number of ONE line that describes a complete visual event (an action someone can see). "
+    "Then write: a short description of that event (conclusion), a question about the event, its "
+    "correct answer, and three wrong but plausible answers. "
+    'Reply as {{"index": <number>, "conclusion": "...", "question": "...", "answer": "...", '
+    '"wrong": ["...", "...", "..."]}}.',
+)
+
+GVQA = Prompt(
+    "gvqa",
+    "1",
+    _SYSTEM,
+    "Summary of a video:\n{summary}\n\n"
+    "Write one question about something visible in the video that the summary answers, its correct "
+    "short answer, and three wrong but plausible short answers. "
+    'Reply as {{"question": "...", "answer": "...", "wrong": ["...", "...", "..."]}}.',
+)
+
+GVS = Prompt(
+    "gvs",
+    "1",
+    _SYSTEM,
+    "Summary of a video:\n{summary}\n\n"
+    "Write one sentence that says what the whole video is about (the answer), and three sentences "
+    "about other, different topics a video could be about (wrong answers). "
+    'Reply as {{"answer": "...", "wrong": ["...", "...", "..."]}}.',
+)
+
+PROMPTS = {p.name: p for p in (SUMMARY, TEMPORAL, GVQA, GVS)}
+
+#: "What is the video about" questions for GVS (one is drawn per video, seeded by its id).
+GVS_QUESTIONS = (
+    "What is the video about?",
+    "Which of the following best describes the content of the video?",
+    "What is the main topic of this video?",
+    "Which option summarizes the video best?",
+)
+
+#: SVS questions: what happens in a window.
+SVS_QUESTIONS = (
+    "What happens between {start} and {end} seconds in the video?",
+    "Which event takes place from {start} seconds to {end} seconds?",
+    "What can be seen in the video between second {start} and second {end}?",
+)
+
+#: The SVQA prefix (VVQA is the same question without it).
+TIME_PREFIX = "From {start} seconds to {end} seconds in the video,"
+
+#: VTG: which window shows the description.
+VTG_QUESTION = "When does the following happen in the video: {description}"
+
+
+def format_seconds(value: float) -> str:
+    """Seconds as written in questions: one decimal, no trailing ``.0``."""
+    text = f"{value:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def digest() -> str:
+    """A short hash of every prompt and template (stages put it in their version)."""
+    payload = json.dumps(
+        {
+            "set": SET_VERSION,
+            "prompts": {k: [p.version, p.system, p.user] for k, p in PROMPTS.items()},
+            "templates": [GVS_QUESTIONS, SVS_QUESTIONS, TIME_PREFIX, VTG_QUESTION],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]
