@@ -18,7 +18,7 @@ from datasets import Features
 
 from lomo_datasets import features as F
 from lomo_datasets.llm import LLMStage, Messages, TaskSpec
-from lomo_datasets.stage import SettingError, Stage
+from lomo_datasets.stage import SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,7 @@ class MakePrompt(LLMStage):
             except Exception as exc:
                 results[i] = exc
         if todo:
-            backend = Stage.model.fget(self)  # the ``model`` field is the setting
-            answers = backend.generate_json([m for _, m in todo], TASK)
+            answers = self.generate_json([m for _, m in todo], TASK)
             for (i, _), answer in zip(todo, answers):
                 results[i] = answer if isinstance(answer, BaseException) else to_columns(answer)
         return results
