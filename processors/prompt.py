@@ -34,7 +34,7 @@ Decide whether the speech is real-time commentary: the speaker describes or reac
 
 If it is real-time commentary, also write one generic user query that would ask for this kind of commentary. The query must not reveal any specific content of the transcript (no names, numbers, or events); it should read like a general request for commentary on this kind of video, naming at most the kind of activity (a match, a game, a recipe, a repair), not what happens in it.
 
-Answer with a JSON object: {{"result": "YES" or "NO", "query": "the query, or an empty string for NO"}}."""
+Answer with a JSON object with two keys: "result", which is "YES" or "NO", and "query", which holds your generic user query (an empty string when the result is NO)."""
 
 SCHEMA = {
     "type": "object",
