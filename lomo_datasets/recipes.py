@@ -247,7 +247,14 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
         if row_errors:
             failed += 1
             errors.update(e["stage"] for e in row_errors)
-    seconds = sum(d for d in (data["duration"] if "duration" in data.column_names else []) if d)
+    # Video seconds once per video (after clipping, several rows share a video_id).
+    per_video: dict[Any, float] = {}
+    if "duration" in data.column_names:
+        ids = data["video_id"] if "video_id" in data.column_names else range(len(data))
+        for vid, d in zip(ids, data["duration"]):
+            if d:
+                per_video[vid] = max(per_video.get(vid, 0.0), d)
+    seconds = sum(per_video.values())
     return RunSummary(
         recipe=name,
         out=out,
