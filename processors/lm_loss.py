@@ -144,6 +144,8 @@ class LMLoss(Stage):
     use_previous: bool = True
     max_previous_words: int | None = 512
     max_tokens: int | None = 8192
+    #: "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16" or "float16".
+    dtype: str = "auto"
 
     @property
     def lm(self):
@@ -158,6 +160,8 @@ class LMLoss(Stage):
             resolve_model(self.model)  # unknown or missing embedded models fail now
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise SettingError(f"lm_loss.batch_size={self.batch_size!r}: use an integer >= 1")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise SettingError(f"lm_loss.dtype={self.dtype!r}: use auto, float32, bfloat16 or float16")
         if self.max_previous_words is not None and (not isinstance(self.max_previous_words, int) or self.max_previous_words < 0):
             raise SettingError(f"lm_loss.max_previous_words={self.max_previous_words!r}: use an integer >= 0 or null")
 
@@ -165,13 +169,13 @@ class LMLoss(Stage):
         return Features({"lm_loss": F.LIVECC["lm_loss"]})
 
     def model_key(self) -> tuple:
-        return (self.model,)
+        return (self.model, self.dtype)
 
     def load_model(self, device: str):
         from lomo_datasets.llm import load_causal_lm
 
         # The LLM layer's loader: embedded GGUF models are dequantized once into the cache dir.
-        return load_causal_lm(self.model, device)
+        return load_causal_lm(self.model, device, self.dtype)
 
     def messages(self, row: dict[str, Any]) -> list[dict[str, str]]:
         text = transcript(row)

@@ -66,7 +66,7 @@ class VisionModel:
     merge_size: int
 
 
-def load_vision_model(name: str, device: str) -> VisionModel:
+def load_vision_model(name: str, device: str, dtype: str = "auto") -> VisionModel:
     """A Qwen2-VL-style model, its tokenizer and image processor from a hub id or folder."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2VLImageProcessorPil
@@ -77,8 +77,11 @@ def load_vision_model(name: str, device: str) -> VisionModel:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
+    if dtype == "auto":
+        torch_dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    else:
+        torch_dtype = getattr(torch, dtype)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype)
     model.to(device)
     model.eval()
     yes = tokenizer.encode("Yes", add_special_tokens=False)
@@ -163,8 +166,12 @@ class TalkingHeadVLM(Stage):
     height: int = 180
     batch_size: int = 8
     question: str = QUESTION
+    #: "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16" or "float16".
+    dtype: str = "auto"
 
     def validate(self) -> None:
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise SettingError(f"talking_head.dtype={self.dtype!r}: use auto, float32, bfloat16 or float16")
         if not isinstance(self.model, str) or not self.model:
             raise SettingError("talking_head.model: give a hub id or a local Qwen2-VL folder")
         if is_embedded(self.model):
@@ -183,10 +190,10 @@ class TalkingHeadVLM(Stage):
         return Features({"talking_head": F.LIVECC["talking_head"]})
 
     def model_key(self) -> tuple:
-        return (self.model,)
+        return (self.model, self.dtype)
 
     def load_model(self, device: str) -> VisionModel:
-        return load_vision_model(self.model, device)
+        return load_vision_model(self.model, device, self.dtype)
 
     @property
     def vision(self) -> VisionModel:

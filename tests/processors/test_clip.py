@@ -210,6 +210,10 @@ def test_fan_out_through_batched_map(tmp_path):
     assert by_video["upstream"][0]["errors"] == [{"stage": "asr", "error": "NoAudioError: no audio"}]
     assert by_video["upstream"][0]["content"] == []
 
+    # The same through two worker processes.
+    parallel = apply_stage(ds, stage, num_proc=2, batch_size=2, load_from_cache_file=False)
+    assert parallel.to_list() == out.to_list()
+
     strict = Clip(mode="pretrain", source="subtitles", min_clip_sec=1.0, max_clip_sec=15)
     failed = apply_stage(ds.select([2]), strict, load_from_cache_file=False)
     assert len(failed) == 1

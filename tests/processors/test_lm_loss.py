@@ -28,7 +28,8 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def stage():
-    return LMLoss(model="embedded:smollm2-135m", batch_size=4)
+    # float32 everywhere (on a GPU "auto" would pick bfloat16, too coarse for the 1e-3 check).
+    return LMLoss(model="embedded:smollm2-135m", batch_size=4, dtype="float32")
 
 
 def test_assistant_tokens_only_and_no_end_of_turn(stage):

@@ -80,7 +80,7 @@ def tiny_vlm(tmp_path_factory) -> Path:
 
 
 def test_vlm_yes_probability_real_code_path(tiny_vlm, test_media):
-    stage = TalkingHeadVLM(model=str(tiny_vlm), batch_size=2)
+    stage = TalkingHeadVLM(model=str(tiny_vlm), batch_size=2, dtype="float32")
     vm = stage.vision
     assert vm.yes_id == vm.tokenizer.convert_tokens_to_ids("Yes")  # looked up, not hard-coded
     rows = [
