@@ -92,14 +92,22 @@ def _seconds(match: re.Match) -> float:
     return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + int(millis.ljust(3, "0")) / 1000
 
 
-def parse_subtitles(text: str) -> list[tuple[float, float, str]]:
+def parse_subtitles(text: str, rolling: bool | None = None) -> list[tuple[float, float, str]]:
     """Cues of an SRT or WebVTT document as ``(start, end, text)``; markup tags are removed.
 
     Both formats are blocks separated by blank lines with a ``start --> end`` timing line; SRT
     uses ``,`` before the milliseconds and VTT ``.``, and VTT hours are optional.
+
+    ``rolling`` (default: on for WebVTT): YouTube's automatic captions roll, so each cue
+    repeats the previous cue's last line before its new one; a first line equal to the previous
+    cue's last line is dropped, and a cue left empty is skipped.
     """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if rolling is None:
+        rolling = text.lstrip("\ufeff").startswith("WEBVTT")
     cues: list[tuple[float, float, str]] = []
-    for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\r", "\n")):
+    previous: list[str] = []
+    for block in re.split(r"\n\s*\n", text):
         lines = block.strip("\n").split("\n")
         for k, line in enumerate(lines):
             if "-->" not in line:
@@ -108,8 +116,12 @@ def parse_subtitles(text: str) -> list[tuple[float, float, str]]:
             start, end = _TIME.search(left), _TIME.search(right)
             if start is None or end is None:
                 break
-            body = " ".join(_TAG.sub("", t).strip() for t in lines[k + 1 :])
-            cues.append((_seconds(start), _seconds(end), " ".join(body.split())))
+            body = [" ".join(_TAG.sub("", t).split()) for t in lines[k + 1 :]]
+            body = [t for t in body if t]
+            new = body[1:] if rolling and body and previous and body[0] == previous[-1] else body
+            previous = body or previous
+            if new or not rolling:
+                cues.append((_seconds(start), _seconds(end), " ".join(new)))
             break
     return cues
 

@@ -163,6 +163,35 @@ second cue
 """
 
 
+ROLLING_VTT = """WEBVTT
+Kind: captions
+Language: en
+
+00:00:00.000 --> 00:00:02.000 align:start position:0%
+the<00:00:00.500><c> home</c><00:00:01.000><c> team</c>
+
+00:00:02.000 --> 00:00:02.010 align:start position:0%
+the home team
+
+00:00:02.010 --> 00:00:04.000 align:start position:0%
+the home team
+starts<00:00:03.000><c> with</c>
+
+00:00:04.000 --> 00:00:06.000 align:start position:0%
+starts with
+the ball
+"""
+
+
+def test_rolling_youtube_captions_are_not_repeated():
+    cues = parse_subtitles(ROLLING_VTT)
+    assert cues == [(0.0, 2.0, "the home team"), (2.01, 4.0, "starts with"), (4.0, 6.0, "the ball")]
+    words = split_to_words(cues)
+    assert [w["word"] for w in words] == "the home team starts with the ball".split()
+    # SRT does not roll: identical consecutive cues are kept.
+    assert len(parse_subtitles(ROLLING_VTT.replace("WEBVTT", "NOTE"), rolling=False)) == 4
+
+
 def test_parse_srt_and_vtt(tmp_path):
     assert parse_subtitles(SRT) == [(1.0, 3.5, "Hello there world"), (4.0, 5.0, "[Applause]"), (3600.25, 3601.25, "Last line")]
     assert parse_subtitles(VTT) == [(1.0, 3.5, "Hello there world"), (4.0, 5.0, "second cue")]
