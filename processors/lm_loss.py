@@ -102,16 +102,35 @@ def batch_losses(model, tokenizer, conversations: list[list[dict[str, str]]], ma
         attention[k, : len(ids)] = 1
         labels[k, first:last] = input_ids[k, first:last]
     device = next(model.parameters()).device
+    targets = labels[:, 1:].to(device)  # position t predicts token t + 1
+    counted = targets != -100
     with torch.inference_mode():
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
-    shift_logits = logits[:, :-1]
-    shift_labels = labels[:, 1:].to(device)
-    per_token = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100, reduction="none"
-    ).view_as(shift_labels)
-    counted = (shift_labels != -100).sum(dim=1)
-    losses = per_token.sum(dim=1) / counted.clamp(min=1)
-    return [float(loss) if n > 0 else float("nan") for loss, n in zip(losses.tolist(), counted.tolist())]
+        decoder, head = _decoder_and_head(model)
+        if decoder is not None:
+            # Vocabulary logits only where a label is counted: a batch of long transcripts
+            # would otherwise hold batch x length x vocabulary floats.
+            hidden = decoder(input_ids=input_ids.to(device), attention_mask=attention.to(device)).last_hidden_state
+            logits = head(hidden[:, :-1][counted]).float()
+        else:
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits[:, :-1][counted].float()
+        per_token = torch.nn.functional.cross_entropy(logits, targets[counted], reduction="none")
+    rows = torch.arange(len(encoded), device=device).unsqueeze(1).expand_as(targets)[counted]
+    sums = torch.zeros(len(encoded), device=device, dtype=per_token.dtype).index_add_(0, rows, per_token)
+    n = counted.sum(dim=1)
+    losses = sums / n.clamp(min=1)
+    return [float(loss) if k > 0 else float("nan") for loss, k in zip(losses.tolist(), n.tolist())]
+
+
+def _decoder_and_head(model):
+    """The base decoder and the output projection of a plain causal LM (Llama, Qwen2, ...),
+    or ``(None, None)`` for models whose logits need more than ``lm_head(hidden)``."""
+    if getattr(model.config, "final_logit_softcapping", None) or getattr(model.config, "logit_scale", None):
+        return None, None
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if decoder is None or head is None or decoder is model:
+        return None, None
+    return decoder, head
 
 
 # --------------------------------------------------------------------------------------------

@@ -57,6 +57,17 @@ def test_losses_are_finite_and_the_same_alone_and_in_a_padded_batch(stage):
     assert batch[0] < batch[2]
 
 
+def test_logits_only_at_counted_positions_match_full_logits(stage, monkeypatch):
+    from lomo_datasets.processors import lm_loss
+
+    model, tokenizer = stage.lm
+    convs = [stage.messages(row) for row in ROWS[:2]]
+    lean = batch_losses(model, tokenizer, convs)
+    monkeypatch.setattr(lm_loss, "_decoder_and_head", lambda m: (None, None))  # the full-logits path
+    full = batch_losses(model, tokenizer, convs)
+    assert lean == pytest.approx(full, abs=1e-4)
+
+
 def test_previous_goes_into_the_prompt(stage):
     with_prev = stage.messages(ROWS[1])[1]["content"]
     assert "Previous transcription: The home team starts with the ball." in with_prev
