@@ -324,6 +324,7 @@ class Clip(Stage):
         find = pretrain_clips if self.mode == "pretrain" else sft_clips
         spans = find(words, self.min_clip_sec, self.max_clip_sec, self.max_silence_sec)
         segments = row.get("segments") or []
+        tokens = [w["word"].strip() for w in words]  # joined per clip for the context
         out = []
         for index, (i, j) in enumerate(spans):
             clip = words[i:j]
@@ -333,7 +334,7 @@ class Clip(Stage):
                     "clip_id": f"{row.get('video_id')}_{index:04d}",
                     "clip_index": index,
                     "content": [{"start": w["start"], "end": w["end"], "word": w["word"]} for w in clip],
-                    self.context_column: join_words(words[:i]),
+                    self.context_column: " ".join(t for t in tokens[:i] if t),
                     "video_start": start,
                     "video_end": end,
                     "wps": words_per_second(clip),
