@@ -21,6 +21,9 @@ Public API
       retried (sampling, bounded by ``settings.max_tries``) and finally become an
       ``LLMOutputError`` for that item only.
 
+    ``task`` may also be a list with one ``TaskSpec`` per item (e.g. a schema whose enum lists
+    that row's subtitle numbers); the items still share batches.
+
 ``LLMStage``
     A ``Stage`` base whose settings are the LLM settings (``model`` is the model *setting*);
     ``self.llm`` is the backend for this process and device (``Stage.model``, loaded lazily once
@@ -369,6 +372,17 @@ def chat_text(tokenizer: Any, messages: Messages, prefill: str = "") -> str:
 # --------------------------------------------------------------------------------------------
 
 
+TaskOrTasks = "TaskSpec | list[TaskSpec]"
+
+
+def _per_item(task: TaskSpec | list[TaskSpec], n: int) -> list[TaskSpec]:
+    if isinstance(task, TaskSpec):
+        return [task] * n
+    if len(task) != n:
+        raise ValueError(f"{len(task)} tasks for {n} prompts")
+    return list(task)
+
+
 class Backend:
     """Shared retry/validate loop; subclasses implement ``generate``."""
 
@@ -377,35 +391,36 @@ class Backend:
     def __init__(self, settings: LLMSettings):
         self.settings = settings
 
-    def generate(self, messages_list: list[Messages], task: TaskSpec, sample: bool = False) -> list[Completion | Exception]:
+    def generate(self, messages_list: list[Messages], task: TaskOrTasks, sample: bool = False) -> list[Completion | Exception]:
         raise NotImplementedError
 
-    def generate_json(self, messages_list: list[Messages], task: TaskSpec) -> list[dict[str, Any] | Exception]:
+    def generate_json(self, messages_list: list[Messages], task: TaskOrTasks) -> list[dict[str, Any] | Exception]:
         """Validated JSON per item, or an ``LLMOutputError`` after ``max_tries`` tries."""
+        tasks = _per_item(task, len(messages_list))
         results: list[Any] = [None] * len(messages_list)
         last_error: dict[int, str] = {}
         pending = list(range(len(messages_list)))
         for attempt in range(self.settings.max_tries):
             if not pending:
                 break
-            outputs = self.generate([messages_list[i] for i in pending], task, sample=attempt > 0)
+            outputs = self.generate([messages_list[i] for i in pending], [tasks[i] for i in pending], sample=attempt > 0)
             still = []
             for i, out in zip(pending, outputs):
                 try:
                     if isinstance(out, Exception):
                         raise out
                     if not out.finished:
-                        raise ValueError(f"output cut at max_new_tokens={task.max_new_tokens}")
-                    results[i] = parse_output(out.text, task)
+                        raise ValueError(f"output cut at max_new_tokens={tasks[i].max_new_tokens}")
+                    results[i] = parse_output(out.text, tasks[i])
                 except (ValueError, LLMTransportError) as exc:
                     last_error[i] = str(exc)
                     still.append(i)
             if still:
-                logger.info("%s: %d/%d outputs invalid on try %d", task.name, len(still), len(pending), attempt + 1)
+                logger.info("%s: %d/%d outputs invalid on try %d", tasks[0].name, len(still), len(pending), attempt + 1)
             pending = still
         for i in pending:
             results[i] = LLMOutputError(
-                f"{task.name}: no valid output after {self.settings.max_tries} tries ({last_error.get(i, '?')})"
+                f"{tasks[i].name}: no valid output after {self.settings.max_tries} tries ({last_error.get(i, '?')})"
             )
         return results
 
@@ -442,6 +457,7 @@ class TransformersBackend(Backend):
     def generate(self, messages_list, task, sample=False):
         import torch
 
+        tasks = _per_item(task, len(messages_list))
         texts = [chat_text(self.tokenizer, m) for m in messages_list]
         # Similar lengths together: less padding per batch.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -451,9 +467,9 @@ class TransformersBackend(Backend):
         for start in range(0, len(order), bs):
             idx = order[start : start + bs]
             try:
-                outs = self._generate_batch([texts[i] for i in idx], task, sample, eos_ids, torch)
+                outs = self._generate_batch([texts[i] for i in idx], [tasks[i] for i in idx], sample, eos_ids, torch)
             except Exception as exc:  # a failed batch fails its items, not the call
-                logger.warning("%s: generate failed: %s", task.name, exc)
+                logger.warning("%s: generate failed: %s", tasks[idx[0]].name, exc)
                 outs = [exc] * len(idx)
             for i, out in zip(idx, outs):
                 results[i] = out
@@ -466,14 +482,16 @@ class TransformersBackend(Backend):
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
-    def _generate_batch(self, texts, task, sample, eos_ids, torch):
+    def _generate_batch(self, texts, tasks, sample, eos_ids, torch):
         import xgrammar as xgr
 
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        grammars = [self._grammar(t) for t in tasks]
         kwargs: dict[str, Any] = dict(
-            max_new_tokens=task.max_new_tokens,
+            max_new_tokens=max(t.max_new_tokens for t in tasks),
             pad_token_id=self.tokenizer.pad_token_id,
-            logits_processor=[xgr.contrib.hf.LogitsProcessor(self._grammar(task))],
+            # one grammar per row (the same object for all rows when the task is shared)
+            logits_processor=[xgr.contrib.hf.LogitsProcessor(grammars if len(set(map(id, grammars))) > 1 else grammars[0])],
         )
         if sample:
             kwargs.update(do_sample=True, temperature=self.settings.temperature, top_p=0.95)
@@ -483,10 +501,11 @@ class TransformersBackend(Backend):
             out = self.lm.generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1] :].tolist()
         completions = []
-        for ids in new:
-            cut = next((k for k, t in enumerate(ids) if t in eos_ids), None)
+        for ids, t in zip(new, tasks):
+            cut = next((k for k, tok in enumerate(ids) if tok in eos_ids), None)
+            finished = cut is not None and cut <= t.max_new_tokens
             body = ids if cut is None else ids[:cut]
-            completions.append(Completion(self.tokenizer.decode(body, skip_special_tokens=True), cut is not None))
+            completions.append(Completion(self.tokenizer.decode(body, skip_special_tokens=True), finished))
         return completions
 
 
@@ -516,13 +535,14 @@ class CTranslate2Backend(Backend):
         return f'{{"{first}":' if first else "{"
 
     def generate(self, messages_list, task, sample=False):
-        prefill = self._prefill(task)
+        tasks = _per_item(task, len(messages_list))
+        prefills = [self._prefill(t) for t in tasks]
         tokens = [
-            self.tokenizer.convert_ids_to_tokens(self.tokenizer.encode(chat_text(self.tokenizer, m, prefill), add_special_tokens=False))
-            for m in messages_list
+            self.tokenizer.convert_ids_to_tokens(self.tokenizer.encode(chat_text(self.tokenizer, m, p), add_special_tokens=False))
+            for m, p in zip(messages_list, prefills)
         ]
         kwargs: dict[str, Any] = dict(
-            max_batch_size=self.settings.batch_size, max_length=task.max_new_tokens,
+            max_batch_size=self.settings.batch_size, max_length=max(t.max_new_tokens for t in tasks),
             include_prompt_in_result=False, return_end_token=True,
         )
         if self.tokenizer.eos_token:
@@ -535,9 +555,9 @@ class CTranslate2Backend(Backend):
             return [exc] * len(tokens)
         eos = self.tokenizer.eos_token_id
         out = []
-        for res in results:
+        for res, prefill, t in zip(results, prefills, tasks):
             ids = res.sequences_ids[0]
-            finished = bool(ids) and ids[-1] == eos
+            finished = bool(ids) and ids[-1] == eos and len(ids) <= t.max_new_tokens + 1
             body = ids[:-1] if finished else ids
             out.append(Completion(prefill + self.tokenizer.decode(body, skip_special_tokens=True), finished))
         return out
@@ -599,7 +619,8 @@ class OpenAIBackend(Backend):
         raise LLMTransportError(redact(f"{self.url}: {last} after {self.settings.http_retries + 1} tries"))
 
     def generate(self, messages_list, task, sample=False):
-        bodies = [self._body(m, task, sample) for m in messages_list]
+        tasks = _per_item(task, len(messages_list))
+        bodies = [self._body(m, t, sample) for m, t in zip(messages_list, tasks)]
         results: list[Any] = [None] * len(bodies)
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
             futures = {pool.submit(self._post, body): i for i, body in enumerate(bodies)}
@@ -683,7 +704,7 @@ class LLMStage(Stage):
         model setting here), loaded once per process."""
         return Stage.model.fget(self)
 
-    def generate_json(self, messages_list: list[Messages], task: TaskSpec) -> list[dict[str, Any] | Exception]:
+    def generate_json(self, messages_list: list[Messages], task: TaskOrTasks) -> list[dict[str, Any] | Exception]:
         if not messages_list:
             return []
         return self.llm.generate_json(messages_list, task)

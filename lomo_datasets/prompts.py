@@ -17,16 +17,31 @@ SET_VERSION = "lomo-prompts-1"
 
 @dataclass(frozen=True)
 class Prompt:
+    """A chat prompt: ``user`` is a ``str.format`` template; ``example`` is an example reply
+    (JSON text) appended to the user message. Small models tend to copy the example, so
+    ``copies_example`` lets a task's check reject such replies (they are then retried)."""
+
     name: str
     version: str
     system: str
     user: str
+    example: str = ""
 
     def sha(self) -> str:
-        return hashlib.sha256(f"{self.system}\x1f{self.user}".encode()).hexdigest()[:12]
+        return hashlib.sha256(f"{self.system}\x1f{self.user}\x1f{self.example}".encode()).hexdigest()[:12]
 
     def messages(self, **fields: str) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user.format(**fields)}]
+        user = self.user.format(**fields)
+        if self.example:
+            user += "\nExample reply (about another video; do not copy it): " + self.example
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+    def copies_example(self, obj: object) -> bool:
+        """True when a string in ``obj`` equals a string of the example reply."""
+        if not self.example:
+            return False
+        example = {_norm(v) for v in _strings(json.loads(self.example))}
+        return any(_norm(v) in example for v in _strings(obj))
 
     def provenance(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "sha": self.sha()}
@@ -40,9 +55,8 @@ SUMMARY = Prompt(
     _SYSTEM,
     "Video title: {title}\n"
     "Transcript of the video's speech:\n{transcript}\n\n"
-    "Write a concise summary (two or three sentences) of what can be seen in the video: the people, "
-    "objects, places and actions. Leave out opinions and anything that cannot be seen. "
-    'Reply as {{"summary": "..."}}.',
+    "Write a concise summary (one to three sentences) of what can be seen in the video: the people, "
+    "objects, places and actions. Leave out opinions and anything that cannot be seen.",
 )
 
 TEMPORAL = Prompt(
@@ -51,10 +65,8 @@ TEMPORAL = Prompt(
     _SYSTEM,
     "Numbered subtitle lines of a video:\n{lines}\n\n"
     "Pick the number of ONE line that describes a complete visual event (an action someone can see). "
-    "Then write: a short description of that event (conclusion), a question about the event, its "
-    "correct answer, and three wrong but plausible answers. "
-    'Reply as {{"index": <number>, "conclusion": "...", "question": "...", "answer": "...", '
-    '"wrong": ["...", "...", "..."]}}.',
+    "Write a short description of that event (conclusion), a question about it, the correct answer, "
+    "and three different wrong answers.",
 )
 
 GVQA = Prompt(
@@ -62,9 +74,8 @@ GVQA = Prompt(
     "1",
     _SYSTEM,
     "Summary of a video:\n{summary}\n\n"
-    "Write one question about something visible in the video that the summary answers, its correct "
-    "short answer, and three wrong but plausible short answers. "
-    'Reply as {{"question": "...", "answer": "...", "wrong": ["...", "...", "..."]}}.',
+    "Write one question about something visible in the video that the summary answers, the correct "
+    "short answer, and three different wrong short answers.",
 )
 
 GVS = Prompt(
@@ -72,9 +83,8 @@ GVS = Prompt(
     "1",
     _SYSTEM,
     "Summary of a video:\n{summary}\n\n"
-    "Write one sentence that says what the whole video is about (the answer), and three sentences "
-    "about other, different topics a video could be about (wrong answers). "
-    'Reply as {{"answer": "...", "wrong": ["...", "...", "..."]}}.',
+    "Write one short sentence that says what the whole video is about (answer), and three short "
+    "sentences about other, different topics (wrong).",
 )
 
 PROMPTS = {p.name: p for p in (SUMMARY, TEMPORAL, GVQA, GVS)}
@@ -101,6 +111,20 @@ TIME_PREFIX = "From {start} seconds to {end} seconds in the video,"
 VTG_QUESTION = "When does the following happen in the video: {description}"
 
 
+def _strings(obj: object) -> list[str]:
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in _strings(v)]
+    if isinstance(obj, list):
+        return [s for v in obj for s in _strings(v)]
+    return []
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split()).strip(" .!?")
+
+
 def format_seconds(value: float) -> str:
     """Seconds as written in questions: one decimal, no trailing ``.0``."""
     text = f"{value:.1f}"
@@ -112,7 +136,7 @@ def digest() -> str:
     payload = json.dumps(
         {
             "set": SET_VERSION,
-            "prompts": {k: [p.version, p.system, p.user] for k, p in PROMPTS.items()},
+            "prompts": {k: [p.version, p.system, p.user, p.example] for k, p in PROMPTS.items()},
             "templates": [GVS_QUESTIONS, SVS_QUESTIONS, TIME_PREFIX, VTG_QUESTION],
         },
         sort_keys=True,

@@ -140,6 +140,51 @@ EXPORTS["livecc-pretrain"] = [_livecc_export]
 EXPORTS["livecc-sft"] = [_livecc_export]
 
 
+def _lomo_recipe() -> Recipe:
+    from lomo_datasets.processors.aggregate import QualityControl, keep_qc_filter
+    from lomo_datasets.processors.asr import Transcribe
+    from lomo_datasets.processors.compress import Compress, TranslateToEnglish
+    from lomo_datasets.processors.ingest import Probe
+    from lomo_datasets.processors.qa import GenerateQA
+
+    return Recipe(
+        "lomo",
+        "LoMo video-QA benchmark: ASR, translation to English (skipped for English speech), "
+        "summary + temporal view, six QA items per video (GVQA, GVS, SVS, SVQA, VVQA, VTG), "
+        "quality control; also writes lomo/lomo.json and the per-task files",
+        [
+            ("probe", Probe),
+            ("asr", Transcribe.factory("lomo")),
+            ("translate", TranslateToEnglish),
+            ("compress", Compress),
+            ("qa", GenerateQA),
+            ("qc", QualityControl),
+            ("keep_qc", keep_qc_filter),
+        ],
+    )
+
+
+def _lomo_export(data: Dataset, out: Path) -> None:
+    from lomo_datasets.processors.aggregate import export_lomo
+
+    export_lomo(data, out)
+
+
+register(_lomo_recipe())
+EXPORTS["lomo"] = [_lomo_export]
+
+#: Settings ``lomo-datasets demo`` adds for a recipe: the sample videos are mostly English
+#: (auto-detect the language instead of the Bilibili preset's Mandarin), and the embedded
+#: 135M LLM gets short outputs so the demo runs in minutes on a CPU.
+DEMO_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "lomo": {
+        "asr": {"language": None, "initial_prompt": None},
+        "compress": {"summary_max_chars": 240, "text_max_chars": 100, "max_tries": 4},
+        "qa": {"option_max_chars": 60, "max_tries": 4},
+    },
+}
+
+
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise SettingError(f"unknown recipe '{name}'; available: {', '.join(sorted(RECIPES))}")

@@ -1,0 +1,188 @@
+"""QA generation (LoMo stage 4): six multiple-choice items per video from its two views.
+
+``GenerateQA`` reads ``summary`` and ``temporal`` (processors/compress.py) and the English
+subtitle lines, asks the LLM (one batched, schema-constrained request per task over the batch's
+rows) for the GVQA and GVS items, and builds the window items from the temporal view:
+
+- GVQA: a question about the video, its answer and three distractors (LLM, from the summary);
+- GVS: "what is the video about" (a template drawn per video), the answer and three other topics
+  (LLM, from the summary);
+- SVS: "what happens between S and E seconds" (a template); the answer is the picked subtitle
+  line, the distractors are other lines of the same video (they happen at other times);
+- SVQA / VVQA: the temporal question with / without the "From S seconds to E seconds in the
+  video," prefix; the answer and distractors from the temporal view;
+- VTG: the temporal conclusion as the description; the options are windows of subtitle lines,
+  the answer is the picked line's window.
+
+Every window is a subtitle line's ``[start, end]`` inside ``[0, duration]``. Options are
+shuffled with a generator seeded from the video id; the correct letter of a video's k-th item is
+``(offset + k) % 4`` with a seeded ``offset`` (so A-D are balanced over any number of videos,
+not just in expectation), the distractors fill the other letters in seeded order. Item ids are
+``<video_id>_01`` .. ``<video_id>_06``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from datasets import Features
+
+from lomo_datasets import features as F
+from lomo_datasets import prompts as P
+from lomo_datasets.llm import LLMStage, TaskSpec, seeded_random
+from lomo_datasets.processors.compress import _distinct, english_segments, usable_lines
+from lomo_datasets.stage import SettingError
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("GVQA", "GVS", "SVS", "SVQA", "VVQA", "VTG")
+LETTERS = "ABCD"
+
+
+def _choice_task(name: str, prompt: P.Prompt, with_question: bool, max_chars: int) -> TaskSpec:
+    short = {"type": "string", "minLength": 1, "maxLength": max_chars}
+    props: dict[str, Any] = {}
+    if with_question:
+        props["question"] = {"type": "string", "minLength": 5, "maxLength": 2 * max_chars}
+    props["answer"] = short
+    props["wrong"] = {"type": "array", "items": short, "minItems": 3, "maxItems": 3}
+    schema = {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+    def check(obj: dict[str, Any]) -> None:
+        if with_question and not obj["question"].strip():
+            raise ValueError(f"{name}: empty question")
+        _distinct([obj["answer"], *obj["wrong"]], f"{name} options")
+        if prompt.copies_example(obj):
+            raise ValueError(f"{name}: copied the prompt's example")
+
+    budget = ((6 if with_question else 4) * max_chars) // 3 + 40
+    return TaskSpec(name, schema, max_new_tokens=budget, check=check)
+
+
+def window_text(start: float, end: float) -> str:
+    return f"from {P.format_seconds(start)} to {P.format_seconds(end)} seconds"
+
+
+def build_items(
+    video_id: str,
+    temporal: dict[str, Any],
+    lines: list[tuple[int, dict[str, Any]]],
+    gvqa: dict[str, Any],
+    gvs: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The six items of one video (raises ``ValueError`` when the video cannot make them)."""
+    rng = seeded_random(video_id, "qa")
+    offset = rng.randrange(4)
+    by_index = dict(lines)
+    picked = by_index.get(temporal["index"])
+    if picked is None:
+        raise ValueError(f"temporal line {temporal['index']} is not a usable subtitle line")
+    start, end = float(picked["start"]), float(picked["end"])
+    window = [start, end]
+    others = [seg for k, seg in lines if k != temporal["index"]]
+    other_texts, seen = [], {" ".join(picked["text"].lower().split())}
+    for seg in others:
+        key = " ".join(seg["text"].lower().split())
+        if key not in seen:
+            seen.add(key)
+            other_texts.append(seg["text"].strip())
+    other_windows = []
+    for seg in others:
+        w = [float(seg["start"]), float(seg["end"])]
+        if w != window and w not in other_windows:
+            other_windows.append(w)
+    if len(other_texts) < 3 or len(other_windows) < 3:
+        raise ValueError(f"too few distinct subtitle lines ({len(lines)}) for SVS/VTG distractors; at least 4 are needed")
+
+    s, e = P.format_seconds(start), P.format_seconds(end)
+    question = temporal["question"].strip()
+    prefixed = P.TIME_PREFIX.format(start=s, end=e) + " " + (question[:1].lower() + question[1:])
+    specs = [
+        ("GVQA", gvqa["question"].strip(), gvqa["answer"], gvqa["wrong"], [], ""),
+        ("GVS", rng.choice(P.GVS_QUESTIONS), gvs["answer"], gvs["wrong"], [], ""),
+        ("SVS", rng.choice(P.SVS_QUESTIONS).format(start=s, end=e), picked["text"].strip(), rng.sample(other_texts, 3), window, ""),
+        ("SVQA", prefixed, temporal["answer"], temporal["wrong"], window, ""),
+        ("VVQA", question, temporal["answer"], temporal["wrong"], window, ""),
+        (
+            "VTG",
+            P.VTG_QUESTION.format(description=temporal["conclusion"].strip()),
+            window_text(start, end),
+            [window_text(*w) for w in rng.sample(other_windows, 3)],
+            window,
+            temporal["conclusion"].strip(),
+        ),
+    ]
+    items = []
+    for k, (task, text, answer, wrong, win, description) in enumerate(specs):
+        position = (offset + k) % 4
+        distractors = [w.strip() for w in wrong]
+        rng.shuffle(distractors)
+        options = distractors[:position] + [answer.strip()] + distractors[position:]
+        items.append(
+            {
+                "question_id": f"{video_id}_{k + 1:02d}",
+                "task": task,
+                "question": text,
+                "options": [f"{LETTERS[j]}: {o}" for j, o in enumerate(options)],
+                "answer": LETTERS[position],
+                "window": list(win),
+                "descriptions": description,
+            }
+        )
+    return items
+
+
+@dataclass
+class GenerateQA(LLMStage):
+    """Writes ``questions`` (six items per video) and appends its prompts to ``prompts``."""
+
+    name: ClassVar[str] = "qa"
+    version: ClassVar[str] = "1+" + P.digest()
+    reads: ClassVar[tuple[str, ...]] = ("video_id", "summary", "temporal", "segments_en", "segments", "duration", "prompts")
+
+    option_max_chars: int = 100
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.option_max_chars, int) or self.option_max_chars < 10:
+            raise SettingError(f"qa.option_max_chars={self.option_max_chars!r}: use an integer >= 10")
+
+    def features(self) -> Features:
+        return F.QA
+
+    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
+        results: list[Any] = [None] * len(rows)
+        todo = []
+        for i, row in enumerate(rows):
+            if not row.get("summary") or not row.get("temporal"):
+                results[i] = ValueError("no summary/temporal view: run compress first")
+                continue
+            try:
+                lines = usable_lines(english_segments(row), row.get("duration"))
+            except ValueError as exc:
+                results[i] = exc
+                continue
+            todo.append((i, lines))
+        summaries = [rows[i]["summary"] for i, _ in todo]
+        gvqa = self.generate_json(
+            [P.GVQA.messages(summary=s) for s in summaries], _choice_task("GVQA", P.GVQA, True, self.option_max_chars)
+        )
+        gvs = self.generate_json(
+            [P.GVS.messages(summary=s) for s in summaries], _choice_task("GVS", P.GVS, False, self.option_max_chars)
+        )
+        provenance = [P.GVQA.provenance(), P.GVS.provenance()]
+        for (i, lines), a, b in zip(todo, gvqa, gvs):
+            row = rows[i]
+            if isinstance(a, BaseException) or isinstance(b, BaseException):
+                results[i] = a if isinstance(a, BaseException) else b
+                continue
+            try:
+                items = build_items(row["video_id"], row["temporal"], lines, a, b)
+            except ValueError as exc:
+                results[i] = exc
+                continue
+            before = [p for p in (row.get("prompts") or []) if p["name"] not in {q["name"] for q in provenance}]
+            results[i] = {"questions": items, "prompts": before + provenance}
+        return results
