@@ -8,6 +8,8 @@ string so a change here rebuilds them.
 - ``tiny_m2m100()``: a 2-layer, d_model-64 M2M100 with a ~300-piece sentencepiece tokenizer
   trained on a few hundred generated zh/en lines, converted to CTranslate2 with
   ``ct2-transformers-converter`` (the command the Translate stage's docs give for m2m100_1.2B).
+- ``tiny_nllb()``: the same architecture with an ``NllbTokenizer`` (FLORES-200 codes such as
+  ``zho_Hans``), converted the same way.
 - ``tiny_xlmr_language_classifier()``: a 2-layer XLM-RoBERTa text classifier with language
   labels (the architecture of LiveCC's language detector), same tokenizer pieces.
 """
@@ -119,12 +121,7 @@ def tiny_m2m100() -> Path:
         )
         M2M100ForConditionalGeneration(config).eval().save_pretrained(hf)
         shutil.rmtree(work)
-        ct2 = folder / "ct2"
-        tokenizer_files = [p.name for p in hf.iterdir() if p.suffix != ".safetensors" and p.name not in ("config.json", "generation_config.json")]
-        subprocess.run(
-            [_converter(), "--model", str(hf), "--output_dir", str(ct2), "--copy_files", *tokenizer_files],
-            check=True, capture_output=True, text=True,
-        )
+        _convert(hf, folder / "ct2")
 
     return _cached("m2m100", build)
 
@@ -181,3 +178,43 @@ def tiny_xlmr_language_classifier() -> Path:
         tokenizer.save_pretrained(folder)
 
     return _cached("xlmr-langid", build)
+
+
+def tiny_nllb() -> Path:
+    """A tiny random NLLB-style model (M2M100 architecture + ``NllbTokenizer`` with the
+    FLORES-200 language tokens; character-level BPE vocabulary), converted to CTranslate2:
+    ``transformers/`` and ``ct2/`` as in ``tiny_m2m100()``."""
+
+    def build(folder: Path) -> None:
+        import torch
+        from transformers import M2M100Config, M2M100ForConditionalGeneration, NllbTokenizer
+        from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
+
+        hf = folder / "transformers"
+        chars = sorted({ch for line in corpus() for ch in line.replace(" ", "")} | {"▁"})
+        vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+        for ch in chars:
+            vocab.setdefault(ch, len(vocab))
+        tokenizer = NllbTokenizer(vocab=vocab, merges=[], extra_special_tokens=list(FAIRSEQ_LANGUAGE_CODES),
+                                  src_lang="zho_Hans", tgt_lang="eng_Latn")
+        tokenizer.save_pretrained(hf)
+        torch.manual_seed(0)
+        config = M2M100Config(
+            vocab_size=len(tokenizer), d_model=64, encoder_layers=2, decoder_layers=2,
+            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
+            max_position_embeddings=256, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+            decoder_start_token_id=2,
+        )
+        M2M100ForConditionalGeneration(config).eval().save_pretrained(hf)
+        _convert(hf, folder / "ct2")
+
+    return _cached("nllb", build)
+
+
+def _convert(hf: Path, ct2: Path) -> None:
+    """``ct2-transformers-converter`` with the tokenizer files copied next to model.bin."""
+    tokenizer_files = [p.name for p in hf.iterdir() if p.suffix != ".safetensors" and p.name not in ("config.json", "generation_config.json")]
+    subprocess.run(
+        [_converter(), "--model", str(hf), "--output_dir", str(ct2), "--copy_files", *tokenizer_files],
+        check=True, capture_output=True, text=True,
+    )

@@ -13,7 +13,7 @@ from datasets import Dataset, Features, Value
 from lomo_datasets import features as F
 from lomo_datasets.processors.translate import NLLB_CODES, Translate, family_of, language_code
 from lomo_datasets.stage import SettingError, apply_stage
-from tests.tiny_models import tiny_m2m100_ct2, tiny_m2m100_transformers
+from tests.tiny_models import tiny_m2m100, tiny_m2m100_ct2, tiny_nllb
 
 ZH = ["今天天气很好。", "我们去公园散步。", "先烧水", "然后加面条", "等十分钟。", "城市河流", "桥和船", "球队进球！",
       "市场", "教堂塔老城", "早上看见", "今天", "我们"]
@@ -72,29 +72,39 @@ def test_one_line_out_per_line_in_batched_across_rows(tiny_ct2):
             assert bool(dst["text"]) == bool(src["text"])  # empty stays empty, others translated
 
 
-def test_matches_transformers_greedy_with_target_prefix(tiny_ct2):
-    """The m2m100 convention (source __zh__ ... </s>, target prefix __en__) gives the same tokens
-    as transformers' generate with forced_bos_token_id on the unconverted model."""
+@pytest.mark.parametrize(
+    "family, build, src_lang, source_token, target_token",
+    [("m2m100", tiny_m2m100, "zh", "__zh__", "__en__"), ("nllb", tiny_nllb, "zho_Hans", "zho_Hans", "eng_Latn")],
+)
+def test_matches_transformers_greedy_with_target_prefix(family, build, src_lang, source_token, target_token):
+    """The family's convention (source starts with the source language token and ends with
+    </s>, the target prefix is the target language token) gives the same tokens as
+    transformers' generate with forced_bos_token_id on the unconverted model."""
     from transformers import AutoTokenizer, M2M100ForConditionalGeneration
 
-    translate = stage(tiny_ct2, max_decoding_length=10)
+    folder = build()
+    translate = stage(str(folder / "ct2"), max_decoding_length=10)  # zh -> en, family "auto"
+    loaded = translate.translator
+    assert loaded.family == family
+    assert translate._prepare(loaded) == (src_lang, [target_token])
     ours = translate.translate_texts(ZH[:4])
-    tok = AutoTokenizer.from_pretrained(tiny_m2m100_transformers())
-    tok.src_lang = "zh"
-    assert family_of(tok) == "m2m100"
-    model = M2M100ForConditionalGeneration.from_pretrained(tiny_m2m100_transformers()).eval()
+    tok = AutoTokenizer.from_pretrained(folder / "transformers")
+    tok.src_lang = src_lang
+    assert family_of(tok) == family
+    model = M2M100ForConditionalGeneration.from_pretrained(folder / "transformers").eval()
     theirs = []
     for text in ZH[:4]:
+        source = tok.convert_ids_to_tokens(tok.encode(text))
+        assert source[0] == source_token and source[-1] == "</s>"
         generated = model.generate(
-            **tok(text, return_tensors="pt"), forced_bos_token_id=tok.convert_tokens_to_ids("__en__"),
+            **tok(text, return_tensors="pt"), forced_bos_token_id=tok.convert_tokens_to_ids(target_token),
             num_beams=1, do_sample=False, max_new_tokens=10,
         )
-        tokens = tok.convert_ids_to_tokens(generated[0])
-        assert tokens[:2] == ["</s>", "__en__"]
+        assert tok.convert_ids_to_tokens(generated[0])[:2] == ["</s>", target_token]
         theirs.append(tok.decode(generated[0], skip_special_tokens=True).strip())
     assert ours == theirs
-    source = tok.convert_ids_to_tokens(tok.encode(ZH[0]))
-    assert source[0] == "__zh__" and source[-1] == "</s>"
+    (res,) = translate.process([{"segments": lines(11)}])
+    assert [(l["start"], l["end"]) for l in res["segments_en"]] == [(l["start"], l["end"]) for l in lines(11)]
 
 
 def test_bad_row_does_not_stop_the_batch(tiny_ct2):
