@@ -280,6 +280,9 @@ class Transcribe(Stage):
     reads: ClassVar[tuple[str, ...]] = ("video",)
     requires: ClassVar[dict[str, str]] = {"faster_whisper": "asr"}
     rows_per_batch: ClassVar[int] = 8
+    #: CTranslate2 runs its own thread pools, which a forked worker can inherit mid-use as
+    #: torch's can: start workers with spawn, as for torch stages.
+    uses_torch: ClassVar[bool] = True
     embedded_setting: ClassVar[str | None] = "model"
     embedded_model: ClassVar[str | None] = "embedded:whisper-tiny.en"
 

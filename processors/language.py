@@ -110,6 +110,7 @@ class DetectLanguage(Stage):
             "lingua": {"lingua": "langid"},
             "transformers": {"transformers": "llm", "torch": "llm"},
         }.get(self.backend, {})
+        self.uses_torch = self.backend == "transformers"  # apply_stage then spawns its workers
         super().__post_init__()
 
     def validate(self) -> None:

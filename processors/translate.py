@@ -107,6 +107,8 @@ class Translate(Stage):
     reads: ClassVar[tuple[str, ...]] = ("segments",)
     requires: ClassVar[dict[str, str]] = {"ctranslate2": "mt", "transformers": "mt", "sentencepiece": "mt"}
     rows_per_batch: ClassVar[int] = 32
+    #: CTranslate2 (and the transformers tokenizer) hold thread pools: spawn workers, not fork.
+    uses_torch: ClassVar[bool] = True
 
     #: Local folder or hub id of a CTranslate2 conversion (see the module docs).
     model: str = "michaelfeil/ct2fast-m2m100_1.2B"

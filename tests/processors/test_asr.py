@@ -199,7 +199,8 @@ def test_bad_inputs_give_row_errors_and_flags(test_media):
     m = test_media
     names = ["english", "no_audio", "silent", "corrupt", "zero_byte", "truncated", "english2"]
     rows = [{"video_id": n, "video": str(getattr(m, n))} for n in names]
-    out = apply_stage(videos(rows), Transcribe(model=TINY, device="cpu"), batch_size=4)
+    # Two worker processes (spawned), four rows per batch: both workers get good and bad rows.
+    out = apply_stage(videos(rows), Transcribe(model=TINY, device="cpu"), batch_size=4, num_proc=2)
     by_id = {row["video_id"]: row for row in out}
     assert len(by_id) == len(names)
     for good in ("english", "english2"):
@@ -230,12 +231,19 @@ def test_clip_range_keeps_source_timestamps(test_media):
     assert res["segments"][-1]["end"] <= info.duration + 0.5
 
 
-def test_batched_pipeline(test_media):
+def test_batched_pipeline_and_model_replicas(test_media):
     stage = Transcribe(model=TINY, device="cpu", batch_size=4)
     (res,) = stage.process([{"video": str(test_media.english2)}])
     assert not isinstance(res, Exception), res
     text = " ".join(s["text"] for s in res["segments"]).lower()
     assert "pasta" in text and res["words"]
+    # Two model replicas (faster-whisper num_workers), rows transcribed in two threads.
+    twins = Transcribe(model=TINY, device="cpu", models_per_gpu=2, cpu_threads=1)
+    results = twins.process([{"video": str(test_media.english)}, {"video": str(test_media.english2)},
+                             {"video": str(test_media.corrupt)}])
+    assert "fox" in " ".join(s["text"] for s in results[0]["segments"]).lower()
+    assert "pasta" in " ".join(s["text"] for s in results[1]["segments"]).lower()
+    assert isinstance(results[2], Exception)
 
 
 def test_mandarin_with_whisper_base(test_media):
@@ -246,3 +254,14 @@ def test_mandarin_with_whisper_base(test_media):
     assert res["language"] == "zh"
     assert len(CJK.findall(text)) >= 4, text
     assert all(CJK.search(s["text"]) for s in res["segments"])
+
+
+def test_whisper_translate_task(test_media):
+    """task="translate": Whisper writes English for Mandarin speech (words not checked: the
+    base model's translation of espeak Mandarin is poor, and the quality flags see that)."""
+    stage = Transcribe(model="embedded:whisper-base", language="zh", task="translate", device="cpu", beam_size=1)
+    (res,) = stage.process([{"video": str(test_media.mandarin)}])
+    assert not isinstance(res, Exception), res
+    text = " ".join(s["text"] for s in res["segments"])
+    assert re.search(r"[A-Za-z]{2,}", text) and not CJK.search(text), text
+    assert res["asr_stats"]["avg_logprob"] is not None and 0.0 <= res["asr_score"] <= 1.0
