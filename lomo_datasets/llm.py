@@ -14,7 +14,7 @@ Public API
 ``make_backend(settings, device) -> Backend``
     A backend with two methods:
 
-    - ``generate(messages_list, task, sample=False) -> list[Completion]`` (raw text + whether
+    - ``generate(messages_list, task, sample=0) -> list[Completion]`` (raw text + whether
       it ended on EOS; exceptions per item for transport failures),
     - ``generate_json(messages_list, task) -> list[dict | LLMOutputError]``: constrained
       decoding where the backend can, then parse + validate every output; items that fail are
@@ -49,7 +49,8 @@ Structured output
   compiled grammar is cached per schema.
 - ctranslate2: ``Generator.generate_batch`` has no logits-processor hook in CTranslate2 4.x (only
   ``callback``, which can stop but not mask). So this backend forces the JSON opening
-  (``{"<first property>":``) into the assistant turn, decodes greedily, then validates; invalid
+  (``{"<first property>":``) into the assistant turn, decodes greedily, keeps the first complete
+  JSON value (``json.JSONDecoder.raw_decode``; text after it is dropped), then validates; invalid
   items are retried with sampling, then get an error. It is the fast path for well-behaved
   (larger) models; for a 135M model prefer transformers + xgrammar.
 - openai: the server's guided JSON: ``response_format={"type": "json_schema", ...}`` (OpenAI,
@@ -375,6 +376,11 @@ def chat_text(tokenizer: Any, messages: Messages, prefill: str = "") -> str:
 TaskOrTasks = "TaskSpec | list[TaskSpec]"
 
 
+def _seed(texts: list[str], attempt: int) -> int:
+    """A sampling seed from the prompts and the try number (reruns reproduce, tries differ)."""
+    return int(hashlib.sha256(("\x1f".join(texts) + f"\x1e{int(attempt)}").encode()).hexdigest()[:8], 16)
+
+
 def _per_item(task: TaskSpec | list[TaskSpec], n: int) -> list[TaskSpec]:
     if isinstance(task, TaskSpec):
         return [task] * n
@@ -391,7 +397,9 @@ class Backend:
     def __init__(self, settings: LLMSettings):
         self.settings = settings
 
-    def generate(self, messages_list: list[Messages], task: TaskOrTasks, sample: bool = False) -> list[Completion | Exception]:
+    def generate(self, messages_list: list[Messages], task: TaskOrTasks, sample: int = 0) -> list[Completion | Exception]:
+        """Raw completions. ``sample`` is the try number: 0 decodes greedily, n > 0 samples
+        with a seed derived from the prompts and n."""
         raise NotImplementedError
 
     def generate_json(self, messages_list: list[Messages], task: TaskOrTasks) -> list[dict[str, Any] | Exception]:
@@ -403,7 +411,7 @@ class Backend:
         for attempt in range(self.settings.max_tries):
             if not pending:
                 break
-            outputs = self.generate([messages_list[i] for i in pending], [tasks[i] for i in pending], sample=attempt > 0)
+            outputs = self.generate([messages_list[i] for i in pending], [tasks[i] for i in pending], sample=attempt)
             still = []
             for i, out in zip(pending, outputs):
                 try:
@@ -454,7 +462,7 @@ class TransformersBackend(Backend):
                 self._grammars[key] = self._compiler.compile_json_schema(key, any_whitespace=False)
             return self._grammars[key]
 
-    def generate(self, messages_list, task, sample=False):
+    def generate(self, messages_list, task, sample=0):
         import torch
 
         tasks = _per_item(task, len(messages_list))
@@ -494,6 +502,8 @@ class TransformersBackend(Backend):
             logits_processor=[xgr.contrib.hf.LogitsProcessor(grammars if len(set(map(id, grammars))) > 1 else grammars[0])],
         )
         if sample:
+            # Retries sample; seeded from the prompts so reruns give the same rows.
+            torch.manual_seed(_seed(texts, sample))
             kwargs.update(do_sample=True, temperature=self.settings.temperature, top_p=0.95)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -534,7 +544,7 @@ class CTranslate2Backend(Backend):
         first = task.first_property()
         return f'{{"{first}":' if first else "{"
 
-    def generate(self, messages_list, task, sample=False):
+    def generate(self, messages_list, task, sample=0):
         tasks = _per_item(task, len(messages_list))
         prefills = [self._prefill(t) for t in tasks]
         tokens = [
@@ -548,6 +558,9 @@ class CTranslate2Backend(Backend):
         if self.tokenizer.eos_token:
             kwargs["end_token"] = self.tokenizer.eos_token
         if sample:
+            import ctranslate2
+
+            ctranslate2.set_random_seed(_seed([str(t) for t in tokens], sample))
             kwargs.update(sampling_topk=40, sampling_topp=0.95, sampling_temperature=self.settings.temperature)
         try:
             results = self.generator.generate_batch(tokens, **kwargs)
@@ -555,11 +568,20 @@ class CTranslate2Backend(Backend):
             return [exc] * len(tokens)
         eos = self.tokenizer.eos_token_id
         out = []
+        decoder = json.JSONDecoder()
         for res, prefill, t in zip(results, prefills, tasks):
             ids = res.sequences_ids[0]
             finished = bool(ids) and ids[-1] == eos and len(ids) <= t.max_new_tokens + 1
             body = ids[:-1] if finished else ids
-            out.append(Completion(prefill + self.tokenizer.decode(body, skip_special_tokens=True), finished))
+            text = prefill + self.tokenizer.decode(body, skip_special_tokens=True)
+            # Unconstrained models often keep writing after the object closes: keep the first
+            # complete JSON value (parsed by the JSON decoder, not by pattern matching).
+            try:
+                _, end = decoder.raw_decode(text)
+                text, finished = text[:end], True
+            except json.JSONDecodeError:
+                pass
+            out.append(Completion(text, finished))
         return out
 
 
@@ -580,6 +602,8 @@ class OpenAIBackend(Backend):
             "max_tokens": task.max_new_tokens,
             "temperature": self.settings.temperature if sample else 0.0,
         }
+        if sample:
+            body["seed"] = int(sample)
         mode = self.settings.guided
         if mode == "json_schema":
             body["response_format"] = {
@@ -618,7 +642,7 @@ class OpenAIBackend(Backend):
                 last = f"malformed response ({type(exc).__name__})"
         raise LLMTransportError(redact(f"{self.url}: {last} after {self.settings.http_retries + 1} tries"))
 
-    def generate(self, messages_list, task, sample=False):
+    def generate(self, messages_list, task, sample=0):
         tasks = _per_item(task, len(messages_list))
         bodies = [self._body(m, t, sample) for m, t in zip(messages_list, tasks)]
         results: list[Any] = [None] * len(bodies)
