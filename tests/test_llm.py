@@ -159,7 +159,7 @@ def test_settings_are_checked():
 
 @pytest.fixture(scope="session")
 def smol_backend():
-    return make_backend(LLMSettings(model="embedded:smollm2-135m", batch_size=8, max_tries=2), "cpu")
+    return make_backend(LLMSettings(model="embedded:smollm2-135m", batch_size=8, max_tries=2, cpu_threads=1), "cpu")
 
 
 def test_gguf_is_dequantized_once_and_reused():
@@ -202,7 +202,7 @@ def test_cut_output_is_retried_then_an_item_error(smol_backend):
 def test_llm_stage_loads_the_backend_once(smol_backend):
     from lomo_datasets.llm import LLMStage
 
-    stage = LLMStage(model="embedded:smollm2-135m", batch_size=8, max_tries=2)
+    stage = LLMStage(model="embedded:smollm2-135m", batch_size=8, max_tries=2, cpu_threads=1)
     assert stage.model == "embedded:smollm2-135m"  # the setting
     backend = stage.llm
     assert stage.llm is backend and backend.lm is smol_backend.lm  # one model per process
