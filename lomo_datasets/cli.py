@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="make the sample videos and run the main recipe on them with embedded models")
     demo.add_argument("--out", default="lomo-demo", help="output folder")
-    demo.add_argument("--recipe", default="probe")
+    demo.add_argument("--recipe", default="lomo")
     demo.add_argument("--num-proc", type=int, default=1)
     return parser
 
@@ -116,7 +116,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         out = Path(args.out)
         make_samples(out / "videos")
         summary = recipes.run_recipe(
-            args.recipe, out / "videos" / "manifest.jsonl", out / "dataset", num_proc=args.num_proc, embedded=True
+            args.recipe, out / "videos" / "manifest.jsonl", out / "dataset", num_proc=args.num_proc, embedded=True,
+            overrides=recipes.DEMO_SETTINGS.get(args.recipe),
         )
         _print_summary(summary)
         return 0

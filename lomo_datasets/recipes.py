@@ -179,8 +179,8 @@ EXPORTS["lomo"] = [_lomo_export]
 DEMO_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "lomo": {
         "asr": {"language": None, "initial_prompt": None},
-        "compress": {"summary_max_chars": 240, "text_max_chars": 100, "max_tries": 4},
-        "qa": {"option_max_chars": 60, "max_tries": 4},
+        "compress": {"summary_max_chars": 240, "text_max_chars": 100, "max_tries": 4, "cpu_threads": 1},
+        "qa": {"option_max_chars": 60, "max_tries": 4, "cpu_threads": 1},
     },
 }
 

@@ -1,0 +1,64 @@
+"""The `lomo` recipe end to end, offline, through the CLI: sample videos (espeak-ng speech) ->
+probe -> ASR (embedded Whisper) -> translate (off under --embedded: English passes, Mandarin
+gets an error) -> compress + QA (embedded SmolLM2 under xgrammar) -> QC -> the published folder
+that `datasets.load_dataset` reads, plus the LoMo JSON files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lomo_datasets import cli, formats
+from lomo_datasets.recipes import DEMO_SETTINGS
+from lomo_datasets.samples import SAMPLES, make_speech_video
+from tests.processors.test_qa import check_items
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def lomo_videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lomo-videos")
+    chosen = [s for s in SAMPLES if s.name in ("cooking_pasta.mp4", "cooking_zh.mp4")]
+    with open(folder / "manifest.jsonl", "w", encoding="utf-8") as fh:
+        for sample in chosen:
+            make_speech_video(folder / sample.name, sample.text, sample.language)
+            fh.write(json.dumps({"video": sample.name, "title": sample.title, "category": sample.category}) + "\n")
+    return folder / "manifest.jsonl"
+
+
+def demo_sets() -> list[str]:
+    return [
+        f"{step}.{key}={json.dumps(value)}" for step, settings in DEMO_SETTINGS["lomo"].items() for key, value in settings.items()
+    ]
+
+
+def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path):
+    import datasets
+
+    out = tmp_path / "bench"
+    argv = ["run", "lomo", "--videos", str(lomo_videos), "--out", str(out), "--embedded"]
+    for item in demo_sets():
+        argv += ["--set", item]
+    assert cli.main(argv) == 0
+
+    ds = datasets.load_dataset(str(out), split="train")
+    assert ds.features["questions"] == datasets.List(formats.QUESTION_FEATURES)
+    assert ds["video_id"] == ["cooking_pasta"]
+    row = ds[0]
+    assert row["language"] == "en" and row["segments_en"] == row["segments"]  # English: not translated
+    check_items("cooking_pasta", row["questions"], duration=row["duration"], segs=row["segments_en"])
+    assert row["resolution"] == "[240, 320]" and row["qc_pass"] == 1.0
+    assert {p["name"] for p in row["prompts"]} == {"summary", "temporal", "gvqa", "gvs"}
+
+    # The Mandarin video: no translation model ships, so it is dropped with its reason.
+    failed = [json.loads(line) for line in (out / "failed.jsonl").read_text().splitlines() if line.strip()]
+    assert [f.get("video_id") for f in failed] == ["cooking_zh"]
+    assert "translate.model" in json.dumps(failed[0], ensure_ascii=False)
+
+    videos = json.loads((out / "lomo" / "lomo.json").read_text())
+    assert [v["video_id"] for v in videos] == ["cooking_pasta"] and len(videos[0]["questions"]) == 6
+    for task in ("GVQA", "GVS", "SVS", "SVQA", "VVQA", "VTG"):
+        items = json.loads((out / "lomo" / f"{task}.json").read_text())
+        assert [i["task"] for i in items] == [task]
