@@ -26,7 +26,7 @@ Public API
 
 ``LLMStage``
     A ``Stage`` base whose settings are the LLM settings (``model`` is the model *setting*);
-    ``self.llm`` is the backend for this process and device (``Stage.model``, loaded lazily once
+    ``self.llm`` is the backend for this process and device (``Stage.loaded_model``, loaded lazily once
     per process). Subclasses build chat messages per row and call
     ``self.generate_json(messages_list, task)``.
 
@@ -86,7 +86,7 @@ from typing import Any, Callable, ClassVar
 
 from lomo_datasets.models import cache_dir, is_embedded, resolve_model
 from lomo_datasets.redact import redact
-from lomo_datasets.stage import MissingDependencyError, SettingError, Stage
+from lomo_datasets.stage import MissingDependencyError, SettingError, Stage, split_device
 
 logger = logging.getLogger(__name__)
 
@@ -532,11 +532,11 @@ class CTranslate2Backend(Backend):
 
         path = ct2_model_dir(settings.model, settings.quantization)
         device = _torch_device(device)
-        kind, _, index = device.partition(":")
+        kind, index = split_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         compute = settings.quantization if kind == "cpu" else "auto"
         self.generator = ctranslate2.Generator(
-            path, device=kind, device_index=int(index or 0), compute_type=compute,
+            path, device=kind, device_index=index, compute_type=compute,
             inter_threads=1, intra_threads=settings.cpu_threads if kind == "cpu" else 0,
         )
 
@@ -724,9 +724,9 @@ class LLMStage(Stage):
 
     @property
     def llm(self) -> Backend:
-        """The backend for this process and device (``Stage.model``; the name ``model`` is the
-        model setting here), loaded once per process."""
-        return Stage.model.fget(self)
+        """The backend for this process and device (``Stage.loaded_model``), loaded once per
+        process."""
+        return self.loaded_model
 
     def generate_json(self, messages_list: list[Messages], task: TaskOrTasks) -> list[dict[str, Any] | Exception]:
         if not messages_list:

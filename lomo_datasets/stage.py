@@ -9,7 +9,8 @@ or, with the right arguments filled in (features, fingerprint, start method, pro
 
     ds = apply_stage(ds, Transcribe(model="large-v3"), num_proc=2)
 
-Models load lazily, once per process, from a cache keyed by the stage's settings and device.
+Models load lazily (``Stage.loaded_model``), once per process, from a cache keyed by the
+stage's settings and device.
 A row that fails gets empty outputs and an ``{"stage", "error"}`` entry in its ``errors``
 column; the other rows of the batch are untouched. A bad setting raises at construction.
 """
@@ -74,6 +75,13 @@ def resolve_device(rank: int | None = None, override: str | None = None) -> str:
     if count == 0:
         return "cpu"
     return f"cuda:{(rank or 0) % count}"
+
+
+def split_device(device: str) -> tuple[str, int]:
+    """``"cuda:1"`` -> ``("cuda", 1)``, ``"cpu"`` -> ``("cpu", 0)``: the (device, index) pair
+    CTranslate2 and faster-whisper take."""
+    kind, _, index = device.partition(":")
+    return kind, int(index or 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,8 +215,10 @@ class Stage:
         return getattr(self, "_rank", None)
 
     @property
-    def model(self) -> Any:
-        """The model for this process and device, loaded on first use and then cached."""
+    def loaded_model(self) -> Any:
+        """The model for this process and device, loaded on first use and then cached.
+
+        (Not called ``model``: most stages have a ``model`` setting, the name or path.)"""
         device = self.current_device
         key = (type(self).__module__, type(self).__qualname__, self.model_key(), device)
         with _MODELS_LOCK:

@@ -43,7 +43,7 @@ from datasets import Features
 from lomo_datasets import features as F
 from lomo_datasets import media
 from lomo_datasets.models import resolve_model
-from lomo_datasets.stage import SettingError, Stage
+from lomo_datasets.stage import SettingError, Stage, split_device
 
 logger = logging.getLogger(__name__)
 
@@ -253,14 +253,6 @@ def normalize_english(text: str) -> str:
     return " ".join(_NUMBER_WORDS.get(w, w) for w in words if w)
 
 
-def _device_args(device: str) -> tuple[str, int]:
-    """faster-whisper's (device, device_index) for "cpu" / "cuda" / "cuda:N"."""
-    if device.startswith("cuda"):
-        _, _, index = device.partition(":")
-        return "cuda", int(index or 0)
-    return "cpu", 0
-
-
 # --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
@@ -370,7 +362,7 @@ class Transcribe(Stage):
     def load_model(self, device: str) -> Any:
         from faster_whisper import WhisperModel
 
-        kind, index = _device_args(device)
+        kind, index = split_device(device)
         compute_type = self.compute_type
         if compute_type == "auto":
             compute_type = "float16" if kind == "cuda" else "int8"
@@ -387,9 +379,8 @@ class Transcribe(Stage):
 
     @property
     def whisper(self) -> Any:
-        """The loaded WhisperModel of this process (``Stage.model``; the ``model`` setting
-        shadows that property's name here)."""
-        return Stage.model.fget(self)
+        """The loaded WhisperModel of this process (``Stage.loaded_model``)."""
+        return self.loaded_model
 
     def transcribe_options(self) -> dict[str, Any]:
         """Keyword arguments for faster-whisper's ``transcribe`` (also used by benchmarks)."""

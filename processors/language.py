@@ -205,8 +205,8 @@ class DetectLanguage(Stage):
 
     @property
     def detector(self) -> Callable[[list[str]], list[list[tuple[str, float]]]]:
-        """The loaded detector of this process (``Stage.model``; the setting shadows it)."""
-        return Stage.model.fget(self)
+        """The loaded detector of this process (``Stage.loaded_model``)."""
+        return self.loaded_model
 
     # -- processing ------------------------------------------------------------------------
 

@@ -168,9 +168,8 @@ class LMLoss(Stage):
 
     @property
     def lm(self):
-        """``(model, tokenizer)`` of this process (``Stage.model``; the ``model`` field here is
-        the setting)."""
-        return Stage.model.fget(self)
+        """``(model, tokenizer)`` of this process (``Stage.loaded_model``)."""
+        return self.loaded_model
 
     def validate(self) -> None:
         if not isinstance(self.model, str) or not self.model:

@@ -197,7 +197,7 @@ class TalkingHeadVLM(Stage):
 
     @property
     def vision(self) -> VisionModel:
-        return Stage.model.fget(self)
+        return self.loaded_model
 
     def frames(self, row: dict[str, Any]) -> list[np.ndarray]:
         start, end = clip_range(row)

@@ -41,7 +41,7 @@ from datasets import Features
 
 from lomo_datasets import features as F
 from lomo_datasets.models import resolve_model
-from lomo_datasets.stage import SettingError, Stage
+from lomo_datasets.stage import SettingError, Stage, split_device
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +80,6 @@ def language_code(family: str, code: str) -> str:
             raise SettingError(f"translate: no NLLB code known for {code!r}; give the FLORES-200 code (e.g. 'zho_Hans')")
         return NLLB_CODES[code]
     return code
-
-
-def _device_args(device: str) -> tuple[str, int]:
-    if device.startswith("cuda"):
-        _, _, index = device.partition(":")
-        return "cuda", int(index or 0)
-    return "cpu", 0
 
 
 @dataclass
@@ -161,7 +154,7 @@ class Translate(Stage):
         from transformers import AutoTokenizer
 
         path = self._local_model(resolve_model(self.model))
-        kind, index = _device_args(device)
+        kind, index = split_device(device)
         compute_type = self.compute_type
         if compute_type == "auto":
             compute_type = "int8_float16" if kind == "cuda" else "int8"
@@ -189,8 +182,8 @@ class Translate(Stage):
 
     @property
     def translator(self) -> Translator:
-        """The loaded model of this process (``Stage.model``; the ``model`` setting shadows it)."""
-        return Stage.model.fget(self)
+        """The loaded model of this process (``Stage.loaded_model``)."""
+        return self.loaded_model
 
     # -- processing ------------------------------------------------------------------------
 

@@ -97,8 +97,8 @@ def test_num_proc_2_sees_both_ranks_and_loads_once_per_process():
 def test_model_cache_is_keyed_by_settings():
     S.clear_model_cache()
     a, b, a2 = ToyModelStage(scale=1.0), ToyModelStage(scale=2.0), ToyModelStage(scale=1.0)
-    assert a.model is a2.model
-    assert a.model is not b.model
+    assert a.loaded_model is a2.loaded_model
+    assert a.loaded_model is not b.loaded_model
 
 
 def test_fingerprint_changes_with_settings_version_and_code(monkeypatch):

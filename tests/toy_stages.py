@@ -55,7 +55,7 @@ class ToyModelStage(Stage):
         if row["x"] < 0:
             raise ValueError(f"negative input {row['x']}")
         with torch.no_grad():
-            y = self.model(torch.tensor([[float(row["x"])]], device=self.current_device)).item()
+            y = self.loaded_model(torch.tensor([[float(row["x"])]], device=self.current_device)).item()
         return {
             "y": y,
             "pid": os.getpid(),

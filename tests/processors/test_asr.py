@@ -24,13 +24,12 @@ from lomo_datasets.processors.asr import (
     PRESETS,
     QualityThresholds,
     Transcribe,
-    _device_args,
     assess,
     longest_repeat,
     normalize_english,
     split_lines,
 )
-from lomo_datasets.stage import SettingError, apply_stage, split_by_threshold
+from lomo_datasets.stage import SettingError, apply_stage, split_by_threshold, split_device
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 TINY = "embedded:whisper-tiny.en"
@@ -129,9 +128,9 @@ def test_settings_are_checked():
         Transcribe(model=TINY, task="summarize")
     with pytest.raises(SettingError, match="unknown asr preset"):
         Transcribe.preset("nope")
-    assert _device_args("cpu") == ("cpu", 0)
-    assert _device_args("cuda:1") == ("cuda", 1)
-    assert _device_args("cuda") == ("cuda", 0)
+    assert split_device("cpu") == ("cpu", 0)
+    assert split_device("cuda:1") == ("cuda", 1)
+    assert split_device("cuda") == ("cuda", 0)
 
 
 def test_presets_and_embedded_factory():
