@@ -214,15 +214,17 @@ def test_llm_stage_loads_the_backend_once(smol_backend):
 
 
 def test_ctranslate2_backend_on_converted_smollm2():
-    settings = LLMSettings(backend="ctranslate2", model="embedded:smollm2-135m", batch_size=8, max_tries=3)
+    settings = LLMSettings(backend="ctranslate2", model="embedded:smollm2-135m", batch_size=8, max_tries=2)
     path = llm.ct2_model_dir(settings.model, settings.quantization)
     assert (Path(path) / "model.bin").exists()
     assert llm.ct2_model_dir(settings.model, settings.quantization) == path  # converted once
     backend = make_backend(settings, "cpu")
+    # Extra keys allowed: this checks the backend's mechanics (conversion, batch, forced opening,
+    # first JSON value, validation, bounded retries), not how well a 135M model follows a schema.
     simple = TaskSpec("test.summary", {"type": "object", "properties": {"summary": {"type": "string", "minLength": 1}},
-                                       "required": ["summary"], "additionalProperties": False}, max_new_tokens=80)
+                                       "required": ["summary"]}, max_new_tokens=64)
     msgs = [[{"role": "user", "content": f"Summarize as JSON with key summary: we cook pasta number {i} with friends."}]
-            for i in range(8)]
+            for i in range(4)]
     raw = backend.generate(msgs, simple)
     assert all(isinstance(c, llm.Completion) and c.text.startswith('{"summary":') for c in raw)  # forced opening
     results = backend.generate_json(msgs, simple)
@@ -231,9 +233,8 @@ def test_ctranslate2_backend_on_converted_smollm2():
         if isinstance(res, dict):
             llm.validate_json(res, simple.schema)
         else:
-            assert isinstance(res, LLMOutputError) and "3 tries" in str(res)
-    # SmolLM2-135M unconstrained often adds keys or rambles (see llm.py); some items do validate.
-    assert sum(isinstance(r, dict) for r in results) >= 1
+            assert isinstance(res, LLMOutputError) and "2 tries" in str(res)
+    assert sum(isinstance(r, dict) for r in results) >= 2
 
 
 # --------------------------------------------------------------------------------------------

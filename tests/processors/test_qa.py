@@ -124,7 +124,7 @@ def test_letters_balanced_over_200_items_via_http_backend():
 @pytest.mark.slow
 def test_qa_with_smollm2_every_item_validates():
     rows = [record("pasta_a", 1), record("pasta_b", 3)]
-    stage = GenerateQA(model="embedded:smollm2-135m", option_max_chars=60, max_tries=3, cpu_threads=1)
+    stage = GenerateQA(model="embedded:smollm2-135m", option_max_chars=40, max_tries=3, cpu_threads=1)
     out = apply_stage(dataset(rows), stage)
     assert out.features["questions"] == F.QUESTIONS
     done = 0
