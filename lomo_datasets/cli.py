@@ -117,7 +117,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         make_samples(out / "videos")
         summary = recipes.run_recipe(
             args.recipe, out / "videos" / "manifest.jsonl", out / "dataset", num_proc=args.num_proc, embedded=True,
-            overrides=recipes.DEMO_SETTINGS.get(args.recipe),
+            overrides=recipes.get_recipe(args.recipe).demo_settings,
         )
         _print_summary(summary)
         return 0

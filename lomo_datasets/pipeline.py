@@ -70,12 +70,17 @@ class Filter:
 @dataclass
 class Recipe:
     """An ordered list of step factories. ``steps`` holds (name, factory) pairs; a factory
-    takes the step's settings as keyword arguments."""
+    takes the step's settings as keyword arguments. ``exports`` write extra files beside the
+    published folder (``(dataset, out_folder) -> None``); ``demo_settings`` are what
+    ``lomo-datasets demo`` adds so the recipe gives a useful result on the short sample videos
+    with the small embedded models."""
 
     name: str
     description: str
     steps: list[tuple[str, Callable[..., Stage | Filter]]]
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    exports: list[Callable[[Dataset, Path], Any]] = field(default_factory=list)
+    demo_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def step_names(self) -> list[str]:
         return [name for name, _ in self.steps]

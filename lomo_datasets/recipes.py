@@ -37,11 +37,6 @@ def _probe_recipe() -> Recipe:
 
 register(_probe_recipe())
 
-#: Extra files a recipe writes beside the published folder: recipe name -> functions
-#: ``(dataset, out_folder) -> None`` (the LiveCC recipes write the conversation JSONL).
-EXPORTS: dict[str, list[Callable[[Dataset, Path], Any]]] = {}
-
-
 def _band(name: str, column: str) -> Callable[..., Filter]:
     """A recipe step factory for a threshold filter on ``column`` (settings: low, high, enabled)."""
 
@@ -56,6 +51,10 @@ def _livecc_export(data: Dataset, out: Path) -> None:
     from lomo_datasets.processors.conversation import export_jsonl
 
     export_jsonl(data, out / "livecc.jsonl")
+
+
+#: The sample videos last 10-20 s: shorter clips than LiveCC's 30-240 s, so the demo has some.
+_LIVECC_DEMO = {"clip": {"min_clip_sec": 3.0, "max_clip_sec": 20.0}}
 
 
 def _livecc_pretrain_recipe() -> Recipe:
@@ -87,6 +86,8 @@ def _livecc_pretrain_recipe() -> Recipe:
             "talking_head": {"method": "vlm"},
             "drop_talking_head": {"high": 0.5},
         },
+        exports=[_livecc_export],
+        demo_settings=_LIVECC_DEMO,
     )
 
 
@@ -131,13 +132,13 @@ def _livecc_sft_recipe() -> Recipe:
             # 12-word English sentence): keep clips more likely English than not.
             "keep_language": {"threshold": 0.5},
         },
+        exports=[_livecc_export],
+        demo_settings=_LIVECC_DEMO,
     )
 
 
 register(_livecc_pretrain_recipe())
 register(_livecc_sft_recipe())
-EXPORTS["livecc-pretrain"] = [_livecc_export]
-EXPORTS["livecc-sft"] = [_livecc_export]
 
 
 def _lomo_recipe() -> Recipe:
@@ -161,6 +162,15 @@ def _lomo_recipe() -> Recipe:
             ("qc", QualityControl),
             ("keep_qc", keep_qc_filter),
         ],
+        exports=[_lomo_export],
+        # The sample videos are mostly English (auto-detect the language instead of the
+        # Bilibili preset's Mandarin), and the embedded 135M LLM gets short outputs so the
+        # demo runs in minutes on a CPU.
+        demo_settings={
+            "asr": {"language": None, "initial_prompt": None},
+            "compress": {"summary_max_chars": 240, "text_max_chars": 100, "max_tries": 4, "cpu_threads": 1},
+            "qa": {"option_max_chars": 60, "max_tries": 4, "cpu_threads": 1},
+        },
     )
 
 
@@ -171,18 +181,6 @@ def _lomo_export(data: Dataset, out: Path) -> None:
 
 
 register(_lomo_recipe())
-EXPORTS["lomo"] = [_lomo_export]
-
-#: Settings ``lomo-datasets demo`` adds for a recipe: the sample videos are mostly English
-#: (auto-detect the language instead of the Bilibili preset's Mandarin), and the embedded
-#: 135M LLM gets short outputs so the demo runs in minutes on a CPU.
-DEMO_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
-    "lomo": {
-        "asr": {"language": None, "initial_prompt": None},
-        "compress": {"summary_max_chars": 240, "text_max_chars": 100, "max_tries": 4, "cpu_threads": 1},
-        "qa": {"option_max_chars": 60, "max_tries": 4, "cpu_threads": 1},
-    },
-}
 
 
 def get_recipe(name: str) -> Recipe:
@@ -263,7 +261,7 @@ def run_recipe(
     if result.dropped is not None and len(result.dropped):
         result.dropped.to_json(str(out / "dropped.jsonl"), force_ascii=False)
     write_failed_report(out / "failed.jsonl", data, result.dropped)
-    for export in EXPORTS.get(recipe.name, []):
+    for export in recipe.exports:
         export(data, out)
     summary = _summarize(recipe.name, out, data, result)
     if push_to_hub:

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from lomo_datasets import cli, formats
-from lomo_datasets.recipes import DEMO_SETTINGS
+from lomo_datasets.recipes import get_recipe
 from lomo_datasets.samples import SAMPLES, make_speech_video
 from tests.processors.test_qa import check_items
 
@@ -30,7 +30,7 @@ def lomo_videos(tmp_path_factory):
 
 def demo_sets() -> list[str]:
     return [
-        f"{step}.{key}={json.dumps(value)}" for step, settings in DEMO_SETTINGS["lomo"].items() for key, value in settings.items()
+        f"{step}.{key}={json.dumps(value)}" for step, settings in get_recipe("lomo").demo_settings.items() for key, value in settings.items()
     ]
 
 
