@@ -26,19 +26,13 @@ from typing import Any, Iterable
 
 from datasets import Features, List, Value
 
+from lomo_datasets.features import QUESTION
+
 TASKS = ("GVQA", "GVS", "SVS", "SVQA", "VVQA", "VTG")
 WINDOW_TASKS = ("SVS", "SVQA", "VVQA", "VTG")
 LETTERS = "ABCD"
 
-QUESTION_FEATURES = {
-    "question_id": Value("string"),
-    "task": Value("string"),
-    "question": Value("string"),
-    "options": List(Value("string")),
-    "answer": Value("string"),
-    "window": List(Value("float64")),
-    "descriptions": Value("string"),
-}
+QUESTION_FEATURES = QUESTION  # one QA item, as the pipeline's `questions` column holds it
 #: One row per video (the aggregated LoMo JSON).
 LOMO_FEATURES = Features(
     {

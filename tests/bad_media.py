@@ -12,16 +12,9 @@ import struct
 from pathlib import Path
 
 from lomo_datasets.samples import write_video
+from tests.media import _once
 
 CLAIMED_SECONDS = 10 * 3600
-
-
-def _once(path: Path, make) -> Path:
-    if not path.exists():
-        tmp = path.with_name(".tmp-" + path.name)
-        make(tmp)
-        os.replace(tmp, path)
-    return path
 
 
 def claim_duration(mkv: bytes, seconds: float) -> bytes:

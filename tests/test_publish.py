@@ -33,21 +33,12 @@ from tests.hub_server import HubServer
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAKE_TOKEN = "hf_FakeTokenForTests0123456789abcdefXYZ"
 
-QUESTION = {
-    "question_id": Value("string"),
-    "task": Value("string"),
-    "question": Value("string"),
-    "options": List(Value("string")),
-    "answer": Value("string"),
-    "window": List(Value("float64")),
-    "descriptions": Value("string"),
-}
 LOMO_FEATURES = Features(
     {
         "video_id": Value("string"),
         "duration": Value("float64"),
         "resolution": Value("string"),
-        "questions": List(QUESTION),
+        "questions": F.QUESTIONS,
         "errors": F.ERRORS,
     }
 )
