@@ -286,10 +286,12 @@ def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, f
 def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
     errors = Counter()
     failed = 0
-    for row_errors in data["errors"] if "errors" in data.column_names else []:
-        if row_errors:
-            failed += 1
-            errors.update(e["stage"] for e in row_errors)
+    # Rows with errors may have been dropped by a later filter (e.g. QC): count them too.
+    for part in (data, result.dropped):
+        for row_errors in part["errors"] if part is not None and "errors" in part.column_names else []:
+            if row_errors:
+                failed += 1
+                errors.update(e["stage"] for e in row_errors)
     # Video seconds once per video (after clipping, several rows share a video_id).
     per_video: dict[Any, float] = {}
     if "duration" in data.column_names:

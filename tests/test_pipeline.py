@@ -138,3 +138,14 @@ def test_dropped_rows_of_filters_with_different_columns_are_all_kept(tmp_path):
     reasons = dict(zip(result.dropped["video_id"], result.dropped["drop_reason"]))
     assert reasons == {"d": "x_positive", "a": "y_band"}
     assert "y" not in result.dropped.column_names  # only the columns every filter saw
+
+
+def test_summary_counts_failed_rows_that_a_filter_dropped(tmp_path):
+    from lomo_datasets.recipes import _summarize
+
+    ds = Dataset.from_dict({"video_id": list("abc"), "x": [1.0, -1.0, 2.0]})
+    steps = [ToyModelStage(scale=1.0), Filter("y_band", "y", low=0.0)]
+    result = Runner(tmp_path / "work").run(ds, steps)
+    assert result.dataset["video_id"] == ["a", "c"]  # the failed row (y None) was dropped
+    summary = _summarize("t", tmp_path, result.dataset, result)
+    assert summary.failed == 1 and summary.errors_by_stage == {"toy": 1} and summary.dropped == 1
