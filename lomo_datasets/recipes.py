@@ -57,28 +57,33 @@ def _livecc_export(data: Dataset, out: Path) -> None:
 _LIVECC_DEMO = {"clip": {"min_clip_sec": 3.0, "max_clip_sec": 20.0}}
 
 
-def _livecc_pretrain_recipe() -> Recipe:
+def _livecc_clip_steps() -> list:
+    """The steps both LiveCC recipes share (A1-A3 / B2-B5): ASR, clips, wps, LM loss, talking head."""
     from lomo_datasets.processors.asr import Transcribe
     from lomo_datasets.processors.clip import Clip
     from lomo_datasets.processors.ingest import Probe
     from lomo_datasets.processors.lm_loss import LMLoss
     from lomo_datasets.processors.talking_head import TalkingHead
 
+    return [
+        ("probe", Probe),
+        ("asr", Transcribe.factory("livecc")),
+        ("clip", Clip),
+        ("keep_wps", _band("keep_wps", "wps")),
+        ("lm_loss", LMLoss),
+        ("keep_lm_loss", _band("keep_lm_loss", "lm_loss")),
+        ("talking_head", TalkingHead),
+        ("drop_talking_head", _band("drop_talking_head", "talking_head")),
+    ]
+
+
+def _livecc_pretrain_recipe() -> Recipe:
     return Recipe(
         "livecc-pretrain",
         "LiveCC pre-training clips (A1-A3): subtitles (an .srt/.vtt beside the video) or ASR words, "
         "30-240 s clips cut at silences over 3 s with the previous transcript, words-per-second 1-4, "
         "causal-LM loss band, talking-head removal; also writes livecc.jsonl",
-        [
-            ("probe", Probe),
-            ("asr", Transcribe.factory("livecc")),
-            ("clip", Clip),
-            ("keep_wps", _band("keep_wps", "wps")),
-            ("lm_loss", LMLoss),
-            ("keep_lm_loss", _band("keep_lm_loss", "lm_loss")),
-            ("talking_head", TalkingHead),
-            ("drop_talking_head", _band("drop_talking_head", "talking_head")),
-        ],
+        _livecc_clip_steps(),
         defaults={
             "clip": {"mode": "pretrain"},
             "keep_wps": {"low": 1.0, "high": 4.0},
@@ -92,13 +97,8 @@ def _livecc_pretrain_recipe() -> Recipe:
 
 
 def _livecc_sft_recipe() -> Recipe:
-    from lomo_datasets.processors.asr import Transcribe
-    from lomo_datasets.processors.clip import Clip
-    from lomo_datasets.processors.ingest import Probe
     from lomo_datasets.processors.language import DetectLanguage, keep_language_filter
-    from lomo_datasets.processors.lm_loss import LMLoss
     from lomo_datasets.processors.prompt import MakePrompt
-    from lomo_datasets.processors.talking_head import TalkingHead
 
     return Recipe(
         "livecc-sft",
@@ -106,14 +106,7 @@ def _livecc_sft_recipe() -> Recipe:
         "words-per-second 1-4, causal-LM loss 1.5-5, face-based talking-head removal, commentary "
         "judge + generic user query, keep English; also writes livecc.jsonl",
         [
-            ("probe", Probe),
-            ("asr", Transcribe.factory("livecc")),
-            ("clip", Clip),
-            ("keep_wps", _band("keep_wps", "wps")),
-            ("lm_loss", LMLoss),
-            ("keep_lm_loss", _band("keep_lm_loss", "lm_loss")),
-            ("talking_head", TalkingHead),
-            ("drop_talking_head", _band("drop_talking_head", "talking_head")),
+            *_livecc_clip_steps(),
             ("prompt", MakePrompt),
             ("keep_commentary", _band("keep_commentary", "commentary")),
             ("language", DetectLanguage),
