@@ -295,6 +295,11 @@ class Transcribe(Stage):
     chunk_length: int | None = None
     task: str = "transcribe"
     condition_on_previous_text: bool = True
+    #: Decoding temperature, or the fallback ladder faster-whisper climbs when an output fails
+    #: its compression-ratio / log-prob checks (its default). Sampling at the higher steps is not
+    #: seeded, so hard audio can give a different transcript per run: 0 is greedy and
+    #: reproducible.
+    temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     #: CPU threads per model (0: CTranslate2's default).
     cpu_threads: int = 0
     #: Model replicas per process (faster-whisper's num_workers); rows run in that many threads.
@@ -336,6 +341,9 @@ class Transcribe(Stage):
                 raise SettingError(f"asr.{key} must be an integer >= 1, got {value!r}")
         if not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
             raise SettingError(f"asr.cpu_threads must be an integer >= 0 (0: default), got {self.cpu_threads!r}")
+        steps = self.temperature if isinstance(self.temperature, (list, tuple)) else [self.temperature]
+        if not steps or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 2 for t in steps):
+            raise SettingError(f"asr.temperature must be a number in [0, 2] or a list of them, got {self.temperature!r}")
         if self.chunk_length is not None and (not isinstance(self.chunk_length, int) or not 1 <= self.chunk_length <= 30):
             raise SettingError(f"asr.chunk_length must be null or 1..30 seconds, got {self.chunk_length!r}")
         if self.max_line_seconds <= 0 or self.line_pause <= 0:
@@ -393,6 +401,7 @@ class Transcribe(Stage):
             word_timestamps=self.word_timestamps,
             chunk_length=self.chunk_length,
             condition_on_previous_text=self.condition_on_previous_text,
+            temperature=list(self.temperature) if isinstance(self.temperature, (list, tuple)) else float(self.temperature),
         )
         if self.batch_size > 1:
             options["batch_size"] = self.batch_size
