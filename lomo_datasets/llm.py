@@ -74,8 +74,6 @@ import json
 import logging
 import os
 import random
-import shutil
-import tempfile
 import threading
 import time
 import urllib.error
@@ -84,7 +82,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from lomo_datasets.models import cache_dir, is_embedded, resolve_model
+from lomo_datasets.models import build_once, cache_dir, is_embedded, resolve_model
 from lomo_datasets.redact import redact
 from lomo_datasets.stage import MissingDependencyError, SettingError, Stage, split_device
 
@@ -198,7 +196,7 @@ class Completion:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class LLMSettings:
     backend: str = "transformers"
     model: str = DEFAULT_MODEL
@@ -246,9 +244,6 @@ class LLMSettings:
 # Model files: GGUF dequantized once, CTranslate2 conversion once
 # --------------------------------------------------------------------------------------------
 
-_LOCKS: dict[str, threading.Lock] = {}
-
-
 def _gguf_source(model: str) -> Path | None:
     path = resolve_model(model)
     return Path(path) if str(path).endswith(".gguf") else None
@@ -257,30 +252,6 @@ def _gguf_source(model: str) -> Path | None:
 def _file_tag(path: Path) -> str:
     st = path.stat()
     return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
-
-
-def _atomic_build(target: Path, build: Callable[[Path], None]) -> Path:
-    """Build into a temp dir next to ``target`` and rename; a finished target is reused."""
-    if (target / "_COMPLETE").exists():
-        return target
-    lock = _LOCKS.setdefault(str(target), threading.Lock())
-    with lock:
-        if (target / "_COMPLETE").exists():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
-            build(tmp)
-            (tmp / "_COMPLETE").write_text("ok")
-            shutil.rmtree(target, ignore_errors=True)
-            try:
-                os.replace(tmp, target)
-            except OSError:  # another process finished first: its copy is as good
-                if not (target / "_COMPLETE").exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def hf_model_dir(model: str) -> str:
@@ -306,7 +277,7 @@ def hf_model_dir(model: str) -> str:
         lm.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
 
-    return str(_atomic_build(target, build))
+    return str(build_once(target, build))
 
 
 def ct2_model_dir(model: str, quantization: str = "int8") -> str:
@@ -328,7 +299,7 @@ def ct2_model_dir(model: str, quantization: str = "int8") -> str:
 
         AutoTokenizer.from_pretrained(source).save_pretrained(str(tmp))
 
-    return str(_atomic_build(target, build))
+    return str(build_once(target, build))
 
 
 def _torch_device(device: str) -> str:
@@ -675,31 +646,15 @@ _LLM_FIELDS = [f.name for f in dataclasses.fields(LLMSettings)]
 
 
 @dataclass
-class LLMStage(Stage):
-    """Base of the stages that call an LLM. Its settings are ``LLMSettings``'s, flat, so
-    ``--set compress.backend=openai --set compress.base_url=...`` works."""
+class LLMStage(Stage, LLMSettings):
+    """Base of the stages that call an LLM. Its settings are ``LLMSettings``'s fields (inherited,
+    flat), so ``--set compress.backend=openai --set compress.base_url=...`` works."""
 
     uses_torch: ClassVar[bool] = True
     rows_per_batch: ClassVar[int] = 16
     embedded_setting: ClassVar[str | None] = "model"
     embedded_model: ClassVar[str | None] = "embedded:smollm2-135m"
     requires: ClassVar[dict[str, str]] = {"jsonschema": "llm"}
-
-    backend: str = "transformers"
-    model: str = DEFAULT_MODEL
-    batch_size: int = 16
-    max_tries: int = 3
-    temperature: float = 0.7
-    dtype: str = "auto"
-    quantization: str = "int8"
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    guided: str = "json_schema"
-    concurrency: int = 8
-    timeout: float = 120.0
-    http_retries: int = 3
-    backoff: float = 0.5
-    cpu_threads: int = 0
 
     def check_requirements(self) -> None:
         super().check_requirements()
@@ -714,7 +669,7 @@ class LLMStage(Stage):
         return LLMSettings(**{k: getattr(self, k) for k in _LLM_FIELDS})
 
     def validate(self) -> None:
-        self.llm_settings().validate(self.name)
+        LLMSettings.validate(self, self.name)
 
     def model_key(self) -> tuple:
         return tuple(sorted((k, repr(getattr(self, k))) for k in _LLM_FIELDS))

