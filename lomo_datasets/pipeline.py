@@ -487,6 +487,4 @@ def write_failed_report(path: str | os.PathLike, *parts: Dataset | None) -> int:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
-    if rows:
-        logger.warning("%d rows failed; their errors are listed in %s", len(rows), path)
     return len(rows)

@@ -291,6 +291,8 @@ def run_recipe(
 
         outputs.publish(out, write)
     summary = _summarize(recipe.name, out, data, result)
+    if summary.failed:
+        logger.warning("%d rows failed; their errors are listed in %s", summary.failed, out / "failed.jsonl")
     if summary.empty:
         logger.warning("nothing survived: 0 of %d inputs made it into %s", summary.inputs, out)
     if push_to_hub:
