@@ -9,7 +9,9 @@ changing a step's settings, version or code recomputes that step and the steps a
 
 Crash safety: a chunk is written to a temporary folder and renamed into place before its
 ``_SUCCESS`` marker is written, so after a crash (even SIGKILL) a rerun reuses every finished
-chunk and recomputes only the unfinished ones. Chunk folders are named by their row range, so a
+chunk and recomputes only the unfinished ones. The marker records the size and SHA-256 of
+every file the chunk (or step) wrote; reuse checks them, and a damaged or missing file makes
+that part recompute (one log line says which file), so recorded bytes are all that is reused. Chunk folders are named by their row range, so a
 rerun with another ``chunk_size`` never reuses a chunk that covers other rows.
 
 Many nodes: ``--shard i/n`` runs part i of n of the ingested input (contiguous rows, through
