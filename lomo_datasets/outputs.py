@@ -104,6 +104,17 @@ def claim(folder: str | os.PathLike, flag: str = "--out") -> Path:
     return folder
 
 
+def release_unused(folder: str | os.PathLike) -> None:
+    """Remove ``folder`` again if ``claim`` made it and nothing was written there since."""
+    folder = Path(folder)
+    try:
+        if folder.is_dir() and set(os.listdir(folder)) <= {MARKER}:
+            (folder / MARKER).unlink(missing_ok=True)
+            folder.rmdir()
+    except OSError:
+        pass
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

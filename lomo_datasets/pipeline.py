@@ -36,6 +36,7 @@ from typing import Any, Callable
 import yaml
 from datasets import Dataset, concatenate_datasets, load_from_disk
 
+from lomo_datasets import outputs
 from lomo_datasets.stage import SettingError, Stage, apply_stage, split_by_threshold
 
 logger = logging.getLogger(__name__)
@@ -413,8 +414,6 @@ def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike) -> Pat
     from datasets import DatasetDict
 
     from lomo_datasets import publish
-
-    from lomo_datasets import outputs
 
     folders = [Path(p) for p in parts]
     if not folders:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from datasets import Dataset, DatasetDict
 
+from lomo_datasets import outputs
 from lomo_datasets.card import PLOT_NAME, Provenance, compute_stats, plot_stats
 from lomo_datasets.card import render_card as _render_card
 from lomo_datasets.redact import redact
@@ -194,8 +195,6 @@ def write_folder(
     packages) and ``body`` as an extra section. ``dropped`` rows (with ``drop_reason``) are
     counted, not published. Other options: ``kind``, ``pretty_name``, ``repo_id``, ``plot``.
     """
-    from lomo_datasets import outputs
-
     dsd = _as_dict(data, max_shard_bytes)
     out = outputs.claim(out)
     with outputs.Lock(out):

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from datasets import Dataset, DatasetDict
 
+from lomo_datasets import outputs
 from lomo_datasets import publish
 from lomo_datasets.card import Provenance
 from lomo_datasets.pipeline import Filter, Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
@@ -255,9 +256,6 @@ def run_recipe(
     of n of the input (merge the parts with ``lomo-datasets merge``). Rows with errors are
     listed in ``OUT/failed.jsonl``.
     """
-    from lomo_datasets import outputs
-    from lomo_datasets.processors.ingest import ingest
-
     if push_to_hub:
         publish.check_repo_id(push_to_hub)
     recipe = get_recipe(name)
@@ -267,29 +265,17 @@ def run_recipe(
     out = Path(out)
     work = Path(work_dir or out / ".lomo-work")
     outputs.check_paths(out, videos, work)
+    new_folders = [f for f in (out, work if work_dir else None) if f is not None and not f.exists()]
     outputs.claim(out)
     if work_dir:
         outputs.claim(work, "--work-dir")
-    with outputs.Lock(out), (outputs.Lock(work, "--work-dir") if work_dir else nullcontext()):
-        ds = ingest(videos)
-        recipe = _with_download(recipe, ds, config_dict, override_dict, work / "downloads")
-        steps = build_steps(recipe, config_dict, override_dict, embedded=embedded)
-        runner = Runner(work, num_proc=num_proc, chunk_size=chunk_size)
-        result = runner.run(ds, steps, shard=shard_spec)
-        data = result.dataset
-
-        def write(folder: Path) -> None:
-            publish.write_layout(
-                DatasetDict({"train": data}), folder, provenance=Provenance.from_recipe(recipe, steps),
-                dropped=result.dropped, repo_id=push_to_hub,
-            )
-            if result.dropped is not None and len(result.dropped):
-                result.dropped.to_json(str(folder / "dropped.jsonl"), force_ascii=False)
-            write_failed_report(folder / "failed.jsonl", data, result.dropped)
-            for export in recipe.exports:
-                export(data, folder)
-
-        outputs.publish(out, write)
+    try:
+        with outputs.Lock(out), (outputs.Lock(work, "--work-dir") if work_dir else nullcontext()):
+            recipe, steps, result = _run(recipe, videos, out, work, config_dict, override_dict, embedded, num_proc, chunk_size, shard_spec, push_to_hub)
+    finally:
+        for folder in new_folders:  # a run that failed before writing anything leaves no folder
+            outputs.release_unused(folder)
+    data = result.dataset
     summary = _summarize(recipe.name, out, data, result)
     if summary.failed:
         logger.warning("%d rows failed; their errors are listed in %s", summary.failed, out / "failed.jsonl")
@@ -298,6 +284,32 @@ def run_recipe(
     if push_to_hub:
         summary.pushed = publish.push_folder(out, push_to_hub, private=private)
     return summary
+
+
+def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides: dict, embedded: bool,
+         num_proc: int, chunk_size: int, shard, repo_id: str | None):
+    """Ingest, run every step, publish ``out`` in one swap (the caller holds the locks)."""
+    from lomo_datasets.processors.ingest import ingest
+
+    ds = ingest(videos)
+    recipe = _with_download(recipe, ds, config, overrides, work / "downloads")
+    steps = build_steps(recipe, config, overrides, embedded=embedded)
+    result = Runner(work, num_proc=num_proc, chunk_size=chunk_size).run(ds, steps, shard=shard)
+    data = result.dataset
+
+    def write(folder: Path) -> None:
+        publish.write_layout(
+            DatasetDict({"train": data}), folder, provenance=Provenance.from_recipe(recipe, steps),
+            dropped=result.dropped, repo_id=repo_id,
+        )
+        if result.dropped is not None and len(result.dropped):
+            result.dropped.to_json(str(folder / "dropped.jsonl"), force_ascii=False)
+        write_failed_report(folder / "failed.jsonl", data, result.dropped)
+        for export in recipe.exports:
+            export(data, folder)
+
+    outputs.publish(out, write)
+    return recipe, steps, result
 
 
 def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, folder: Path) -> Recipe:
