@@ -339,7 +339,7 @@ def _causes(data: Dataset, dropped: Dataset | None, top: int = 5) -> list[tuple[
                 text = str(error.get("error") or "").splitlines()[0] if error.get("error") else "error"
                 if row.get("video"):
                     text = text.replace(row["video"], "<video>")
-                causes[f"{error.get('stage')}: {text[:120]}"] += 1
+                causes[f"{error.get('stage')}: {text[:160]}"] += 1
             if row.get("drop_reason") and not row["errors"]:
                 causes[f"dropped by filter {row['drop_reason']}"] += 1
     return causes.most_common(top)

@@ -125,22 +125,26 @@ def test_lomo_datasets_load_reads_a_rewritten_file(tmp_path):
 # -- 3. one writer at a time, all or nothing --------------------------------------------------
 
 
-def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(test_media, tmp_path):
-    out = tmp_path / "out"
+def test_a_second_run_on_the_same_out_or_work_dir_is_refused_while_the_first_holds_it(test_media, tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
     listing = tmp_path / "slow.txt"
     os.mkfifo(listing)  # the first run's input arrives only when the test writes it
     first = subprocess.Popen(
-        [sys.executable, "-m", "lomo_datasets.cli", "run", "probe", "--videos", str(listing), "--out", str(out)],
+        [sys.executable, "-m", "lomo_datasets.cli", "run", "probe", "--videos", str(listing), "--out", str(out), "--work-dir", str(work)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         deadline = time.time() + 120
-        while not (out / outputs.LOCK).exists() and time.time() < deadline:
+        while not (work / outputs.LOCK).exists() and time.time() < deadline:
             time.sleep(0.1)
-        assert (out / outputs.LOCK).exists(), "the first run never took the lock"
-        second = _cli("run", "probe", "--videos", _videos(tmp_path / "b", test_media.no_audio), "--out", out)
-        assert second.returncode == 2
-        assert f"--out {out} is being written by another lomo-datasets run (pid {first.pid}" in second.stderr
+        assert (work / outputs.LOCK).exists(), "the first run never took the locks"
+        other = _videos(tmp_path / "b", test_media.no_audio)
+        same_out = _cli("run", "probe", "--videos", other, "--out", out)
+        same_work = _cli("run", "probe", "--videos", other, "--out", tmp_path / "out2", "--work-dir", work)
+        for proc, flag, folder in ((same_out, "--out", out), (same_work, "--work-dir", work)):
+            assert proc.returncode == 2
+            assert f"{flag} {folder} is being written by another lomo-datasets run (pid {first.pid}" in proc.stderr
+        assert not (tmp_path / "out2").exists()  # the refused run leaves nothing behind
         with open(listing, "w") as fh:
             fh.write(f"{test_media.english}\n")
         stdout, stderr = first.communicate(timeout=300)
@@ -148,7 +152,7 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(test_m
         first.kill()
     assert first.returncode == 0, stderr
     assert "recipe probe: 1 rows" in stdout and _ids(out) == ["english"]
-    assert not (out / outputs.LOCK).exists()
+    assert not (out / outputs.LOCK).exists() and not (work / outputs.LOCK).exists()
 
 
 def test_a_lock_left_by_a_killed_run_does_not_stick(test_media, tmp_path):
