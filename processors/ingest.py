@@ -197,7 +197,8 @@ def _identity(entry: dict[str, Any], video: str) -> str:
 def records(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Video records with unique ids. Ids that collide get a suffix from a hash of their path,
     so the same inputs always give the same ids, whatever their order. A video listed twice
-    (same path, or same platform id) is kept once; later copies get an ``ingest`` error."""
+    (the same file under any path, link or id, or the same platform id) is kept once; later
+    entries get an ``ingest`` "duplicate entry" error."""
     entries = list(entries)
     rows = []
     for entry in entries:
@@ -220,12 +221,13 @@ def records(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     keys = [_identity(entry, row["video"]) for entry, row in zip(entries, rows)]
+    names = [entry.get("key") or row["video"] for entry, row in zip(entries, rows)]  # stable across machines
     distinct: dict[str, set] = {}
     for key, row in zip(keys, rows):
         distinct.setdefault(row["video_id"], set()).add(key)
-    for key, row in zip(keys, rows):
+    for key, name, row in zip(keys, names, rows):
         if len(distinct[row["video_id"]]) > 1:  # different videos with the same name
-            digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
             row["video_id"] = f"{row['video_id'][: _MAX_ID - 9]}-{digest}"
     first_of: dict[str, str] = {}
     seen: Counter = Counter()
