@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="lomo-demo", help="output folder")
     demo.add_argument("--recipe", default="lomo")
     demo.add_argument("--num-proc", type=int, default=1)
+    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.SETTING=VALUE",
+                      help="override a setting of the demo run (e.g. --set qa.model=embedded:smollm2-135m)")
     return parser
 
 
@@ -123,9 +125,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         out = outputs.claim(Path(args.out))
         with outputs.Lock(out, "--out"):
             make_samples(out / "videos")
+        from lomo_datasets.pipeline import parse_overrides
+
+        overrides = {step: dict(settings) for step, settings in recipes.get_recipe(args.recipe).demo_settings.items()}
+        for step, settings in parse_overrides(args.overrides).items():
+            overrides.setdefault(step, {}).update(settings)
         summary = recipes.run_recipe(
             args.recipe, out / "videos" / "manifest.jsonl", out / "dataset", num_proc=args.num_proc, embedded=True,
-            overrides=recipes.get_recipe(args.recipe).demo_settings,
+            overrides=overrides,
         )
         return _print_summary(summary)
     if args.shard and args.shard[1] > 1 and args.push_to_hub:

@@ -87,7 +87,16 @@ GVS = Prompt(
     "sentences about other, different topics (wrong).",
 )
 
-PROMPTS = {p.name: p for p in (SUMMARY, TEMPORAL, GVQA, GVS)}
+TRANSLATE = Prompt(
+    "translate",
+    "1",
+    "You translate video subtitles. Answer with JSON only.",
+    "Translate these {count} numbered subtitle lines of a video from {source} to {target}. Translate "
+    "every line on its own and keep their order, one {target} line per numbered line (speech "
+    "recognition wrote them and may have made mistakes: translate what is written).\n{lines}",
+)
+
+PROMPTS = {p.name: p for p in (SUMMARY, TEMPORAL, GVQA, GVS, TRANSLATE)}
 
 #: "What is the video about" questions for GVS (one is drawn per video, seeded by its id).
 GVS_QUESTIONS = (

@@ -191,7 +191,12 @@ def make_samples(folder: str | os.PathLike, languages: tuple[str, ...] = ("en", 
             os.replace(tmp, path)
             logger.info("wrote sample %s", path)
         paths.append(path)
-        manifest.append({"video": sample.name, "title": sample.title, "category": sample.category})
+        entry = {"video": sample.name, "title": sample.title, "category": sample.category}
+        if sample.language != "en":
+            # Given, as a manifest of a mixed collection would: the embedded Whisper base takes
+            # espeak-ng's Mandarin for Thai when it has to detect it. English is detected.
+            entry["language"] = sample.language
+        manifest.append(entry)
     with open(folder / "manifest.jsonl", "w", encoding="utf-8") as fh:
         for item in manifest:
             fh.write(json.dumps(item, ensure_ascii=False) + "\n")

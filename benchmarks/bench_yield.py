@@ -1,0 +1,122 @@
+"""Yield of the README's offline command on ordinary speech videos, English and Mandarin.
+
+Makes short videos whose speech (espeak-ng) has at least four sentences, in English and in
+Mandarin, writes a manifest (the Mandarin rows give ``language: zh``, as the embedded Whisper
+base takes espeak-ng's Mandarin for Thai when it detects it), runs
+
+    lomo-datasets run lomo --videos manifest.jsonl --out OUT --embedded [--set ...]
+
+and prints, per language, how many videos yield all their items (six questions), the subtitle
+lines per video, and the errors per step. The target is at least 90% per language.
+
+    python benchmarks/bench_yield.py [--en 6] [--zh 4] [--set qa.model=embedded:smollm2-135m]
+
+The numbers depend on the machine's load (a shared 2-core machine slows every step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ENGLISH = [
+    ("Baking bread", "Today I will show you how to bake bread. First, mix flour, water, salt and yeast in a bowl. "
+     "Knead the dough for ten minutes until it is smooth. Let it rest for one hour under a towel. "
+     "Then shape a loaf and bake it in a hot oven for forty minutes."),
+    ("Fixing a bicycle tyre", "My bicycle has a flat tyre, so let us fix it. First, take the wheel off the frame. "
+     "Pull the tube out and find the hole with some water. Put a patch over the hole and press it hard. "
+     "Now put the tube back and pump up the tyre."),
+    ("A day at the beach", "We arrived at the beach early in the morning. The children built a big sandcastle near the water. "
+     "Later we went swimming in the calm blue sea. At noon we ate sandwiches under a red umbrella. "
+     "In the evening we watched the sun go down."),
+    ("Planting tomatoes", "Spring is here and it is time to plant tomatoes. Dig a hole that is deep enough for the roots. "
+     "Put the young plant in the hole and fill it with soil. Give it plenty of water. "
+     "Finally, tie the stem to a wooden stick so it grows straight."),
+    ("Morning run in the park", "I start my morning run at the gate of the park. The path goes around a small lake with ducks. "
+     "After two kilometres I climb a steep hill. From the top you can see the whole city. "
+     "Then I run back down and stretch my legs."),
+    ("Painting a wall", "Today we paint the living room wall. First, cover the floor with old sheets. "
+     "Then fill the small holes in the wall and let them dry. Open the can and stir the green paint. "
+     "Use a roller for the large areas and a brush for the corners."),
+    ("Chess lesson", "Welcome to this chess lesson for beginners. The board has sixty four squares. "
+     "Each player starts with sixteen pieces. The white player always moves first. "
+     "Today we learn how the knight jumps across the board."),
+    ("Washing a car", "It is a sunny day, so I am washing my car. I fill a bucket with warm soapy water. "
+     "Then I clean the roof and the windows with a soft sponge. Next I scrub the wheels with a brush. "
+     "Finally I rinse the car with the hose and dry it with a towel."),
+]
+MANDARIN = [
+    ("做饭", "今天我们在家做饭。首先把水烧开。然后放入面条。最后加上番茄酱。"),
+    ("公园散步", "今天天气很好，我们去公园散步。公园里有很多树和花。孩子们在草地上踢足球。晚上我们就回家了。"),
+    ("包饺子", "今天我们一起包饺子。先把面和好。然后把肉和菜切碎。最后把饺子放进锅里煮。"),
+    ("打篮球", "下午我们去学校打篮球。我们先跑步热身。然后大家分成两个队。比赛结束的时候我们都很开心。"),
+    ("种花", "春天到了，我们在院子里种花。先在地上挖一个小坑。然后把花放进去。最后给花浇水。"),
+]
+
+
+def make_videos(folder: Path, n_en: int, n_zh: int) -> Path:
+    from lomo_datasets.samples import make_speech_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for lang, items, count in (("en", ENGLISH, n_en), ("zh", MANDARIN, n_zh)):
+        for k, (title, text) in enumerate(items[:count]):
+            name = f"{lang}_{k:02d}.mp4"
+            if not (folder / name).exists():
+                make_speech_video(folder / name, text, lang)
+            entry = {"video": name, "title": title}
+            if lang == "zh":
+                entry["language"] = "zh"
+            entries.append(entry)
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries), encoding="utf-8")
+    return manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--en", type=int, default=6, help=f"English videos (at most {len(ENGLISH)})")
+    parser.add_argument("--zh", type=int, default=4, help=f"Mandarin videos (at most {len(MANDARIN)})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.SETTING=VALUE")
+    parser.add_argument("--keep", help="write videos and output here (default: a temp dir)")
+    args = parser.parse_args()
+
+    root = Path(args.keep or tempfile.mkdtemp(prefix="bench-yield-"))
+    manifest = make_videos(root / "videos", args.en, args.zh)
+    out = root / f"out-{int(time.time())}"
+    cmd = [sys.executable, "-m", "lomo_datasets.cli", "run", "lomo", "--videos", str(manifest), "--out", str(out), "--embedded"]
+    for item in args.overrides:
+        cmd += ["--set", item]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    wall = time.perf_counter() - start
+    print(proc.stdout)
+    if proc.returncode != 0:
+        raise SystemExit(f"run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+    import datasets
+
+    kept = datasets.load_dataset(str(out), split="train")
+    complete = {r["video_id"] for r in kept if not r["errors"] and len(r["questions"] or []) == 6}
+    failed = [json.loads(line) for line in (out / "failed.jsonl").read_text().splitlines()] if (out / "failed.jsonl").exists() else []
+    print("| language | videos | all six items | yield | errors per step |")
+    print("|---|---|---|---|---|")
+    for lang in ("en", "zh"):
+        ids = [Path(e["video"]).stem for e in map(json.loads, manifest.read_text().splitlines()) if Path(e["video"]).stem.startswith(lang)]
+        if not ids:
+            continue
+        done = sum(1 for v in ids if v in complete)
+        steps = Counter(e["stage"] for f in failed if str(f.get("video_id", "")).startswith(lang) for e in f.get("errors") or [])
+        print(f"| {lang} | {len(ids)} | {done} | {100 * done / len(ids):.0f}% | {dict(steps) or '-'} |")
+    print(f"\nwall {wall / 60:.1f} min; cpu count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; output in {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Subtitle translation with an instruct LLM (``translate.model=embedded:qwen2.5-coder-1.5b``,
+what ``--embedded`` sets): the offline path when no CTranslate2 translation model is at hand.
+
+A row's subtitle lines go out in numbered chunks of at most ``lines_per_request``; the reply is
+JSON ``{"lines": [...]}`` whose schema asks for exactly as many strings as the chunk has lines,
+so the translation is line for line and keeps every line's ``start`` and ``end``. A reply is
+refused (and retried by the LLM layer) when a line is empty, or still holds Chinese, Japanese or
+Korean script while the target is a Latin-script language. Empty input lines stay empty and are
+not sent.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from lomo_datasets import prompts as P
+from lomo_datasets.llm import TaskSpec
+
+#: Language names for the prompt (ISO 639-1 codes, as Whisper writes them).
+NAMES = {
+    "zh": "Chinese", "en": "English", "ja": "Japanese", "ko": "Korean", "yue": "Cantonese", "fr": "French",
+    "de": "German", "es": "Spanish", "ru": "Russian", "pt": "Portuguese", "it": "Italian", "vi": "Vietnamese",
+    "th": "Thai", "ar": "Arabic", "hi": "Hindi", "id": "Indonesian", "tr": "Turkish",
+}
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_LATIN_TARGETS = {"en", "fr", "de", "es", "pt", "it", "id", "tr", "vi"}
+
+
+def language_name(code: str | None) -> str:
+    code = (code or "").lower().split("-")[0]
+    return NAMES.get(code, code or "the source language")
+
+
+def chunks(lines: list[dict[str, Any]], size: int) -> list[list[int]]:
+    """Indices of the lines with text, in groups of at most ``size``."""
+    todo = [i for i, line in enumerate(lines) if (line.get("text") or "").strip()]
+    return [todo[k : k + size] for k in range(0, len(todo), size)]
+
+
+def translation_task(texts: list[str], target: str, max_chars: int) -> TaskSpec:
+    """Exactly ``len(texts)`` translated lines, each non-empty, in the target's script."""
+    n = len(texts)
+    schema = {
+        "type": "object",
+        "properties": {
+            "lines": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": max_chars},
+                "minItems": n,
+                "maxItems": n,
+            }
+        },
+        "required": ["lines"],
+        "additionalProperties": False,
+    }
+    latin = target.lower().split("-")[0] in _LATIN_TARGETS
+
+    def check(obj: dict[str, Any]) -> None:
+        for k, line in enumerate(obj["lines"], start=1):
+            if not line.strip():
+                raise ValueError(f"line {k} is empty")
+            if latin and _CJK.search(line):
+                raise ValueError(f"line {k} is not translated into {language_name(target)}: {line[:40]!r}")
+
+    # About two tokens per source character (CJK) or per word, plus the JSON around each line.
+    budget = sum(min(2 * len(t) + 12, max_chars // 2 + 12) for t in texts) + 24
+    return TaskSpec("translate", schema, max_new_tokens=budget, check=check)
+
+
+def translation_request(texts: list[str], source: str | None, target: str, max_chars: int) -> tuple[list[dict[str, str]], TaskSpec]:
+    """The chat messages and the task for one chunk of subtitle lines."""
+    numbered = "\n".join(f"{k}. {t.strip()}" for k, t in enumerate(texts, start=1))
+    messages = P.TRANSLATE.messages(
+        count=str(len(texts)), source=language_name(source), target=language_name(target), lines=numbered
+    )
+    return messages, translation_task(texts, target, max_chars)
+
+
+def assemble(lines: list[dict[str, Any]], groups: list[list[int]], answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``lines`` with their texts replaced by the translations (same start and end, same order)."""
+    texts = ["" for _ in lines]
+    for group, answer in zip(groups, answers):
+        for i, text in zip(group, answer["lines"]):
+            texts[i] = text.strip()
+    return [{"start": line.get("start"), "end": line.get("end"), "text": text} for line, text in zip(lines, texts)]

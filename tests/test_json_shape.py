@@ -1,0 +1,31 @@
+"""The reply templates and retry feedback that schema-less backends (CTranslate2) put in prompts."""
+
+from __future__ import annotations
+
+import json
+
+from lomo_datasets.json_shape import shape, with_feedback, with_shape
+from lomo_datasets.processors.compress import temporal_task
+from lomo_datasets.processors.prompt import SCHEMA as COMMENTARY
+
+
+def test_shape_spells_out_fields_limits_and_enums():
+    task = temporal_task([0, 2, 5], max_chars=100)
+    text = shape(task.schema)
+    assert text.startswith('{"index": 0 or 2 or 5, "conclusion": "<text, at most 100 characters>"')
+    assert '"wrong": ["<text, at most 50 characters>", "<text, at most 50 characters>", "<text, at most 50 characters>"]' in text
+    assert shape(COMMENTARY) == '{"result": "YES" or "NO", "query": "<text, at most 300 characters>"}'
+    many = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 9, "maxItems": 9}
+    assert shape(many) == '["<text>", ... exactly 9 items]'
+
+
+def test_template_goes_to_the_first_user_message_and_feedback_follows():
+    messages = [{"role": "system", "content": "sys"}, {"role": "user", "content": "Summarize."}]
+    schema = {"type": "object", "properties": {"summary": {"type": "string", "maxLength": 80}}, "required": ["summary"]}
+    shaped = with_shape(messages, schema)
+    assert messages[1]["content"] == "Summarize."  # not modified in place
+    assert shaped[1]["content"].endswith('filled in:\n{"summary": "<text, at most 80 characters>"}')
+    retry = with_feedback(shaped, '{"summary": ""}', "summary: 0 characters, at least 10")
+    assert [m["role"] for m in retry] == ["system", "user", "assistant", "user"]
+    assert retry[2]["content"] == '{"summary": ""}' and "at least 10" in retry[3]["content"]
+    assert json.loads(retry[2]["content"]) == {"summary": ""}
