@@ -399,6 +399,8 @@ class Stage:
     def _run_items(self, items: list[Any]) -> list[Any]:
         try:
             outs = self._run_batch(items)
+        except StageContractError:
+            raise  # a bug in the stage, not in a row
         except Exception as exc:
             if len(items) == 1:
                 return [exc]
@@ -431,13 +433,6 @@ class Stage:
                     f"stage '{self.name}' wrote column(s) {extra} that features() does not declare: "
                     "add them to features() or stop writing them"
                 )
-
-    def process_one(self, row: dict[str, Any]) -> Any:
-        """``process([row])`` for one row: its outputs, or the row's exception raised."""
-        (result,) = self.process([row])
-        if isinstance(result, BaseException):
-            raise result
-        return result
 
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         self._rank = rank
