@@ -146,3 +146,16 @@ def test_run_batch_must_return_one_result_per_item():
     # A bug in the stage, not in a row: it stops the map.
     with pytest.raises(StageContractError, match=r"shout.run_batch returned 1 results for 2 items"):
         Short().process([{"text": "a"}, {"text": "b"}])
+
+
+def test_filter_is_a_dataclass_step_usable_alone():
+    from lomo_datasets.processors.aggregate import KeepQC
+    from lomo_datasets.stage import Filter
+
+    out = apply_stage(texts("ab", "boom", "abcd"), Shout(), load_from_cache_file=False)
+    kept, dropped = Filter("keep_short", "chars", high=3).split(out)
+    assert kept["text"] == ["ab"] and dropped["text"] == ["boom", "abcd"]  # no score: dropped too
+    assert set(dropped["drop_reason"]) == {"keep_short"}
+    assert KeepQC().settings() == {"column": "qc_pass", "low": 1.0, "high": None, "enabled": True}
+    with pytest.raises(SettingError, match="keep_short: low"):
+        Filter("keep_short", "chars", low=3, high=1)
