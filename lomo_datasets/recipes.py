@@ -93,7 +93,7 @@ def _livecc_pretrain_recipe() -> Recipe:
 
 def _livecc_sft_recipe() -> Recipe:
     from lomo_datasets.processors.language import DetectLanguage, KeepLanguage
-    from lomo_datasets.processors.prompt import MakePrompt
+    from lomo_datasets.processors.commentary import MakePrompt
 
     return Recipe(
         "livecc-sft",

@@ -1,4 +1,4 @@
-"""Prompt making for LiveCC SFT (B6): an LLM judges whether a clip's speech is real-time
+"""Commentary judging for LiveCC SFT (B6, "prompt making"): an LLM judges whether a clip's speech is real-time
 commentary on what the video shows, and for those clips writes a generic user query that the
 commentary answers (for example "Please commentate on this match as it happens.").
 
