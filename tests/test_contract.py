@@ -159,3 +159,15 @@ def test_filter_is_a_dataclass_step_usable_alone():
     assert KeepQC().settings() == {"column": "qc_pass", "low": 1.0, "high": None, "enabled": True}
     with pytest.raises(SettingError, match="keep_short: low"):
         Filter("keep_short", "chars", low=3, high=1)
+
+
+def test_every_recipe_step_is_a_dataclass_that_lists_its_settings():
+    from lomo_datasets import recipes
+    from lomo_datasets.pipeline import build_steps
+
+    for recipe in recipes.RECIPES.values():
+        for name, _ in recipe.steps:
+            with pytest.raises(SettingError, match=rf"step '{name}': .*no_such_setting.*; valid settings: \['\w+'"):
+                build_steps(recipe, overrides={name: {"no_such_setting": 1}}, embedded=True)
+    with pytest.raises(SettingError, match=r"valid settings: \['column', 'low', 'high', 'enabled'\]"):
+        build_steps(recipes.get_recipe("livecc-sft"), overrides={"keep_wps": {"threshold": 1}})
