@@ -7,7 +7,7 @@ enforced, and a retry tells the model what was wrong with its last reply.
     {"answer": "<text, at most 60 characters>", "wrong": ["<text, at most 60 characters>", ...3 items]}
 
 ``with_shape(messages, schema)`` appends it to the first user message; ``with_feedback(messages,
-reply, error)`` adds the invalid reply and the validation error as the next turns.
+error)`` adds why the last reply was refused, for the retry.
 """
 
 from __future__ import annotations
@@ -72,10 +72,14 @@ def with_shape(messages: Messages, schema: dict[str, Any]) -> Messages:
     return out
 
 
-def with_feedback(messages: Messages, reply: str, error: str) -> Messages:
-    """``messages`` followed by the model's invalid ``reply`` and what was wrong with it."""
-    return [
-        *messages,
-        {"role": "assistant", "content": reply},
-        {"role": "user", "content": f"That reply is not valid: {error}. Write the whole JSON object again, corrected."},
-    ]
+def with_feedback(messages: Messages, error: str) -> Messages:
+    """``messages`` with a note, after the first user message's text, saying why the last reply
+    was refused. The refused reply itself is not shown: small models tend to repeat it."""
+    note = f"\n\nA previous reply was refused ({error}). Write a new reply that avoids this."
+    out = [dict(m) for m in messages]
+    for m in reversed(out):
+        if m.get("role") == "user":
+            m["content"] = m["content"] + note
+            return out
+    out.append({"role": "user", "content": note.strip()})
+    return out

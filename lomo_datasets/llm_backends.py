@@ -42,11 +42,16 @@ Structured output
   APIs. A fresh processor is made per ``generate`` call (it keeps per-row matcher state); the
   compiled grammar is cached per schema.
 - ctranslate2: ``Generator.generate_batch`` has no logits-processor hook in CTranslate2 4.x (only
-  ``callback``, which can stop but not mask). So this backend forces the JSON opening
+  ``callback``, which can stop but not mask). So this backend shows the reply's JSON template
+  in the prompt (``json_shape.with_shape``: fields, lengths, choices), forces the JSON opening
   (``{"<first property>":``) into the assistant turn, decodes greedily, keeps the first complete
   JSON value (``json.JSONDecoder.raw_decode``; text after it is dropped), then validates; invalid
   items are retried with sampling, then get an error. It is the fast path for well-behaved
-  (larger) models; for a 135M model prefer transformers + xgrammar.
+  (larger) models such as ``embedded:qwen2.5-coder-1.5b`` (what ``--embedded`` uses); for a 135M
+  model prefer transformers + xgrammar.
+
+ctranslate2's retries tell the model why its last reply was refused (the validation error, with
+lengths and counts as numbers), without showing the reply: small models repeat it.
 - openai: the server's guided JSON: ``response_format={"type": "json_schema", ...}`` (OpenAI,
   vLLM, SGLang), ``{"type": "json_object", "schema": ...}`` (llama.cpp server), or vLLM's
   ``guided_json`` field; chosen by ``guided``. Requests go through one ``httpx.Client`` (a
@@ -69,6 +74,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
+from lomo_datasets.json_shape import with_feedback, with_shape
 from lomo_datasets.models import ct2_model_dir, is_embedded, load_causal_lm
 from lomo_datasets.redact import redact
 from lomo_datasets.stage import SettingError, resolve_device, split_device
@@ -121,6 +127,13 @@ def validate_json(obj: Any, schema: dict[str, Any]) -> None:
         jsonschema.validate(obj, schema)
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "$"
+        # Lengths and counts as numbers: the message goes back to the model on a retry.
+        if exc.validator in ("maxLength", "minLength") and isinstance(exc.instance, str):
+            bound = "at most" if exc.validator == "maxLength" else "at least"
+            raise ValueError(f"schema: {where}: {len(exc.instance)} characters, {bound} {exc.validator_value} allowed") from None
+        if exc.validator in ("maxItems", "minItems") and isinstance(exc.instance, list):
+            bound = "at most" if exc.validator == "maxItems" else "at least"
+            raise ValueError(f"schema: {where}: {len(exc.instance)} items, {bound} {exc.validator_value} allowed") from None
         raise ValueError(f"schema: {where}: {exc.message[:200]}") from None
 
 
@@ -227,6 +240,8 @@ class Backend:
     """Shared retry/validate loop; subclasses implement ``generate``."""
 
     name: ClassVar[str] = "backend"
+    #: Retries say why the last reply was refused (for backends that cannot enforce the schema).
+    feedback: ClassVar[bool] = False
 
     def __init__(self, settings: LLMSettings):
         self.settings = settings
@@ -237,7 +252,9 @@ class Backend:
         raise NotImplementedError
 
     def generate_json(self, messages_list: list[Messages], task: TaskOrTasks) -> list[dict[str, Any] | Exception]:
-        """Validated JSON per item, or an ``LLMOutputError`` after ``max_tries`` tries."""
+        """Validated JSON per item, or an ``LLMOutputError`` after ``max_tries`` tries. With
+        ``feedback``, a retry's prompt says why the last reply was refused
+        (``json_shape.with_feedback``)."""
         tasks = _per_item(task, len(messages_list))
         results: list[Any] = [None] * len(messages_list)
         last_error: dict[int, str] = {}
@@ -245,7 +262,11 @@ class Backend:
         for attempt in range(self.settings.max_tries):
             if not pending:
                 break
-            outputs = self.generate([messages_list[i] for i in pending], [tasks[i] for i in pending], sample=attempt)
+            prompts = [
+                with_feedback(messages_list[i], last_error[i]) if self.feedback and i in last_error else messages_list[i]
+                for i in pending
+            ]
+            outputs = self.generate(prompts, [tasks[i] for i in pending], sample=attempt)
             still = []
             for i, out in zip(pending, outputs):
                 try:
@@ -358,6 +379,7 @@ class CTranslate2Backend(Backend):
     JSON opening, then validate and retry; see the module docstring)."""
 
     name = "ctranslate2"
+    feedback = True
 
     def __init__(self, settings: LLMSettings, device: str):
         super().__init__(settings)
@@ -366,7 +388,9 @@ class CTranslate2Backend(Backend):
 
         path = ct2_model_dir(settings.model, settings.quantization)
         kind, index = split_device(resolve_device(None, device))
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        # The folder's config.json is CTranslate2's, which transformers 5 takes for an old Mistral
+        # tokenizer's and warns about; these tokenizers are not Mistral's.
+        self.tokenizer = AutoTokenizer.from_pretrained(path, fix_mistral_regex=False)
         compute = settings.quantization if kind == "cpu" else "auto"
         self.generator = ctranslate2.Generator(
             path, device=kind, device_index=index, compute_type=compute,
@@ -380,9 +404,12 @@ class CTranslate2Backend(Backend):
     def generate(self, messages_list, task, sample=0):
         tasks = _per_item(task, len(messages_list))
         prefills = [self._prefill(t) for t in tasks]
+        # No grammar: the prompt shows the reply's JSON template (fields, lengths, choices).
         tokens = [
-            self.tokenizer.convert_ids_to_tokens(self.tokenizer.encode(chat_text(self.tokenizer, m, p), add_special_tokens=False))
-            for m, p in zip(messages_list, prefills)
+            self.tokenizer.convert_ids_to_tokens(
+                self.tokenizer.encode(chat_text(self.tokenizer, with_shape(m, t.schema), p), add_special_tokens=False)
+            )
+            for m, t, p in zip(messages_list, tasks, prefills)
         ]
         kwargs: dict[str, Any] = dict(
             max_batch_size=self.settings.batch_size, max_length=max(t.max_new_tokens for t in tasks),

@@ -260,13 +260,17 @@ def _file_tag(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
 
 
+def _hf_target(gguf: Path) -> Path:
+    return cache_dir() / "models" / f"{gguf.stem}-hf-{_file_tag(gguf)}"
+
+
 def hf_model_dir(model: str) -> str:
     """A name/path transformers can load. GGUF models (``embedded:smollm2-135m``, ``x.gguf``)
     are dequantized once to float32 safetensors under the cache dir."""
     gguf = _gguf_source(model)
     if gguf is None:
         return resolve_model(model)
-    target = cache_dir() / "models" / f"{gguf.stem}-hf-{_file_tag(gguf)}"
+    target = _hf_target(gguf)
 
     def build(tmp: Path) -> None:
         import torch
@@ -288,22 +292,35 @@ def hf_model_dir(model: str) -> str:
 
 def ct2_model_dir(model: str, quantization: str = "int8") -> str:
     """A CTranslate2 model folder: ``model`` itself when it already is one, else a conversion
-    (made once under the cache dir) of its transformers weights."""
+    (made once under the cache dir) of its transformers weights.
+
+    A GGUF model (``embedded:qwen2.5-coder-1.5b``) is dequantized to float32 for the
+    conversion; that intermediate (6.7 GB for the 1.5B model) is deleted afterwards unless it
+    was already in the cache (the transformers backend uses it)."""
     path = Path(resolve_model(model))
     if (path / "model.bin").exists() and path.is_dir():
         return str(path)
-    source = hf_model_dir(model)
-    tag = hashlib.sha256(f"{Path(source).resolve() if Path(source).exists() else source}".encode()).hexdigest()[:12]
-    target = cache_dir() / "models" / f"{Path(source).name}-ct2-{quantization}-{tag}"
+    gguf = _gguf_source(model)
+    if gguf is not None:  # named after the GGUF file: the intermediate need not exist
+        target = cache_dir() / "models" / f"{gguf.stem}-ct2-{quantization}-{_file_tag(gguf)}"
+    else:
+        source = hf_model_dir(model)
+        tag = hashlib.sha256(f"{Path(source).resolve() if Path(source).exists() else source}".encode()).hexdigest()[:12]
+        target = cache_dir() / "models" / f"{Path(source).name}-ct2-{quantization}-{tag}"
 
     def build(tmp: Path) -> None:
         from ctranslate2.converters import TransformersConverter
-
-        logger.info("converting %s to CTranslate2 (%s) in %s (once)", source, quantization, target)
-        TransformersConverter(source, load_as_float16=False).convert(str(tmp), quantization=quantization, force=True)
         from transformers import AutoTokenizer
 
+        intermediate = _hf_target(gguf) if gguf is not None else None
+        made_here = intermediate is not None and not (intermediate / COMPLETE).exists()
+        source = hf_model_dir(model)
+        logger.info("converting %s to CTranslate2 (%s) in %s (once)", source, quantization, target)
+        TransformersConverter(source, load_as_float16=False).convert(str(tmp), quantization=quantization, force=True)
         AutoTokenizer.from_pretrained(source).save_pretrained(str(tmp))
+        if made_here:
+            logger.info("removing the float32 intermediate %s", intermediate)
+            shutil.rmtree(intermediate, ignore_errors=True)
 
     return str(build_once(target, build))
 
