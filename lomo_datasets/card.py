@@ -156,6 +156,11 @@ class Stats:
     rows_with_errors: int
     errors_per_stage: dict[str, int]
     durations: list[float] = field(default_factory=list, repr=False)
+    #: Yield: input videos (kept or dropped), videos with rows and no error (all their items),
+    #: and the rows that failed per step, dropped ones included.
+    videos_in: int = 0
+    videos_complete: int = 0
+    failed_per_step: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_rows(self) -> int:
@@ -192,6 +197,35 @@ def _nested_values(table, column: str, field: str) -> list:
     if not pa.types.is_struct(items.type) or items.type.get_field_index(field) < 0:
         return []
     return pc.struct_field(items, field).to_pylist()
+
+
+def yield_counts(parts: Iterable[Dataset | None], dropped: Dataset | None = None) -> tuple[int, int, dict[str, int]]:
+    """``(videos in, videos complete, failed rows per step)`` over the kept ``parts`` and the
+    ``dropped`` rows: a video is complete when it has kept rows and none of them has an error."""
+    import pyarrow.compute as pc
+
+    seen: set = set()
+    complete: set = set()
+    broken: set = set()
+    failed: Counter = Counter()
+    for ds, kept in [(p, True) for p in parts] + [(dropped, False)]:
+        if ds is None or not len(ds):
+            continue
+        table = _table(ds)
+        ids = _pylist(table, "video_id") or [f"#{i}" for i in range(len(ds))]
+        if "errors" in table.column_names:
+            lengths = pc.fill_null(pc.list_value_length(table.column("errors").combine_chunks()), 0).to_pylist()
+            for row_errors in _pylist(table, "errors"):
+                failed.update(dict.fromkeys(str(e.get("stage") or "unknown") for e in row_errors or []))
+        else:
+            lengths = [0] * len(ids)
+        for vid, n in zip(ids, lengths):
+            seen.add(vid)
+            if n:
+                broken.add(vid)
+            elif kept:
+                complete.add(vid)
+    return len(seen), len(complete - broken), dict(failed.most_common())
 
 
 def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -> Stats:
@@ -245,6 +279,7 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
         rows_with_errors=failed,
         errors_per_stage=dict(errors.most_common()),
         durations=clip_lengths if is_clips else list(video_seconds.values()),
+        **dict(zip(("videos_in", "videos_complete", "failed_per_step"), yield_counts(dsd.values(), dropped))),
     )
 
 

@@ -30,6 +30,9 @@ VIDEO = Features(
         "source": Value("string"),
         "title": Value("string"),
         "category": Value("string"),
+        #: the spoken language when the input knows it (a manifest column, download metadata);
+        #: ASR uses it instead of detecting, then writes the language it decoded
+        "language": Value("string"),
         "errors": ERRORS,
     }
 )
@@ -137,6 +140,7 @@ DOWNLOAD = Features(
         "category": Value("string"),
         "uploader": Value("string"),
         "duration": Value("float64"),
+        "language": Value("string"),
     }
 )
 

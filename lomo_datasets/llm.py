@@ -45,6 +45,9 @@ from lomo_datasets.llm_backends import (  # noqa: F401  (the LLM layer's public 
 from lomo_datasets.models import ct2_model_dir, hf_model_dir, load_causal_lm  # noqa: F401
 from lomo_datasets.stage import MissingDependencyError, Stage
 
+#: The LLM ``--embedded`` puts in every LLM step (and the translate step).
+EMBEDDED_LLM = "embedded:qwen2.5-coder-1.5b"
+
 #: What ``requests`` returns: per key, the chat messages and the task they ask for.
 Requests = dict[str, tuple[Messages, TaskSpec]]
 
@@ -59,7 +62,10 @@ class LLMStage(Stage, LLMSettings):
     start_method: ClassVar[str | None] = "spawn"
     rows_per_batch: ClassVar[int] = 16
     embedded_setting: ClassVar[str | None] = "model"
-    embedded_model: ClassVar[str | None] = "embedded:smollm2-135m"
+    #: ``--embedded``: Qwen2.5-Coder-1.5B-Instruct on CTranslate2 int8 (its questions make sense;
+    #: tests that need speed name ``embedded:smollm2-135m``, which runs under xgrammar).
+    embedded_model: ClassVar[str | None] = EMBEDDED_LLM
+    embedded_settings: ClassVar[dict[str, Any]] = {"backend": "ctranslate2"}
     requires: ClassVar[dict[str, str]] = {"jsonschema": "llm"}
 
     def check_requirements(self) -> None:

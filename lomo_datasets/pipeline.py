@@ -108,6 +108,8 @@ def build_steps(
         target = getattr(step_class, "embedded_setting", None)
         if embedded and target and target not in chosen:
             settings[target] = step_class.embedded_model
+            # what that model needs with it (the 1.5B LLM runs on CTranslate2), unless set
+            settings.update({k: v for k, v in getattr(step_class, "embedded_settings", {}).items() if k not in chosen})
         if isinstance(step_class, type) and issubclass(step_class, Filter):
             settings["name"] = name
         try:

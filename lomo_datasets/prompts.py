@@ -71,20 +71,20 @@ TEMPORAL = Prompt(
 
 GVQA = Prompt(
     "gvqa",
-    "1",
+    "2",
     _SYSTEM,
     "Summary of a video:\n{summary}\n\n"
     "Write one question about something visible in the video that the summary answers, the correct "
-    "short answer, and three different wrong short answers.",
+    "answer in a few words, and three different wrong answers of the same kind.",
 )
 
 GVS = Prompt(
     "gvs",
-    "1",
+    "2",
     _SYSTEM,
     "Summary of a video:\n{summary}\n\n"
-    "Write one short sentence that says what the whole video is about (answer), and three short "
-    "sentences about other, different topics (wrong).",
+    "Write a short phrase, at most eight words and like a title, that says what the whole video is "
+    "about (answer), and three short phrases of the same kind about clearly different topics (wrong).",
 )
 
 TRANSLATE = Prompt(

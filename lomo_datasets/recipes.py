@@ -23,7 +23,7 @@ from datasets import Dataset, DatasetDict
 
 from lomo_datasets import outputs
 from lomo_datasets import publish
-from lomo_datasets.card import Provenance
+from lomo_datasets.card import Provenance, yield_counts
 from lomo_datasets.pipeline import Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
 from lomo_datasets.stage import Filter, SettingError
 
@@ -155,13 +155,12 @@ def _lomo_recipe() -> Recipe:
             ("keep_qc", KeepQC),
         ],
         exports=[_lomo_export],
-        # The sample videos are mostly English (auto-detect the language instead of the
-        # Bilibili preset's Mandarin), and the embedded 135M LLM gets short outputs so the
-        # demo runs in minutes on a CPU.
+        # The ASR preset detects the language (the demo's manifest gives its Mandarin sample's),
+        # greedy for a reproducible demo; short LLM outputs keep the demo to minutes on 2 cores.
         demo_settings={
-            "asr": {"language": None, "initial_prompt": None},
-            "compress": {"summary_max_chars": 240, "text_max_chars": 100, "max_tries": 4, "cpu_threads": 1},
-            "qa": {"option_max_chars": 60, "max_tries": 4, "cpu_threads": 1},
+            "asr": {"temperature": 0},
+            "compress": {"summary_max_chars": 240, "text_max_chars": 100, "max_tries": 4},
+            "qa": {"option_max_chars": 60, "max_tries": 4},
         },
     )
 
@@ -195,6 +194,15 @@ class RunSummary:
     inputs: int = 0
     #: (cause, rows) for the commonest errors and filter drops, most frequent first
     causes: list[tuple[str, int]] = field(default_factory=list)
+    #: videos with rows and no error (for ``lomo``: all six items), and failed rows per step
+    #: (dropped ones included)
+    complete: int = 0
+    failed_per_step: dict[str, int] = field(default_factory=dict)
+
+    def yield_line(self) -> str:
+        share = f" ({100 * self.complete / self.inputs:.0f}%)" if self.inputs else ""
+        failed = ", ".join(f"{k} {v}" for k, v in self.failed_per_step.items()) or "none"
+        return f"yield: {self.complete} of {self.inputs} videos with all items{share}; failed per step: {failed}"
 
     @property
     def empty(self) -> bool:
@@ -215,6 +223,7 @@ class RunSummary:
             ]
             if self.dropped:
                 lines.append(f"rows dropped by filters: {self.dropped}")
+        lines.append(self.yield_line())
         lines.append("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
         if self.pushed:
             lines.append(f"pushed: {self.pushed}")
@@ -358,8 +367,11 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
             if d:
                 per_video[vid] = max(per_video.get(vid, 0.0), d)
     seconds = sum(per_video.values())
+    _, complete, failed_per_step = yield_counts([data], result.dropped)
     return RunSummary(
         inputs=result.inputs,
+        complete=complete,
+        failed_per_step=failed_per_step,
         causes=_causes(data, result.dropped),
         recipe=name,
         out=out,

@@ -186,7 +186,7 @@ def format_error(exc: BaseException) -> str:
 #: silently become a setting.
 _DECLARATIONS = (
     "name", "version", "reads", "requires", "start_method", "fan_out", "rows_per_batch",
-    "embedded_setting", "embedded_model", "kept_on_error",
+    "embedded_setting", "embedded_model", "embedded_settings", "kept_on_error",
 )
 #: Methods the contract owns: a stage writes the hooks, never its own batch loop.
 _OWNED = ("process", "__call__")
@@ -207,7 +207,8 @@ class Stage:
       that hold a torch or CTranslate2 model: a forked worker can inherit a busy thread pool);
     - ``fan_out``: one input row may give many output rows (clipping);
     - ``embedded_setting``/``embedded_model``: the setting ``--embedded`` points at a model
-      that ships inside a package;
+      that ships inside a package; ``embedded_settings``: other settings that go with that
+      model (each unless given);
     - ``kept_on_error``: output columns that also are input columns and keep the input's value
       where the stage wrote none (a failed download keeps its URL).
     """
@@ -221,6 +222,7 @@ class Stage:
     rows_per_batch: ClassVar[int] = 8
     embedded_setting: ClassVar[str | None] = None
     embedded_model: ClassVar[str | None] = None
+    embedded_settings: ClassVar[dict[str, Any]] = {}
     kept_on_error: ClassVar[tuple[str, ...]] = ()
 
     #: "auto" follows the rank rule of ``resolve_device``; "cpu" or "cuda:N" pins a device.

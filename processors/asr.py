@@ -16,7 +16,7 @@ before it grows past ``max_line_seconds``.
 Presets follow the two upstream pipelines; each is a ``Transcribe`` subclass whose field
 defaults are the preset (recipe steps use the classes)::
 
-    LomoTranscribe()      # Transcribe.preset("lomo"): large-v2, Mandarin, initial prompt, beam 5, VAD
+    LomoTranscribe()      # Transcribe.preset("lomo"): large-v2, language detected (Mandarin prompt for Mandarin), beam 5, VAD
     LiveCCTranscribe()    # Transcribe.preset("livecc"): large-v3-turbo, batched (16), word timestamps
 
 and each carries the right ``--embedded`` model (``embedded:whisper-base`` for Mandarin,
@@ -64,6 +64,11 @@ ASR_STATS = F.ASR_QUALITY["asr_stats"]
 # --------------------------------------------------------------------------------------------
 # Helpers (pure functions, usable without a model)
 # --------------------------------------------------------------------------------------------
+
+
+def _base(language: str | None) -> str:
+    """"zh-CN" -> "zh"; None -> ""."""
+    return (language or "").lower().split("-")[0].split("_")[0]
 
 
 def ends_sentence(word: str, following: str | None) -> bool:
@@ -266,9 +271,14 @@ class Transcribe(Stage):
     batch_size: int = 1
     beam_size: int = 5
     vad_filter: bool = True
-    #: None lets Whisper detect it per row.
+    #: None lets Whisper detect it per row. A row's own ``language`` (a manifest column or
+    #: download metadata) comes first: mixed collections set it per video.
     language: str | None = None
     initial_prompt: str | None = None
+    #: The initial prompt is used only for speech in this language (detected or given); None:
+    #: for any. The LoMo preset's Mandarin prompt has "zh", so English is never prompted in
+    #: Chinese (Whisper would then write it as Chinese).
+    prompt_language: str | None = None
     word_timestamps: bool = True
     #: Seconds per Whisper window (None: the model's 30 s). Short lines come from split_lines.
     chunk_length: int | None = None
@@ -362,14 +372,17 @@ class Transcribe(Stage):
         """The loaded WhisperModel of this process (``Stage.loaded_model``)."""
         return self.loaded_model
 
-    def transcribe_options(self) -> dict[str, Any]:
-        """Keyword arguments for faster-whisper's ``transcribe`` (also used by benchmarks)."""
+    def transcribe_options(self, language: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for faster-whisper's ``transcribe`` (also used by benchmarks) for
+        speech in ``language`` (default: the ``language`` setting; None: Whisper detects it)."""
+        language = language or self.language
+        prompted = self.prompt_language is None or _base(language) == _base(self.prompt_language)
         options: dict[str, Any] = dict(
-            language=self.language,
+            language=language,
             task=self.task,
             beam_size=self.beam_size,
             vad_filter=self.vad_filter,
-            initial_prompt=self.initial_prompt,
+            initial_prompt=self.initial_prompt if prompted else None,
             word_timestamps=self.word_timestamps,
             chunk_length=self.chunk_length,
             condition_on_previous_text=self.condition_on_previous_text,
@@ -382,25 +395,41 @@ class Transcribe(Stage):
 
     # -- processing ------------------------------------------------------------------------
 
-    def _audio(self, row: dict[str, Any]) -> tuple[Any, float]:
+    def _audio(self, row: dict[str, Any]) -> tuple[Any, float, str | None]:
         start = row.get("video_start")
         end = row.get("video_end")
         audio = media.decode_audio(row["video"], start=start, end=end)
-        return audio, float(start or 0.0)
+        return audio, float(start or 0.0), (row.get("language") or None)
 
-    def transcribe_audio(self, audio: Any, offset: float = 0.0) -> dict[str, Any]:
-        """Outputs for 16 kHz mono float32 ``audio``; timestamps shifted by ``offset`` seconds."""
+    def speech_language(self, audio: Any, given: str | None = None) -> str | None:
+        """The language to decode ``audio`` in: ``given`` (the row's), else the ``language``
+        setting, else, when the initial prompt depends on it, Whisper's detection (else None:
+        ``transcribe`` detects it)."""
         model = self.whisper
+        if not getattr(getattr(model, "model", None), "is_multilingual", True):
+            return "en"  # an English-only model (the setting is checked at construction)
+        language = given or self.language
+        if language or not (self.initial_prompt and self.prompt_language):
+            return language
+        detected, probability, _ = model.detect_language(audio, vad_filter=self.vad_filter)
+        logger.info("asr: detected %s (p=%.2f)", detected, probability)
+        return detected
+
+    def transcribe_audio(self, audio: Any, offset: float = 0.0, language: str | None = None) -> dict[str, Any]:
+        """Outputs for 16 kHz mono float32 ``audio``; timestamps shifted by ``offset`` seconds;
+        ``language``: the row's own (see ``speech_language``)."""
+        model = self.whisper
+        given = language or self.language
         if audio.size == 0 or not float(abs(audio).max()) > 0.0:
             # Digital silence: nothing to transcribe (and nothing for Whisper to make up).
-            return self._empty(self.language, 1.0 if self.language else None)
+            return self._empty(given, 1.0 if given else None)
         if self.batch_size > 1:
             from faster_whisper import BatchedInferencePipeline
 
             runner = BatchedInferencePipeline(model)
         else:
             runner = model
-        segments_iter, info = runner.transcribe(audio, **self.transcribe_options())
+        segments_iter, info = runner.transcribe(audio, **self.transcribe_options(self.speech_language(audio, given)))
         segments = list(segments_iter)  # the generator does the decoding
         words = [
             {"start": round(float(w.start) + offset, 3), "end": round(float(w.end) + offset, 3), "word": w.word,
@@ -448,14 +477,18 @@ class Transcribe(Stage):
 
 @dataclass
 class LomoTranscribe(Transcribe):
-    """``Transcribe`` with the LoMo preset: Bilibili Mandarin (large-v2, initial prompt, beam 5,
-    VAD, word timestamps, short lines). ``--embedded`` uses the multilingual whisper-base."""
+    """``Transcribe`` with the LoMo preset: large-v2, beam 5, VAD, word timestamps, short lines;
+    the language is detected per video (or given: the row's ``language``, ``asr.language``) and
+    LoMo's Mandarin initial prompt applies when it is Mandarin. ``--embedded`` uses the
+    multilingual whisper-base."""
 
     embedded_model = "embedded:whisper-base"
 
     model: str = "large-v2"
-    language: str | None = "zh"
+    #: Detected per video (LoMo-Pipe forced "zh": ``--set asr.language=zh`` still does).
+    language: str | None = None
     initial_prompt: str | None = "以下是普通话的句子。"
+    prompt_language: str | None = "zh"
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 Rows whose ``video`` is a URL (ingest turns Bilibili BV ids and YouTube ids into URLs) are
 downloaded to ``output_dir/<video_id>.<ext>``; their ``video`` becomes the local path, and the
-platform's title, category, duration and uploader fill the record (metadata a manifest gave
-wins). Local rows pass through untouched. A failed download is a row error; the row keeps its
+platform's title, category, duration, uploader and language fill the record (metadata a
+manifest gave wins). Local rows pass through untouched. A failed download is a row error; the row keeps its
 URL so the failed-rows report says what to fetch again.
 
 Cookies never come from code, settings values, logs or rows: ``cookiefile`` names a Netscape
@@ -118,11 +118,11 @@ class Download(Stage):
 
     name = "download"
     version = "1"
-    reads = ("video_id", "video", "title", "category")
+    reads = ("video_id", "video", "title", "category", "language")
     requires = {"yt_dlp": "download"}
     rows_per_batch = 4
     #: A failed row keeps its URL and the metadata it came with.
-    kept_on_error = ("video", "title", "category")
+    kept_on_error = ("video", "title", "category", "language")
 
     output_dir: str | None = None
     resolution: int = 720
@@ -214,6 +214,8 @@ class Download(Stage):
             "category": categories[0] if categories else info.get("genre"),
             "uploader": info.get("uploader") or info.get("channel"),
             "duration": float(info["duration"]) if info.get("duration") else None,
+            # the platform's language tag ("zh", "en-US"): ASR decodes in it instead of detecting
+            "language": (info.get("language") or "").lower().split("-")[0] or None,
         }
 
     def download(self, url: str, video_id: str, cookies: str | None = None) -> dict[str, Any]:

@@ -156,6 +156,7 @@ def _read_manifest(path: Path) -> list[dict[str, Any]]:
                 title=_clean(row.get("title")),
                 category=_clean(row.get("category")),
                 source=_clean(row.get("source")),
+                language=(_clean(row.get("language")) or "").lower() or None,
             )
         )
     return entries
@@ -217,6 +218,7 @@ def records(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "source": entry.get("source") or ("url" if is_url(video) else "local"),
                 "title": entry.get("title") or (Path(video).stem if not is_url(video) else None),
                 "category": entry.get("category"),
+                "language": entry.get("language"),
                 "errors": errors,
             }
         )

@@ -42,7 +42,9 @@ from typing import Any, ClassVar
 from datasets import Features
 
 from lomo_datasets import features as F
-from lomo_datasets.models import resolve_model
+from lomo_datasets.llm import EMBEDDED_LLM, LLMSettings, make_backend
+from lomo_datasets.models import embedded_kind, resolve_model
+from lomo_datasets.processors import llm_translate
 from lomo_datasets.stage import Ready, SettingError, Stage, auto_precision, split_device
 
 logger = logging.getLogger(__name__)
@@ -266,7 +268,7 @@ class Translate(Stage):
         }
 
 
-#: ``translate.model`` value that ``--embedded`` sets: no translation model ships in a package.
+#: ``translate.model=none``: no translation model (English speech still passes through).
 NO_MODEL = "none"
 
 
@@ -274,20 +276,47 @@ NO_MODEL = "none"
 class TranslateToEnglish(Translate):
     """The LoMo recipe's translate step: rows whose speech is already English (``language``
     starts with ``target_language``) are copied to ``segments_en`` without loading a model;
-    the other rows are translated by ``Translate``. With ``model="none"`` (what ``--embedded``
-    sets, since no translation model ships in a package) those rows get an error that says
-    which model setting to give, and the run goes on."""
+    the other rows are translated by ``Translate`` (a CTranslate2 m2m100/NLLB model, the
+    production default), or, when ``model`` is an instruct LLM in GGUF form
+    (``embedded:qwen2.5-coder-1.5b``, what ``--embedded`` sets, or a ``.gguf`` file), by that
+    LLM line for line under a JSON schema (``processors/llm_translate.py``; ``llm_backend``,
+    ``lines_per_request`` and ``max_tries`` apply there). With ``model="none"`` non-English
+    rows get an error that says which model setting to give, and the run goes on."""
 
     embedded_setting: ClassVar[str | None] = "model"
-    embedded_model: ClassVar[str | None] = NO_MODEL
+    embedded_model: ClassVar[str | None] = EMBEDDED_LLM
+
+    llm_backend: str = "ctranslate2"
+    lines_per_request: int = 12
+    max_tries: int = 3
+
+    @property
+    def uses_llm(self) -> bool:
+        return embedded_kind(self.model) == "gguf" or str(self.model).endswith(".gguf")
 
     def validate(self) -> None:
         super().validate()
+        if not isinstance(self.lines_per_request, int) or self.lines_per_request < 1:
+            raise SettingError(f"translate.lines_per_request={self.lines_per_request!r}: use an integer >= 1")
+        if self.uses_llm:
+            self.llm_settings().validate("translate")
         if self.model == NO_MODEL:
             logger.warning(
-                "translate: no translation model (translate.model=none, as under --embedded): English speech "
-                "is used as is; other languages get an error (give --set translate.model=<CTranslate2 folder>)"
+                "translate: no translation model (translate.model=none): English speech is used as is; other "
+                "languages get an error (give --set translate.model=<CTranslate2 folder> or embedded:qwen2.5-coder-1.5b)"
             )
+
+    def llm_settings(self) -> LLMSettings:
+        return LLMSettings(backend=self.llm_backend, model=self.model, max_tries=self.max_tries,
+                           cpu_threads=self.cpu_threads, batch_size=self.batch_size)
+
+    def model_key(self) -> tuple:
+        return (*super().model_key(), self.llm_backend, self.max_tries, self.batch_size) if self.uses_llm else super().model_key()
+
+    def load_model(self, device: str) -> Any:
+        if self.uses_llm:
+            return make_backend(self.llm_settings(), device)
+        return super().load_model(device)
 
     def input_columns(self) -> tuple[str, ...]:
         return (self.column, "language")
@@ -300,10 +329,38 @@ class TranslateToEnglish(Translate):
             return Ready({self.output_column: []})
         if self.model == NO_MODEL:
             raise ValueError(
-                f"speech is '{language or 'unknown'}' and translate.model=none: give a CTranslate2 "
-                "translation model (--set translate.model=FOLDER) to translate it"
+                f"speech is '{language or 'unknown'}' and translate.model=none: give a translation model "
+                "(--set translate.model=FOLDER, or embedded:qwen2.5-coder-1.5b) to translate it"
             )
-        return super().prepare(row)
+        lines = super().prepare(row)
+        return (lines, language or self.source_language) if self.uses_llm else lines
+
+    def run_batch(self, items: list[Any]) -> list[Any]:
+        if not self.uses_llm:
+            return super().run_batch(items)
+        # Every chunk of every row in one generate_json call; a row fails with its first bad chunk.
+        requests, owners = [], []
+        for n, (lines, language) in enumerate(items):
+            groups = llm_translate.chunks(lines, self.lines_per_request)
+            for group in groups:
+                texts = [lines[i]["text"] for i in group]
+                requests.append(llm_translate.translation_request(texts, language, self.target_language, self.max_decoding_length * 2))
+                owners.append((n, group))
+        answers = self.loaded_model.generate_json([m for m, _ in requests], [t for _, t in requests]) if requests else []
+        per_row: list[Any] = [([], []) for _ in items]
+        for (n, group), answer in zip(owners, answers):
+            if isinstance(per_row[n], BaseException):
+                continue
+            if isinstance(answer, BaseException):
+                per_row[n] = answer
+            else:
+                per_row[n][0].append(group)
+                per_row[n][1].append(answer)
+        return [
+            result if isinstance(result, BaseException)
+            else [line["text"] for line in llm_translate.assemble(lines, *result)]
+            for result, (lines, _) in zip(per_row, items)
+        ]
 
 
 __all__ = ["FAMILIES", "NLLB_CODES", "NO_MODEL", "Translate", "TranslateToEnglish", "Translator", "family_of", "language_code"]

@@ -87,7 +87,7 @@ class Square(Stage):
 
 def toy_records(n: int) -> Dataset:
     rows = [
-        {"video_id": f"toy-{i:03d}", "video": f"/videos/toy-{i:03d}.mp4", "source": "local", "title": None, "category": None, "errors": []}
+        {"video_id": f"toy-{i:03d}", "video": f"/videos/toy-{i:03d}.mp4", "source": "local", "title": None, "category": None, "language": None, "errors": []}
         for i in range(n)
     ]
     return Dataset.from_list(rows, features=F.VIDEO)

@@ -34,7 +34,7 @@ def server(test_media, monkeypatch):
 
 def _rows(*videos, **meta):
     rows = [
-        {"video_id": vid, "video": video, "source": "url", "title": None, "category": None, "errors": []}
+        {"video_id": vid, "video": video, "source": "url", "title": None, "category": None, "language": None, "errors": []}
         for vid, video in videos
     ]
     for row in rows:

@@ -1,11 +1,13 @@
 """The `lomo` recipe end to end, offline, through the CLI: sample videos (espeak-ng speech) ->
-probe -> ASR (embedded Whisper) -> translate (off under --embedded: English passes, Mandarin
-gets an error) -> compress + QA (embedded SmolLM2 under xgrammar) -> QC -> the published folder
+probe -> ASR (embedded Whisper base; the language detected, or given by the manifest) ->
+translate (English passes; Mandarin is translated line for line by the embedded 1.5B LLM) ->
+compress + QA (the embedded Qwen2.5-Coder-1.5B on CTranslate2) -> QC -> the published folder
 that `datasets.load_dataset` reads, plus the LoMo JSON files."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -13,6 +15,8 @@ from lomo_datasets import cli, formats
 from lomo_datasets.recipes import get_recipe
 from lomo_datasets.samples import SAMPLES, make_speech_video
 from tests.processors.test_qa import check_items
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +28,10 @@ def lomo_videos(tmp_path_factory):
     with open(folder / "manifest.jsonl", "w", encoding="utf-8") as fh:
         for sample in chosen:
             make_speech_video(folder / sample.name, sample.text, sample.language)
-            fh.write(json.dumps({"video": sample.name, "title": sample.title, "category": sample.category}) + "\n")
+            entry = {"video": sample.name, "title": sample.title, "category": sample.category}
+            if sample.language == "zh":  # given, as the demo's manifest does (see samples.py)
+                entry["language"] = "zh"
+            fh.write(json.dumps(entry) + "\n")
     return folder / "manifest.jsonl"
 
 
@@ -34,7 +41,7 @@ def demo_sets() -> list[str]:
     ]
 
 
-def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path):
+def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     import datasets
 
     out = tmp_path / "bench"
@@ -42,23 +49,32 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path):
     for item in demo_sets():
         argv += ["--set", item]
     assert cli.main(argv) == 0
+    assert "yield: 2 of 2 videos with all items (100%); failed per step: none" in capsys.readouterr().out
 
     ds = datasets.load_dataset(str(out), split="train")
     assert ds.features["questions"] == datasets.List(formats.QUESTION_FEATURES)
-    assert ds["video_id"] == ["cooking_pasta"]
+    assert ds["video_id"] == ["cooking_pasta", "cooking_zh"]
     row = ds[0]
+    # English speech through the preset's default ASR (detection): English, never Chinese.
     assert row["language"] == "en" and row["segments_en"] == row["segments"]  # English: not translated
+    assert not any(CJK.search(s["text"]) for s in row["segments"])
     check_items("cooking_pasta", row["questions"], duration=row["duration"], segs=row["segments_en"])
     assert row["resolution"] == "[240, 320]" and row["qc_pass"] == 1.0
     assert {p["name"] for p in row["prompts"]} == {"summary", "temporal", "gvqa", "gvs"}
 
-    # The Mandarin video: no translation model ships, so it is dropped with its reason.
-    failed = [json.loads(line) for line in (out / "failed.jsonl").read_text().splitlines() if line.strip()]
-    assert [f.get("video_id") for f in failed] == ["cooking_zh"]
-    assert "translate.model" in json.dumps(failed[0], ensure_ascii=False)
+    # Mandarin speech (language given by the manifest): Chinese segments, and English
+    # segments_en line for line with the same timestamps, from the embedded LLM.
+    zh = ds[1]
+    assert zh["language"] == "zh" and zh["errors"] == []
+    assert len(zh["segments"]) >= 4 and all(CJK.search(s["text"]) for s in zh["segments"])
+    assert [(s["start"], s["end"]) for s in zh["segments_en"]] == [(s["start"], s["end"]) for s in zh["segments"]]
+    for line in zh["segments_en"]:
+        assert re.search(r"[A-Za-z]{2,}", line["text"]) and not CJK.search(line["text"]), zh["segments_en"]
+    check_items("cooking_zh", zh["questions"], duration=zh["duration"], segs=zh["segments_en"])
+    assert (out / "failed.jsonl").read_text() == ""
 
     videos = json.loads((out / "lomo" / "lomo.json").read_text())
-    assert [v["video_id"] for v in videos] == ["cooking_pasta"] and len(videos[0]["questions"]) == 6
+    assert [v["video_id"] for v in videos] == ["cooking_pasta", "cooking_zh"] and all(len(v["questions"]) == 6 for v in videos)
     for task in ("GVQA", "GVS", "SVS", "SVQA", "VVQA", "VTG"):
         items = json.loads((out / "lomo" / f"{task}.json").read_text())
-        assert [i["task"] for i in items] == [task]
+        assert [i["task"] for i in items] == [task, task]

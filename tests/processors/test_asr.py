@@ -137,14 +137,21 @@ def test_settings_are_checked():
 def test_presets_and_embedded_factory():
     lomo = Transcribe.preset("lomo")
     assert (lomo.model, lomo.language, lomo.initial_prompt, lomo.beam_size, lomo.vad_filter) == (
-        "large-v2", "zh", "以下是普通话的句子。", 5, True)
+        "large-v2", None, "以下是普通话的句子。", 5, True)
+    # Detect, don't force (issue 13): LoMo's Mandarin prompt only for Mandarin speech;
+    # asr.language=zh still forces Mandarin and its prompt, as LoMo-Pipe did.
+    assert lomo.prompt_language == "zh"
+    assert lomo.transcribe_options("zh")["initial_prompt"] == "以下是普通话的句子。"
+    assert lomo.transcribe_options("en")["initial_prompt"] is None
+    forced = Transcribe.preset("lomo", language="zh").transcribe_options()
+    assert (forced["language"], forced["initial_prompt"]) == ("zh", "以下是普通话的句子。")
     livecc = Transcribe.preset("livecc", batch_size=8)
     assert (livecc.model, livecc.batch_size, livecc.word_timestamps) == ("large-v3-turbo", 8, True)
     assert livecc.transcribe_options()["batch_size"] == 8
     # --embedded swaps in a model that can do the preset's language.
     recipe = Recipe("t", "test", [("asr", LomoTranscribe)])
     (stage,) = build_steps(recipe, embedded=True)
-    assert stage.model == PRESETS["lomo"]["embedded_model"] == "embedded:whisper-base" and stage.language == "zh"
+    assert stage.model == PRESETS["lomo"]["embedded_model"] == "embedded:whisper-base" and stage.language is None
     (stage,) = build_steps(Recipe("t", "test", [("asr", Transcribe)]), embedded=True)
     assert stage.model == TINY
     # A stage pickles to its settings only.
@@ -256,6 +263,24 @@ def test_mandarin_with_whisper_base(test_media):
     assert res["language"] == "zh"
     assert len(CJK.findall(text)) >= 4, text
     assert all(CJK.search(s["text"]) for s in res["segments"])
+
+
+def test_lomo_preset_detects_english_and_takes_the_rows_language(test_media, tmp_path):
+    """The lomo preset (beam 5, greedy) on the embedded multilingual model: English speech is
+    detected and written in English (never as Chinese); a row that gives ``language: zh`` (a
+    manifest column) is decoded as Mandarin with LoMo's prompt (the demo's Mandarin sample:
+    whisper-base hears espeak-ng's two-sentence clip as nothing with the prompt)."""
+    from lomo_datasets.samples import SAMPLES, make_speech_video
+
+    sample = next(s for s in SAMPLES if s.language == "zh")
+    zh = make_speech_video(tmp_path / sample.name, sample.text, "zh")
+    stage = LomoTranscribe(model="embedded:whisper-base", device="cpu", temperature=0)
+    english, mandarin = stage.process([{"video": str(test_media.english)}, {"video": str(zh), "language": "zh"}])
+    assert english["language"] == "en" and english["segments"], english
+    text = " ".join(s["text"] for s in english["segments"])
+    assert not CJK.search(text) and len(re.findall(r"[A-Za-z]{3,}", text)) >= 8, text
+    assert mandarin["language"] == "zh" and mandarin["language_probability"] == 1.0
+    assert len(CJK.findall("".join(s["text"] for s in mandarin["segments"]))) >= 4, mandarin["segments"]
 
 
 def test_whisper_translate_task(test_media):

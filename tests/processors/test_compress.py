@@ -93,10 +93,16 @@ def test_translate_to_english_skips_english_and_never_loads_a_model():
     assert results[2] == {"segments_en": []}
 
 
-def test_embedded_flag_turns_translation_off():
+def test_embedded_flag_picks_the_1_5b_model_for_every_llm_step():
     from lomo_datasets.pipeline import build_steps
     from lomo_datasets.recipes import get_recipe
 
     steps = {s.name: s for s in build_steps(get_recipe("lomo"), embedded=True)}
-    assert steps["translate"].model == "none"
-    assert steps["compress"].model == steps["qa"].model == "embedded:smollm2-135m"
+    # Translation too (issue 13): no row fails for lack of a translation model.
+    assert steps["translate"].model == steps["compress"].model == steps["qa"].model == "embedded:qwen2.5-coder-1.5b"
+    assert steps["compress"].backend == steps["qa"].backend == steps["translate"].llm_backend == "ctranslate2"
+    assert steps["translate"].uses_llm
+    # A model named explicitly keeps its own backend default (SmolLM2 runs under xgrammar).
+    named = {s.name: s for s in build_steps(get_recipe("lomo"), None, {"qa": {"model": "embedded:smollm2-135m"}}, embedded=True)}
+    assert named["qa"].model == "embedded:smollm2-135m" and named["qa"].backend == "transformers"
+    assert named["compress"].backend == "ctranslate2"
