@@ -216,7 +216,7 @@ def yield_counts(parts: Iterable[Dataset | None], dropped: Dataset | None = None
         if "errors" in table.column_names:
             lengths = pc.fill_null(pc.list_value_length(table.column("errors").combine_chunks()), 0).to_pylist()
             for row_errors in _pylist(table, "errors"):
-                failed.update(dict.fromkeys(str(e.get("stage") or "unknown") for e in row_errors or []))
+                failed.update({str(e.get("stage") or "unknown") for e in row_errors or []})
         else:
             lengths = [0] * len(ids)
         for vid, n in zip(ids, lengths):

@@ -71,11 +71,11 @@ TEMPORAL = Prompt(
 
 GVQA = Prompt(
     "gvqa",
-    "2",
+    "1",
     _SYSTEM,
     "Summary of a video:\n{summary}\n\n"
     "Write one question about something visible in the video that the summary answers, the correct "
-    "answer in a few words, and three different wrong answers of the same kind.",
+    "short answer, and three different wrong short answers.",
 )
 
 GVS = Prompt(

@@ -1,6 +1,8 @@
 """The livecc-pretrain and livecc-sft recipes end to end through the CLI, offline with
 ``--embedded`` (whisper-tiny.en, SmolLM2-135M, the face-based talking-head scorer), on the
-generated English speech clips. The clips are ~6-9 s long, so the clip lengths are set short."""
+generated English speech clips. The clips are ~6-9 s long, so the clip lengths are set short;
+the commentary prompt names SmolLM2 for speed (``--embedded`` would pick the 1.5B model, which
+tests/test_embedded_qwen.py runs on that task)."""
 
 from __future__ import annotations
 
@@ -74,7 +76,8 @@ def test_livecc_pretrain_end_to_end(manifest, tmp_path, capsys):
 
 def test_livecc_sft_end_to_end(manifest, tmp_path):
     out = tmp_path / "sft"
-    code = main(["run", "livecc-sft", "--videos", str(manifest), "--out", str(out), "--embedded", *SHORT_CLIPS])
+    code = main(["run", "livecc-sft", "--videos", str(manifest), "--out", str(out), "--embedded", *SHORT_CLIPS,
+                 "--set", "prompt.model=embedded:smollm2-135m"])
     assert code == 0
     data = load_dataset(str(out), split="train")
     clips = [row for row in data if not row["errors"]]

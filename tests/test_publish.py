@@ -203,6 +203,20 @@ def test_card_livecc_clips_and_generic(tmp_path):
     assert card_kind(plain) == "generic" and "| videos | 1 |" in text and (out / "stats.png").exists()
 
 
+def test_card_reports_the_yield(tmp_path):
+    feats = Features({"video_id": Value("string"), "errors": F.ERRORS})
+    kept = Dataset.from_dict({"video_id": ["a", "b", "c", "c"],
+                              "errors": [[], [{"stage": "qa", "error": "no valid output"}], [], []]}, features=feats)
+    dropped = Dataset.from_dict({"video_id": ["d", "e"], "errors": [[{"stage": "translate", "error": "x"}], []]}, features=feats)
+    stats = compute_stats(kept, dropped)
+    # 5 videos in; a and c have all their rows without errors; b failed in qa, d in translate,
+    # e was dropped by a filter
+    assert (stats.videos_in, stats.videos_complete, stats.failed_per_step) == (5, 2, {"qa": 1, "translate": 1})
+    text = (publish.write_folder(kept, tmp_path / "out", dropped=dropped) / "README.md").read_text()
+    assert "| yield: videos with all items / videos in | 2 / 5 (40%) |" in text
+    assert "| failed rows per step | qa: 1, translate: 1 |" in text
+
+
 @dataclass
 class _Captioner(Stage):
     """A real (tiny) stage with a model setting and a prompt version, for the card's provenance."""
