@@ -61,12 +61,13 @@ SUMMARY = Prompt(
 
 TEMPORAL = Prompt(
     "temporal",
-    "1",
+    "2",
     _SYSTEM,
     "Numbered subtitle lines of a video:\n{lines}\n\n"
     "Pick the number of ONE line that describes a complete visual event (an action someone can see). "
     "Write a short description of that event (conclusion), a question about it, the correct answer, "
-    "and three different wrong answers.",
+    "and three different wrong answers. Write about what happens in the video: never mention "
+    "subtitles, lines or a transcript.",
 )
 
 GVQA = Prompt(

@@ -59,6 +59,12 @@ def _words(text: str) -> list[str]:
     return "".join(c if c.isalnum() or c == "'" else " " for c in text.lower()).split()
 
 
+def stop_phrase(texts: list[str], stop_words: list[str] = DEFAULT_STOP_WORDS) -> str | None:
+    """The first stop phrase in ``texts`` (what QC would drop the item for), or None. The LLM
+    stages check their outputs with it, so such an item is retried instead of dropped later."""
+    return contains_phrase(" ".join(texts), [_words(p) for p in stop_words if _words(p)])
+
+
 def contains_phrase(text: str, phrases: list[list[str]]) -> str | None:
     """The first phrase (as a word list) that occurs as whole words in ``text``."""
     words = _words(text)

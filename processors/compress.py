@@ -24,6 +24,7 @@ from datasets import Features
 from lomo_datasets import features as F
 from lomo_datasets import prompts as P
 from lomo_datasets.llm import LLMStage, Requests, TaskSpec
+from lomo_datasets.processors.aggregate import stop_phrase
 from lomo_datasets.stage import SettingError
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ def _check_temporal(obj: dict[str, Any]) -> None:
         if not obj[key].strip():
             raise ValueError(f"temporal: empty {key}")
     _distinct([obj["answer"], *obj["wrong"]], "temporal options")
+    hit = stop_phrase([obj["conclusion"], obj["question"], obj["answer"], *obj["wrong"]])
+    if hit:
+        raise ValueError(f"temporal: mentions '{hit}' (write about what happens in the video)")
     if P.TEMPORAL.copies_example({k: v for k, v in obj.items() if k != "index"}):
         raise ValueError("temporal: copied the prompt's example")
 

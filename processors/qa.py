@@ -33,6 +33,7 @@ from lomo_datasets import features as F
 from lomo_datasets import prompts as P
 from lomo_datasets.formats import TASKS  # noqa: F401  (the LoMo task list, defined once in formats)
 from lomo_datasets.llm import LLMStage, Requests, TaskSpec
+from lomo_datasets.processors.aggregate import stop_phrase
 from lomo_datasets.processors.compress import _distinct, english_segments, usable_lines
 from lomo_datasets.stage import SettingError, seeded_random
 
@@ -54,6 +55,9 @@ def _choice_task(name: str, prompt: P.Prompt, with_question: bool, max_chars: in
         if with_question and not obj["question"].strip():
             raise ValueError(f"{name}: empty question")
         _distinct([obj["answer"], *obj["wrong"]], f"{name} options")
+        hit = stop_phrase([obj.get("question", ""), obj["answer"], *obj["wrong"]])
+        if hit:  # QC would drop the item: retry instead
+            raise ValueError(f"{name}: mentions '{hit}' (write about what the video shows)")
         if prompt.copies_example(obj):
             raise ValueError(f"{name}: copied the prompt's example")
 
