@@ -199,6 +199,35 @@ class RunResult:
     dropped: Dataset | None
     work_dir: Path
     timings: dict[str, float]
+    #: Per model step: how many models each worker loaded for it (1 each when workers live
+    #: for the whole step).
+    model_loads: dict[str, list[int]] = field(default_factory=dict)
+
+
+EXECUTORS = ("local", "ray")
+
+
+def make_runner(
+    executor: str, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, ray_address: str | None = None
+) -> Any:
+    """The runner of ``executor``: ``Runner`` (this machine) or the Ray executor (a cluster),
+    both with ``run(ds, steps, shard) -> RunResult``. Checked before any work starts."""
+    if executor == "local":
+        if ray_address:
+            raise SettingError("--ray-address needs --executor ray")
+        return Runner(work_dir, num_proc=num_proc, chunk_size=chunk_size)
+    if executor == "ray":
+        from lomo_datasets.ray_executor import RayExecutor, RaySettings
+
+        return RayExecutor(work_dir, RaySettings(address=ray_address, workers=num_proc))
+    raise SettingError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
+
+
+def models_loaded() -> int:
+    """How many models this process has loaded (the contract's per-process cache)."""
+    from lomo_datasets import stage as contract
+
+    return len(contract._MODELS)
 
 
 class Runner:

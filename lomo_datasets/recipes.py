@@ -16,7 +16,7 @@ from datasets import Dataset, DatasetDict
 
 from lomo_datasets import publish
 from lomo_datasets.card import Provenance
-from lomo_datasets.pipeline import Filter, Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
+from lomo_datasets.pipeline import Filter, Recipe, build_steps, load_config, make_runner, parse_overrides, parse_shard, write_failed_report
 from lomo_datasets.stage import SettingError
 
 logger = logging.getLogger(__name__)
@@ -220,6 +220,8 @@ def run_recipe(
     push_to_hub: str | None = None,
     private: bool | None = None,
     shard: str | tuple[int, int] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> RunSummary:
     """Run recipe ``name`` over ``videos`` and write the Hub layout to ``out``.
 
@@ -229,6 +231,8 @@ def run_recipe(
     When the input lists URLs or platform ids, a ``download`` step runs first (files go to
     ``WORK/downloads``). ``shard="i/n"`` runs part i of n of the input (merge the parts with
     ``lomo-datasets merge``). Rows with errors are listed in ``OUT/failed.jsonl``.
+    ``executor="ray"`` runs the steps on Ray (``ray_address``: a cluster; default a local
+    instance) and publishes the same folder.
     """
     from lomo_datasets.processors.ingest import ingest
 
@@ -240,10 +244,10 @@ def run_recipe(
     shard_spec = parse_shard(shard)
     out = Path(out)
     work = Path(work_dir or out / ".lomo-work")
+    runner = make_runner(executor, work, num_proc=num_proc, chunk_size=chunk_size, ray_address=ray_address)
     ds = ingest(videos)
     recipe = _with_download(recipe, ds, config_dict, override_dict, work / "downloads")
     steps = build_steps(recipe, config_dict, override_dict, embedded=embedded)
-    runner = Runner(work, num_proc=num_proc, chunk_size=chunk_size)
     result = runner.run(ds, steps, shard=shard_spec)
     data = result.dataset
     splits: dict[str, Dataset] = {"train": data}
