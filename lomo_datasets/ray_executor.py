@@ -49,7 +49,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetInfo, Features, Value
 
-from lomo_datasets.pipeline import Filter, RunResult, _fingerprint_dataset, _join_dropped, models_loaded, take_shard
+from lomo_datasets.pipeline import Filter, RunResult, _fingerprint_dataset, _join_dropped, models_loaded, take_shard, threads_per_worker
 from lomo_datasets.stage import MissingDependencyError, SettingError, Stage, format_error, in_band
 
 logger = logging.getLogger(__name__)
@@ -370,7 +370,15 @@ class RayExecutor:
         # Logical CPUs per operator: every actor pool plus two tasks fit at once, else fixed
         # pools and tasks can wait for each other forever without an error.
         share = min(1.0, cpus / (len(model_stages) * s.workers + 2))
-        logger.info("ray: %d rows in %d blocks; %d model stage(s) x %d actor(s), %.2f CPU each", table.num_rows, len(blocks), len(model_stages), s.workers, share)
+        # Ray gives a worker floor(its logical CPUs) threads (here 1); an actor gets its part of
+        # the cluster's cores instead, as a local worker does (CTranslate2, torch and OpenMP
+        # read OMP_NUM_THREADS).
+        threads = threads_per_worker(max(1, len(model_stages) * s.workers), cpus)
+        actor_env = {"env_vars": {"OMP_NUM_THREADS": str(threads)}}
+        logger.info(
+            "ray: %d rows in %d blocks; %d model stage(s) x %d actor(s) of %d thread(s); %.2f logical CPU per operator",
+            table.num_rows, len(blocks), len(model_stages), s.workers, threads, share,
+        )
         data = ray.data.from_arrow(blocks)
         carried = Features(_HIDDEN)
         for index, step in enumerate(steps):
@@ -393,7 +401,8 @@ class RayExecutor:
             if modelled:
                 data = data.map_batches(
                     ActorStageOp, fn_constructor_kwargs={"op": op}, compute=ActorPoolStrategy(size=s.workers),
-                    num_gpus=s.gpus_per_actor if wants_gpu else 0, max_restarts=s.retries, max_task_retries=s.retries,
+                    num_gpus=s.gpus_per_actor if wants_gpu else 0, runtime_env=actor_env,
+                    max_restarts=s.retries, max_task_retries=s.retries,
                     **common,
                 )
             else:
