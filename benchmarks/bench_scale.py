@@ -5,7 +5,9 @@ sentence, a few seconds long) through the same steps (probe + ASR with the embed
 tiny.en, greedy) for every configuration:
 
 - ``local-1`` / ``local-2``: ``Runner`` with ``--num-proc`` 1 / 2 (CPU threads split between
-  the workers, the runner's default);
+  the workers, the runner's default; one process runs CTranslate2's default 4 threads);
+- ``local-1-1thread``: one process with one thread (``asr.cpu_threads=1``), the baseline for
+  how the step scales with processes alone;
 - ``local-2-4threads``: 2 processes that each run CTranslate2's default 4 threads (what the
   runner did before it split the threads: 8 threads on the cores that 1 process already fills);
 - ``ray-1`` / ``ray-2``: the Ray executor with 1 / 2 Whisper actors on a local Ray instance
@@ -38,6 +40,7 @@ NOUNS = ("river", "garden", "kitchen", "station", "market", "forest", "library",
 
 CONFIGS = {
     "local-1": {"executor": "local", "num_proc": 1},
+    "local-1-1thread": {"executor": "local", "num_proc": 1, "cpu_threads": 1},
     "local-2": {"executor": "local", "num_proc": 2},
     "local-2-4threads": {"executor": "local", "num_proc": 2, "cpu_threads": 4},
     "ray-1": {"executor": "ray", "num_proc": 1},
@@ -96,7 +99,7 @@ def run_one(name: str, listing: Path, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=40)
-    parser.add_argument("--configs", default="local-1,local-2,local-2-4threads,ray-1,ray-2")
+    parser.add_argument("--configs", default="local-1,local-1-1thread,local-2,local-2-4threads,ray-1,ray-2")
     parser.add_argument("--media", default=str(Path(tempfile.gettempdir()) / "lomo-bench-scale"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)

@@ -233,6 +233,11 @@ def threads_per_worker(workers: int, cpus: float | None = None) -> int:
     return max(1, int(cpus // max(1, workers)))
 
 
+def holds_model(stage: Stage) -> bool:
+    """Whether ``stage`` loads a model (it overrides the contract's ``load_model``)."""
+    return type(stage).load_model is not Stage.load_model
+
+
 def models_loaded() -> int:
     """How many models this process has loaded (the contract's per-process cache)."""
     from lomo_datasets import stage as contract
@@ -428,8 +433,9 @@ class Runner:
                 parts.append(_save(part, chunk_dir))
                 del part
                 shutil.rmtree(scratch, ignore_errors=True)
-        if pool.used:
+        if pool.used and holds_model(stage):
             self.model_loads[stage.name] = pool.loads()
+            logger.info("%s: model loads per worker: %s", stage.name, self.model_loads[stage.name])
         if reused:
             logger.info("%s: reused %d of %d finished chunks in %s", stage.name, reused, n_chunks, step_dir)
         result = concatenate_datasets(parts) if len(parts) > 1 else parts[0]

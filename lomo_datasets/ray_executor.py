@@ -49,7 +49,9 @@ from typing import Any
 
 from datasets import Dataset, DatasetInfo, Features, Value
 
-from lomo_datasets.pipeline import Filter, RunResult, _fingerprint_dataset, _join_dropped, models_loaded, take_shard, threads_per_worker
+from lomo_datasets.pipeline import (
+    Filter, RunResult, _fingerprint_dataset, _join_dropped, holds_model, models_loaded, take_shard, threads_per_worker,
+)
 from lomo_datasets.stage import MissingDependencyError, SettingError, Stage, format_error, in_band
 
 logger = logging.getLogger(__name__)
@@ -74,11 +76,6 @@ def import_ray() -> Any:
     except ImportError:
         raise MissingDependencyError(INSTALL_HINT) from None
     return ray
-
-
-def holds_model(stage: Stage) -> bool:
-    """Whether ``stage`` loads a model (it overrides the contract's ``load_model``)."""
-    return type(stage).load_model is not Stage.load_model
 
 
 @dataclass
@@ -298,9 +295,7 @@ class RayExecutor:
         ctx = DataContext.get_current()
         # One block per task output: all rows of an input row (fan-out) stay in one file.
         ctx.target_max_block_size = None
-        verbose = logger.isEnabledFor(logging.INFO)
-        ctx.enable_progress_bars = verbose
-        if not verbose:  # Ray Data logs every execution at INFO; -v shows it
+        if not logger.isEnabledFor(logging.INFO):  # Ray Data logs every execution at INFO; -v shows it
             logging.getLogger("ray.data").setLevel(logging.WARNING)
         ctx.actor_task_retry_on_errors = False  # a raising call is a row error, not a retry
         ctx.max_consecutive_actor_init_deaths = max(1, self.settings.retries)
