@@ -244,19 +244,44 @@ def filter_op(table: Any, flt: Filter, index: int) -> Any:
 
 
 def write_block(table: Any, folder: str) -> Any:
-    """Write one block to ``folder/part-<rows>.parquet`` atomically; return its name and size.
+    """Write one block to ``folder/part-<rows>-<content>.parquet`` atomically; return its name.
 
-    The name is a hash of the input rows it holds, so a retried task rewrites the same file."""
+    ``<rows>`` hashes the input rows it holds and ``<content>`` its bytes (checked when a
+    rerun reuses it). A retried task rewrites the same rows: the older file of those rows goes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows = sorted(set(table[ROW].to_pylist()))
     digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:24]
-    path = Path(folder) / f"part-{digest}.parquet"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = Path(folder) / f".part-{digest}.{os.getpid()}.tmp"
     pq.write_table(table, tmp)
+    path = Path(folder) / f"part-{digest}-{_file_digest(tmp)}.parquet"
     os.replace(tmp, path)
+    for older in Path(folder).glob(f"part-{digest}-*.parquet"):
+        if older != path:
+            older.unlink(missing_ok=True)
     return pa.table({"file": [path.name], "rows": [table.num_rows]})
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _parts(folder: Path) -> list[Path]:
+    """The part files whose bytes match the digest in their name; any other is removed (it is
+    the executor's own file, damaged after it was written), so its rows run again."""
+    good = []
+    for path in sorted(folder.glob("part-*-*.parquet")):
+        if path.stem.rsplit("-", 1)[1] == _file_digest(path):
+            good.append(path)
+        else:
+            logger.warning("work dir: %s does not match what was written; recomputing its rows", path)
+            path.unlink()
+    return good
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,7 +343,7 @@ class RayExecutor:
         for stale in folder.glob(".part-*.tmp"):  # left by a killed writer
             stale.unlink()
         started = time.perf_counter()
-        done = _rows_written(folder)
+        done = _rows_written(_parts(folder))
         todo = [i for i in range(len(ds)) if i not in done]
         if done:
             (logger.warning if todo else logger.info)(
@@ -336,9 +361,8 @@ class RayExecutor:
         elapsed = time.perf_counter() - started
         data, dropped, loads = _assemble(folder, steps, features)
         logger.info("ray: %d rows (%.1fs)", len(data), elapsed)
-        result = RunResult(data, dropped, self.work_dir, {"all steps (ray)": elapsed})
-        result.model_loads = {name: sorted(per.values()) for name, per in loads.items()}
-        return result
+        model_loads = {name: sorted(per.values()) for name, per in loads.items()}
+        return RunResult(data, dropped, self.work_dir, {"all steps (ray)": elapsed}, len(ds), model_loads)
 
     def _execute(self, ds: Dataset, steps: list, features: list[Features], todo: list[int], folder: Path) -> None:
         with warnings.catch_warnings():
@@ -419,11 +443,11 @@ def _pinned_to_cpu(stage: Stage) -> Stage:
     return stage if stage.device == "cpu" else _with_device(stage, "cpu")
 
 
-def _rows_written(folder: Path) -> set[int]:
+def _rows_written(parts: list[Path]) -> set[int]:
     import pyarrow.parquet as pq
 
     done: set[int] = set()
-    for path in sorted(folder.glob("part-*.parquet")):
+    for path in parts:
         done.update(pq.read_table(path, columns=[ROW])[ROW].to_pylist())
     return done
 
@@ -436,8 +460,7 @@ def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Data
     import pyarrow.parquet as pq
     from datasets.table import InMemoryTable
 
-    paths = sorted(folder.glob("part-*.parquet"))
-    tables = [pq.read_table(p) for p in paths]
+    tables = [pq.read_table(p) for p in _parts(folder)]
     final = features[-1]
     table = pa.concat_tables(tables, promote_options="default") if tables else None
     loads: dict[str, dict[int, int]] = {}

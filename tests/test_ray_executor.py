@@ -198,3 +198,19 @@ def test_a_killed_driver_is_resumed_without_redoing_written_rows(ray_cluster, tm
     resumed = [r.getMessage() for r in caplog.records if "already written" in r.getMessage()]
     assert resumed and resumed[0].startswith(f"ray: {before} of 16 input rows already written")
     assert resumed[0].endswith(f"running the other {16 - before}")  # nothing written is redone
+
+
+def test_a_damaged_part_file_is_found_and_its_rows_recomputed(ray_cluster, tmp_path, caplog):
+    ds = Dataset.from_dict({"video_id": list("abcdef"), "x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    steps = [ToyModelStage(scale=2.0)]
+    first = _executor(tmp_path / "work", block_rows=2).run(ds, steps)
+    parts = sorted((tmp_path / "work").glob("ray-*/part-*.parquet"))
+    assert len(parts) == 3
+    data = bytearray(parts[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF  # altered in place after it was written
+    parts[0].write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="lomo_datasets.ray_executor"):
+        again = _executor(tmp_path / "work", block_rows=2).run(ds, steps)
+    assert any("does not match what was written; recomputing its rows" in r.getMessage() for r in caplog.records)
+    assert any("4 of 6 input rows already written" in r.getMessage() for r in caplog.records)
+    assert again.dataset["y"] == first.dataset["y"] == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
