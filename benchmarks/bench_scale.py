@@ -15,8 +15,9 @@ tiny.en, greedy) for every configuration:
 
 Each configuration runs in its own process (no model or cache shared between them), one after
 the other; the table shows wall time, the ratio to ``local-1``, the seconds of the ASR step
-(local runs), the model loads per worker and the load average before and after, because the
-cores may be shared with other work. Usage::
+(local runs), the CPU seconds of all its processes (workers included; Ray's own daemons partly),
+the model loads per worker and the load average before and after, because the cores may be
+shared with other work: wall times only compare at a similar load, CPU seconds always. Usage::
 
     python benchmarks/bench_scale.py [--rows 40] [--configs local-1,local-2,ray-1,ray-2]
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -112,6 +114,7 @@ def main() -> None:
     results = []
     for name in args.configs.split(","):
         before = os.getloadavg()[0]
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as work:
             done = subprocess.run(
                 [sys.executable, __file__, "--rows", str(args.rows), "--media", args.media, "--one", name, "--work", work],
@@ -122,11 +125,13 @@ def main() -> None:
             continue
         result = json.loads(done.stdout.strip().splitlines()[-1])
         result["load"] = f"{before:.1f}->{os.getloadavg()[0]:.1f}"
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the run's processes, workers included
+        result["cpu"] = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
         results.append(result)
         print(f"{name}: {result['wall']:.1f}s", file=sys.stderr)
     base = next((r for r in results if r["config"] == "local-1"), None)
     print(f"\n{args.rows} rows, probe + ASR (embedded Whisper tiny.en, greedy), {os.cpu_count()} cores\n")
-    header = f"{'config':<18}{'rows':>5}{'wall s':>8}{'run s':>8}{'ray start s':>12}{'asr s':>7}{'x local-1 (wall/run)':>22}  {'model loads/worker':<20}{'load avg':>12}"
+    header = f"{'config':<18}{'rows':>5}{'wall s':>8}{'run s':>8}{'ray start s':>12}{'asr s':>7}{'cpu s':>7}{'x local-1 (wall/run)':>22}  {'model loads/worker':<20}{'load avg':>12}"
     print(header)
     print("-" * len(header))
     for r in results:
@@ -134,7 +139,7 @@ def main() -> None:
         asr = f"{r['asr']:.1f}" if r["asr"] is not None else "-"
         start = f"{r['ray_start']:.1f}" if r["ray_start"] else "-"
         print(
-            f"{r['config']:<18}{r['rows']:>5}{r['wall']:>8.1f}{r['run']:>8.1f}{start:>12}{asr:>7}{ratio:>22}  "
+            f"{r['config']:<18}{r['rows']:>5}{r['wall']:>8.1f}{r['run']:>8.1f}{start:>12}{asr:>7}{r['cpu']:>7.1f}{ratio:>22}  "
             f"{','.join(map(str, r['loads'])) or '-':<20}{r['load']:>12}"
         )
 

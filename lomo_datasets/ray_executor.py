@@ -309,7 +309,7 @@ class RayExecutor:
         started = time.perf_counter()
         ray.init(
             address=self.settings.address, include_dashboard=False, logging_level=logging.WARNING,
-            log_to_driver=logger.isEnabledFor(logging.INFO) or logging.getLogger().isEnabledFor(logging.WARNING),
+            log_to_driver=True,
         )
         logger.info("ray: connected in %.1fs: %s", time.perf_counter() - started, ray.cluster_resources())
         return True
