@@ -7,7 +7,7 @@ its public call ``stage(batch, rank)`` and its ``output_features(...)``.
 
 How steps map to Ray Data:
 
-- a stage that holds a model (it overrides ``load_model``) runs in a fixed pool of actors
+- a stage that holds a model (``has_model``) runs in a fixed pool of actors
   (``ActorPoolStrategy``): each actor loads the model once and keeps it for the whole run. An
   actor asks Ray for ``gpus_per_actor`` GPUs when the cluster has GPUs and the stage's device
   is not ``cpu``; Ray then sets ``CUDA_VISIBLE_DEVICES`` so the device rule gives ``cuda:0``.
@@ -21,8 +21,8 @@ How steps map to Ray Data:
 Batches are Arrow tables (``batch_format="pyarrow"``) typed by the stage's declared features,
 so nested list-of-struct columns (segments, words) survive; the numpy format loses them.
 
-Faults: a bad row is a row error (the stage's own handling, and here a batch whose call raises
-is retried row by row, so a raising stage never fails a Ray task); a worker that dies (SIGKILL,
+Faults: a bad row is a row error (the contract's own: a batch that raises runs again item by
+item), so a bad row never fails a Ray task; a worker that dies (SIGKILL,
 out of memory) is restarted and its task retried, at most ``retries`` times (Ray Data's
 defaults retry forever). Every input row carries its index through the steps; the last
 operator writes each block to one Parquet file, atomically (written aside, then renamed). A
@@ -49,10 +49,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetInfo, Features, Value
 
-from lomo_datasets.pipeline import (
-    Filter, RunResult, _fingerprint_dataset, _join_dropped, holds_model, models_loaded, take_shard, threads_per_worker,
-)
-from lomo_datasets.stage import MissingDependencyError, SettingError, Stage, format_error, in_band
+from lomo_datasets.pipeline import RunResult, _fingerprint_dataset, _join_dropped, models_loaded, take_shard, threads_per_worker
+from lomo_datasets.stage import Filter, MissingDependencyError, SettingError, Stage, in_band
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +105,6 @@ class RaySettings:
 # --------------------------------------------------------------------------------------------
 # What runs on the workers
 # --------------------------------------------------------------------------------------------
-
-
-def _empty_like(features: Features) -> dict[str, Any]:
-    from lomo_datasets import features as F
-
-    return {k: F.empty_value(f) for k, f in features.items()}
 
 
 def _to_table(columns: dict[str, list], features: Features) -> Any:
@@ -176,29 +168,10 @@ class StageOp:
         return _to_table({k: out.get(k, [None] * rows) for k in self.columns()}, self.columns())
 
     def _call(self, batch: dict[str, list], n: int) -> dict[str, list]:
-        """The stage's outputs for ``batch``; a call that raises is retried row by row so
-        that only the rows that raise fail (as row errors), never the Ray task."""
-        try:
-            return self.stage(batch, None)
-        except Exception as exc:
-            logger.warning("%s: a batch of %d rows raised (%s); retrying row by row", self.stage.name, n, format_error(exc))
-        merged: dict[str, list] = {}
-        for i in range(n):
-            row = {k: v[i : i + 1] for k, v in batch.items()}
-            try:
-                out = self.stage(row, None)
-            except Exception as exc:  # this row is bad: a row error, the rest goes on
-                out = self._error_row(row, exc)
-            for k, v in out.items():
-                merged.setdefault(k, []).extend(v)
-        return merged
-
-    def _error_row(self, row: dict[str, list], exc: Exception) -> dict[str, list]:
-        """What the contract writes for a failed row: empty outputs and one more error."""
-        logger.warning("%s: row %s failed: %s", self.stage.name, (row.get("video_id") or ["?"])[0], format_error(exc))
-        errors = list((row.get("errors") or [[]])[0] or []) + [{"stage": self.stage.name, "error": format_error(exc)}]
-        own = {k: [v] for k, v in _empty_like(self.stage.features()).items()}
-        return {**(row if self.fan_out else {}), **own, "errors": [errors]}
+        """The stage's outputs for ``batch``. The contract turns a bad row into a row error (a
+        batch that raises runs again item by item), so a Ray task fails only for what stops a
+        local run too: a model that cannot load, a missing input column, a bug in a stage."""
+        return self.stage(batch, None)
 
     def _fan_out(self, batch: dict[str, list], carried: dict[str, list], n: int) -> dict[str, list]:
         """A stage that makes any number of rows per input row. The carried columns travel
@@ -322,7 +295,8 @@ class RayExecutor:
         ctx.target_max_block_size = None
         if not logger.isEnabledFor(logging.INFO):  # Ray Data logs every execution at INFO; -v shows it
             logging.getLogger("ray.data").setLevel(logging.WARNING)
-        ctx.actor_task_retry_on_errors = False  # a raising call is a row error, not a retry
+        ctx.actor_task_retry_on_errors = False  # an error that stops a run is not retried
+        ctx.raise_original_map_exception = True  # a setting error reaches the user as itself
         ctx.max_consecutive_actor_init_deaths = max(1, self.settings.retries)
 
     # -- run -------------------------------------------------------------------------------
@@ -355,6 +329,14 @@ class RayExecutor:
             try:
                 self._context()
                 self._execute(ds, steps, features, todo, folder)
+            except self.ray.exceptions.RayTaskError as exc:
+                # what stops a local run (a model that cannot load, a missing column) stops
+                # this one with the same one-line error; anything else keeps Ray's report
+                cause = exc.cause
+                if isinstance(cause, (SettingError, MissingDependencyError)):
+                    # Ray Data appends its retry advice to the message: keep the error's line
+                    raise type(cause)(str(cause).splitlines()[0]) from None
+                raise
             finally:
                 if stop:
                     self.ray.shutdown()
@@ -381,7 +363,7 @@ class RayExecutor:
         table = ds.with_format("arrow")[:]
         table = table.append_column(ROW, pa.array(range(len(ds)), pa.int64()))
         table = table.append_column(DROPPED, pa.array([KEPT] * len(ds), pa.int32())).take(todo)
-        model_stages = [st for st in steps if isinstance(st, Stage) and holds_model(st)]
+        model_stages = [st for st in steps if isinstance(st, Stage) and st.has_model]
         block = s.block_rows or max([st.rows_per_batch for st in steps if isinstance(st, Stage)] or [8])
         blocks = [table.slice(i, block) for i in range(0, table.num_rows, block)]
         resources = self.ray.cluster_resources()
@@ -408,7 +390,7 @@ class RayExecutor:
                         num_cpus=share, max_retries=s.retries,
                     )
                 continue
-            modelled = holds_model(step)
+            modelled = step.has_model
             wants_gpu = modelled and gpus > 0 and step.device != "cpu"
             stage = step if wants_gpu or not modelled else _pinned_to_cpu(step)
             if wants_gpu and step.device != "auto":

@@ -17,7 +17,8 @@ import pytest
 from datasets import Dataset, load_dataset
 
 from lomo_datasets.pipeline import Filter, Runner
-from tests.toy_stages import ToyBatchRaises, ToyFanOut, ToyModelStage, ToySlowModel
+from lomo_datasets.stage import SettingError
+from tests.toy_stages import ToyBatchRaises, ToyFanOut, ToyMissingModel, ToyModelStage, ToySlowModel
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -132,6 +133,17 @@ def test_a_batch_that_raises_becomes_row_errors_not_a_failed_task(ray_cluster, t
     errors = {r["video_id"]: r["errors"] for r in result.dropped if r["errors"]}
     assert errors == {"c": [{"stage": "batch_raises", "error": "ValueError: a negative x in the batch"}]}
     assert sorted(result.dropped["video_id"]) == ["a", "b", "b", "c"]
+
+
+def test_a_model_that_cannot_load_stops_the_run_with_its_own_error(ray_cluster, tmp_path):
+    """As locally: a setting error in an actor is the run's error (one line in the CLI), not
+    a row error on every row and not Ray's wrapped report."""
+    ds = Dataset.from_dict({"video_id": ["a", "b"], "x": [1.0, 2.0]})
+    with pytest.raises(SettingError) as caught:
+        _executor(tmp_path / "ray").run(ds, [ToyMissingModel()])
+    assert str(caught.value) == "missing_model.path='/nonexistent/model' does not exist: give the model's folder"
+    with pytest.raises(SettingError, match="does not exist"):
+        Runner(tmp_path / "local").run(ds, [ToyMissingModel()])
 
 
 def test_a_killed_worker_is_restarted_and_no_row_is_lost_or_doubled(ray_cluster, tmp_path):

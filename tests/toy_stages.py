@@ -20,7 +20,7 @@ class ToyModelStage(Stage):
     name = "toy"
     version = "1"
     reads = ("x",)
-    uses_torch = True
+    start_method = "spawn"
     rows_per_batch = 2
 
     scale: float = 2.0
@@ -112,8 +112,8 @@ class ToySlowModel(Stage):
 
 @dataclass
 class ToyBatchRaises(Stage):
-    """A batched stage whose whole batch raises when one of its rows has x < 0 (the kind of
-    stage the executor must still turn into row errors)."""
+    """A batched stage whose whole batch raises when one of its rows has x < 0 (the contract
+    then runs the batch item by item, so only that row fails)."""
 
     name = "batch_raises"
     reads = ("x",)
@@ -122,7 +122,26 @@ class ToyBatchRaises(Stage):
     def features(self) -> Features:
         return Features({"z": Value("float64")})
 
-    def process(self, rows):
-        if any(row["x"] < 0 for row in rows):
+    def run_batch(self, items):
+        if any(item["x"] < 0 for item in items):
             raise ValueError("a negative x in the batch")
-        return [{"z": row["x"] + 1} for row in rows]
+        return [{"z": item["x"] + 1} for item in items]
+
+
+@dataclass
+class ToyMissingModel(Stage):
+    """A model stage whose model is not there: loading it is a setting error."""
+
+    name = "missing_model"
+    reads = ("x",)
+
+    path: str = "/nonexistent/model"
+
+    def features(self) -> Features:
+        return Features({"y": Value("float64")})
+
+    def load_model(self, device: str):
+        raise SettingError(f"missing_model.path={self.path!r} does not exist: give the model's folder")
+
+    def process_row(self, row):
+        return {"y": row["x"]}
