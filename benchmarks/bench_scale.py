@@ -72,7 +72,7 @@ def make_rows(folder: Path, rows: int) -> Path:
 
 def run_one(name: str, listing: Path, work: Path) -> dict:
     """One configuration in this process; returns its measurements."""
-    from lomo_datasets.pipeline import make_runner
+    from lomo_datasets.recipes import make_runner
     from lomo_datasets.processors.asr import Transcribe
     from lomo_datasets.processors.ingest import Probe, ingest
 

@@ -184,25 +184,6 @@ class RunResult:
     model_loads: dict[str, list[int]] = field(default_factory=dict)
 
 
-EXECUTORS = ("local", "ray")
-
-
-def make_runner(
-    executor: str, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, ray_address: str | None = None
-) -> Any:
-    """The runner of ``executor``: ``Runner`` (this machine) or the Ray executor (a cluster),
-    both with ``run(ds, steps, shard) -> RunResult``. Checked before any work starts."""
-    if executor == "local":
-        if ray_address:
-            raise SettingError("--ray-address needs --executor ray")
-        return Runner(work_dir, num_proc=num_proc, chunk_size=chunk_size)
-    if executor == "ray":
-        from lomo_datasets.ray_executor import RayExecutor, RaySettings
-
-        return RayExecutor(work_dir, RaySettings(address=ray_address, workers=num_proc))
-    raise SettingError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
-
-
 def threads_per_worker(workers: int, cpus: float | None = None) -> int:
     """CPU threads for each of ``workers`` processes that share ``cpus`` cores (default: this
     machine's): together they use every core once. ``OMP_NUM_THREADS``, when set, wins."""

@@ -24,7 +24,7 @@ from datasets import Dataset, DatasetDict
 from lomo_datasets import outputs
 from lomo_datasets import publish
 from lomo_datasets.card import Provenance
-from lomo_datasets.pipeline import Recipe, build_steps, load_config, make_runner, parse_overrides, parse_shard, write_failed_report
+from lomo_datasets.pipeline import Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
 from lomo_datasets.stage import Filter, SettingError
 
 logger = logging.getLogger(__name__)
@@ -173,6 +173,25 @@ def _lomo_export(data: Dataset, out: Path) -> None:
 
 
 register(_lomo_recipe())
+
+
+EXECUTORS = ("local", "ray")
+
+
+def make_runner(
+    executor: str, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, ray_address: str | None = None
+) -> Any:
+    """The runner of ``executor``: ``Runner`` (this machine) or the Ray executor (a cluster),
+    both with ``run(ds, steps, shard) -> RunResult``. Checked before any work starts."""
+    if executor == "local":
+        if ray_address:
+            raise SettingError("--ray-address needs --executor ray")
+        return Runner(work_dir, num_proc=num_proc, chunk_size=chunk_size)
+    if executor == "ray":
+        from lomo_datasets.ray_executor import RayExecutor, RaySettings
+
+        return RayExecutor(work_dir, RaySettings(address=ray_address, workers=num_proc))
+    raise SettingError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
 
 
 def get_recipe(name: str) -> Recipe:
