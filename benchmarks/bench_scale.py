@@ -15,7 +15,7 @@ tiny.en, greedy) for every configuration:
 
 Each configuration runs in its own process (no model or cache shared between them), one after
 the other; the table shows wall time, the ratio to ``local-1``, the seconds of the ASR step
-(local runs), the CPU seconds of all its processes (workers included; Ray's own daemons partly),
+(local runs), the CPU seconds of all its processes (local workers included; not measured under Ray),
 the model loads per worker and the load average before and after, because the cores may be
 shared with other work: wall times only compare at a similar load, CPU seconds always. Usage::
 
@@ -126,7 +126,9 @@ def main() -> None:
         result = json.loads(done.stdout.strip().splitlines()[-1])
         result["load"] = f"{before:.1f}->{os.getloadavg()[0]:.1f}"
         after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the run's processes, workers included
-        result["cpu"] = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+        cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+        # Ray's workers are not this process's children: their CPU time is not seen
+        result["cpu"] = None if CONFIGS[name]["executor"] == "ray" else cpu
         results.append(result)
         print(f"{name}: {result['wall']:.1f}s", file=sys.stderr)
     base = next((r for r in results if r["config"] == "local-1"), None)
@@ -138,8 +140,9 @@ def main() -> None:
         ratio = f"{r['wall'] / base['wall']:.2f} / {r['run'] / base['run']:.2f}" if base else "-"
         asr = f"{r['asr']:.1f}" if r["asr"] is not None else "-"
         start = f"{r['ray_start']:.1f}" if r["ray_start"] else "-"
+        cpu = f"{r['cpu']:.1f}" if r["cpu"] is not None else "-"
         print(
-            f"{r['config']:<18}{r['rows']:>5}{r['wall']:>8.1f}{r['run']:>8.1f}{start:>12}{asr:>7}{r['cpu']:>7.1f}{ratio:>22}  "
+            f"{r['config']:<18}{r['rows']:>5}{r['wall']:>8.1f}{r['run']:>8.1f}{start:>12}{asr:>7}{cpu:>7}{ratio:>22}  "
             f"{','.join(map(str, r['loads'])) or '-':<20}{r['load']:>12}"
         )
 
