@@ -48,9 +48,9 @@ def _band(name: str, column: str) -> Callable[..., Filter]:
 
 
 def _livecc_export(data: Dataset, out: Path) -> None:
-    from lomo_datasets.processors.conversation import export_jsonl
+    from lomo_datasets.formats.livecc import export_livecc
 
-    export_jsonl(data, out / "livecc.jsonl")
+    export_livecc(data, out)
 
 
 #: The sample videos last 10-20 s: shorter clips than LiveCC's 30-240 s, so the demo has some.
@@ -168,7 +168,7 @@ def _lomo_recipe() -> Recipe:
 
 
 def _lomo_export(data: Dataset, out: Path) -> None:
-    from lomo_datasets.processors.aggregate import export_lomo
+    from lomo_datasets.formats.lomo import export_lomo
 
     export_lomo(data, out)
 

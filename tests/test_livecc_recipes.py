@@ -11,8 +11,7 @@ import pytest
 from datasets import load_dataset
 
 from lomo_datasets.cli import main
-from lomo_datasets.formats import read_livecc_file
-from lomo_datasets.processors.conversation import read_jsonl, read_offsets, to_conversation
+from lomo_datasets.formats.livecc import read_jsonl, read_livecc_file, read_offsets, to_conversation
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +37,7 @@ def check_export(out, data):
     records = read_jsonl(jsonl)
     good = [row for row in data if not row["errors"]]
     assert records == [to_conversation(row) for row in good]
-    # The shared reader (lomo_datasets.formats, used by the builders) reads it the same way.
+    # The shared reader (lomo_datasets.formats.livecc, used by the builders) reads it the same way.
     assert read_livecc_file(jsonl, offsets="require") == records
     raw = jsonl.read_bytes()
     for offset, record in zip(read_offsets(jsonl), records):
