@@ -43,6 +43,11 @@ def check_export(out, data):
     for offset, record in zip(read_offsets(jsonl), records):
         line = raw[offset:].split(b"\n", 1)[0]
         assert json.loads(line) == record
+    # The intermediate clip records in LiveCC's shape, one per published clip.
+    with open(out / "livecc_clips.jsonl", encoding="utf-8") as fh:
+        clips = [json.loads(line) for line in fh]
+    assert [c["content"] for c in clips] == [r[1]["content"][0]["text_stream"] for r in records]
+    assert [c["video"] for c in clips] == [r[0]["content"][0]["video"] for r in records]
     return records
 
 
