@@ -31,12 +31,12 @@ def manifest(test_media, tmp_path_factory):
     return path
 
 
-def check_export(out, data):
+def check_export(out, data, video_root=None):
     """The JSONL export holds exactly the published clips, and its offsets seek to each line."""
     jsonl = out / "livecc.jsonl"
     records = read_jsonl(jsonl)
     good = [row for row in data if not row["errors"]]
-    assert records == [to_conversation(row) for row in good]
+    assert records == [to_conversation(row, video_root=video_root) for row in good]
     # The shared reader (lomo_datasets.formats.livecc, used by the builders) reads it the same way.
     assert read_livecc_file(jsonl, offsets="require") == records
     raw = jsonl.read_bytes()
@@ -76,9 +76,11 @@ def test_livecc_pretrain_end_to_end(manifest, tmp_path, capsys):
     assert records[0][1]["content"][0]["text_stream"][0][2] == clips[0]["content"][0]["word"]
 
 
-def test_livecc_sft_end_to_end(manifest, tmp_path):
+def test_livecc_sft_end_to_end(manifest, test_media, tmp_path):
     out = tmp_path / "sft"
-    code = main(["run", "livecc-sft", "--videos", str(manifest), "--out", str(out), "--embedded", *SHORT_CLIPS])
+    root = test_media.english.parent  # `video` written relative to it, so the data can move with the videos
+    code = main(["run", "livecc-sft", "--videos", str(manifest), "--out", str(out), "--embedded", *SHORT_CLIPS,
+                 "--set", f"export.video_root={root}"])
     assert code == 0
     data = load_dataset(str(out), split="train")
     clips = [row for row in data if not row["errors"]]
@@ -90,8 +92,9 @@ def test_livecc_sft_end_to_end(manifest, tmp_path):
         assert row["language"] == "en"
         assert 1.5 <= row["lm_loss"] <= 5.0
         assert row["speech_share"] is not None and row["talking_head"] <= 0.5
-    records = check_export(out, data)
+    records = check_export(out, data, video_root=root)
     assert all(r[0]["content"][1]["text"] for r in records)  # the user text is the query
+    assert {r[0]["content"][0]["video"] for r in records} <= {test_media.english.name, test_media.english2.name}
     # Dropped clips are kept aside with their reason.
     if (out / "dropped.jsonl").exists():
         reasons = {json.loads(line)["drop_reason"] for line in (out / "dropped.jsonl").read_text().splitlines()}

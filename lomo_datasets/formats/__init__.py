@@ -19,6 +19,7 @@ from lomo_datasets.formats.livecc import (
 )
 from lomo_datasets.formats.lomo import (
     ALL_TASKS,
+    EXTRA_TASKS,
     FILE_STEMS,
     LOMO_FEATURES,
     LOMO_QUESTION_FEATURES,
@@ -34,7 +35,7 @@ from lomo_datasets.formats.lomo import (
 )
 
 __all__ = [
-    "ALL_TASKS", "FILE_STEMS", "FormatError", "LIVECC_FEATURES", "LOMO_FEATURES", "LOMO_QUESTION_FEATURES",
+    "ALL_TASKS", "EXTRA_TASKS", "FILE_STEMS", "FormatError", "LIVECC_FEATURES", "LOMO_FEATURES", "LOMO_QUESTION_FEATURES",
     "QUESTION_FEATURES", "TASKS", "WINDOW_TASKS", "export_clips_jsonl", "export_jsonl", "format_resolution",
     "parse_conversation", "read_json_records", "read_livecc_file", "read_lomo_file", "read_lomo_files",
     "write_livecc_preview", "write_lomo_folder", "write_lomo_json", "write_lomo_task_files",

@@ -28,12 +28,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from datasets import Features, List, Value
 
 from lomo_datasets.formats.common import FormatError, write_json
+from lomo_datasets.stage import SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +204,22 @@ def export_livecc(data: Iterable[dict[str, Any]], out: str | os.PathLike,
         if export(rows, out / f"{name}.jsonl", video_root=video_root):
             written[name] = out / f"{name}.jsonl"
     return written
+
+
+@dataclass
+class LiveCCExport:
+    """The LiveCC recipes' export and its settings (``--set export.video_root=FOLDER``):
+    ``video_root`` writes each clip's ``video`` relative to that folder (it must exist), so the
+    files and the videos can move together; by default paths stay as the rows have them."""
+
+    video_root: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.video_root is not None and not (isinstance(self.video_root, str) and os.path.isdir(self.video_root)):
+            raise SettingError(f"export.video_root={self.video_root!r}: name an existing folder that holds the videos")
+
+    def __call__(self, data: Iterable[dict[str, Any]], out: str | os.PathLike) -> dict[str, Path]:
+        return export_livecc(data, out, video_root=self.video_root)
 
 
 def write_livecc_preview(conversations: Iterable[Any], path: str | os.PathLike) -> Path:
