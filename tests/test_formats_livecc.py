@@ -209,3 +209,21 @@ def test_clip_records_match_the_hand_written_fixture(tmp_path):
     ours = [json.loads(line) for line in (tmp_path / "clips.jsonl").read_text().splitlines()]
     fixture = [json.loads(line) for line in (LIVECC / "pretrain_clips.jsonl").read_text().splitlines()]
     assert ours == fixture
+
+
+def test_export_settings_are_checked_before_the_run(tmp_path):
+    from lomo_datasets.pipeline import build_exports, build_steps
+    from lomo_datasets.recipes import get_recipe
+    from lomo_datasets.stage import SettingError
+
+    recipe = get_recipe("livecc-pretrain")
+    assert "export" in recipe.setting_sections()
+    build_steps(recipe, None, {"export": {"video_root": str(tmp_path)}})  # a known section
+    (export,) = build_exports(recipe, None, {"export": {"video_root": str(tmp_path)}})
+    assert export.video_root == str(tmp_path) and build_exports(recipe)[0].video_root is None
+    with pytest.raises(SettingError, match=r"step 'export': .*valid settings: \['video_root'\]"):
+        build_exports(recipe, None, {"export": {"video_rot": str(tmp_path)}})
+    with pytest.raises(SettingError, match="export.video_root=.*name an existing folder"):
+        build_exports(recipe, {"export": {"video_root": str(tmp_path / "missing")}})
+    with pytest.raises(SettingError, match=r"unknown step\(s\) \['export'\] for recipe 'lomo'"):
+        build_steps(get_recipe("lomo"), None, {"export": {"video_root": str(tmp_path)}})
