@@ -85,3 +85,11 @@ def test_keep_qc_and_export(tmp_path):
     # the builders' reader takes both shapes back
     assert len(formats.read_lomo_file(tmp_path / "out" / "lomo" / "lomo.json")) == 2
     assert json.loads((tmp_path / "out" / "buckets.json").read_text()) == {"0-1min": {"videos": 2, "items": 12}}
+
+
+def test_qc_needs_no_what_and_how_in_an_item():
+    """LoMo-Pipe's QC kept only items containing both "what" and "how"; this QC has no such rule."""
+    items = [{**q, "question": q["question"].replace("What", "Which").replace("what", "which")} for q in answers("plain")]
+    assert not any("what" in q["question"].lower() or "how" in q["question"].lower() for q in items)
+    (row,) = apply_stage(qc_dataset([video("plain", items=items)]), QualityControl())
+    assert row["qc_pass"] == 1.0 and len(row["questions"]) == 6
