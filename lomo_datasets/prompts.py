@@ -126,9 +126,9 @@ def _norm(text: str) -> str:
 
 
 def format_seconds(value: float) -> str:
-    """Seconds as written in questions: one decimal, no trailing ``.0``."""
-    text = f"{value:.1f}"
-    return text[:-2] if text.endswith(".0") else text
+    """Seconds as written in questions: the number in the item's ``window`` itself (``str`` of
+    the float, as LoMo-Pipe writes it), so text and window always agree."""
+    return str(float(value))
 
 
 def digest() -> str:

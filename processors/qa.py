@@ -64,14 +64,8 @@ def _choice_task(name: str, prompt: P.Prompt, with_question: bool, max_chars: in
     return TaskSpec(name, schema, max_new_tokens=budget, check=check)
 
 
-def window_number(value: float) -> str:
-    """A window bound as question text writes it: the number in ``window`` itself (``str`` of
-    the float, as LoMo-Pipe writes it), so text and window always agree."""
-    return str(float(value))
-
-
 def window_text(start: float, end: float) -> str:
-    return f"from {window_number(start)} to {window_number(end)} seconds"
+    return f"from {P.format_seconds(start)} to {P.format_seconds(end)} seconds"
 
 
 def _distinct_other(
@@ -116,7 +110,7 @@ def build_items(
     if "VTG_MC" in extra_tasks and len(other_windows) < 3:
         raise ValueError(f"too few distinct subtitle windows ({len(lines)} lines) for VTG_MC distractors; at least 4 are needed")
 
-    s, e = window_number(start), window_number(end)
+    s, e = P.format_seconds(start), P.format_seconds(end)
     question = temporal["question"].strip()
     conclusion = temporal["conclusion"].strip()
     prefixed = P.TIME_PREFIX.format(start=s, end=e) + " " + (question[:1].lower() + question[1:])
