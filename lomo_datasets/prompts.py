@@ -97,11 +97,12 @@ GVS_QUESTIONS = (
     "Which option summarizes the video best?",
 )
 
-#: SVS questions: what happens in a window.
+#: SVS questions: what happens in a window; every template says "between START and END
+#: seconds", as LoMo-Pipe's SVS questions do.
 SVS_QUESTIONS = (
     "What happens between {start} and {end} seconds in the video?",
-    "Which event takes place from {start} seconds to {end} seconds?",
-    "What can be seen in the video between second {start} and second {end}?",
+    "Which event takes place between {start} and {end} seconds?",
+    "What can be seen in the video between {start} and {end} seconds?",
 )
 
 #: The SVQA prefix (VVQA is the same question without it).

@@ -61,6 +61,8 @@ def check_items(video_id, items, duration=DURATION, segs=None):
             assert 0 <= start < end <= duration and (start, end) in bounds
             if q["task"] != "VVQA":  # the numbers in the text are the window's own
                 assert re.findall(r"\d+(?:\.\d+)?", q["question"])[:2] == [str(start), str(end)]
+            if q["task"] == "SVS":  # LoMo-Pipe's wording
+                assert f"between {start} and {end} seconds" in q["question"]
         else:
             assert q["window"] == []
     return [q["answer"] for q in items if q["options"]]
