@@ -24,7 +24,10 @@ from datasets import Dataset, DatasetDict
 from lomo_datasets import outputs
 from lomo_datasets import publish
 from lomo_datasets.card import Provenance, yield_counts
-from lomo_datasets.pipeline import Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
+from lomo_datasets.formats.livecc import LiveCCExport
+from lomo_datasets.pipeline import (
+    Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard, write_failed_report,
+)
 from lomo_datasets.stage import Filter, SettingError
 
 logger = logging.getLogger(__name__)
@@ -44,12 +47,6 @@ def _probe_recipe() -> Recipe:
 
 
 register(_probe_recipe())
-
-def _livecc_export(data: Dataset, out: Path) -> None:
-    from lomo_datasets.processors.conversation import export_jsonl
-
-    export_jsonl(data, out / "livecc.jsonl")
-
 
 #: The sample videos last 10-20 s: shorter clips than LiveCC's 30-240 s, so the demo has some.
 _LIVECC_DEMO = {"clip": {"min_clip_sec": 3.0, "max_clip_sec": 20.0}}
@@ -89,7 +86,7 @@ def _livecc_pretrain_recipe() -> Recipe:
             "talking_head": {"method": "vlm"},
             "drop_talking_head": {"column": "talking_head", "high": 0.5},
         },
-        exports=[_livecc_export],
+        exports=[LiveCCExport],
         demo_settings=_LIVECC_DEMO,
     )
 
@@ -123,7 +120,7 @@ def _livecc_sft_recipe() -> Recipe:
             # 12-word English sentence): keep clips more likely English than not.
             "keep_language": {"low": 0.5},
         },
-        exports=[_livecc_export],
+        exports=[LiveCCExport],
         demo_settings=_LIVECC_DEMO,
     )
 
@@ -166,12 +163,31 @@ def _lomo_recipe() -> Recipe:
 
 
 def _lomo_export(data: Dataset, out: Path) -> None:
-    from lomo_datasets.processors.aggregate import export_lomo
+    from lomo_datasets.formats.lomo import export_lomo
 
     export_lomo(data, out)
 
 
 register(_lomo_recipe())
+
+
+EXECUTORS = ("local", "ray")
+
+
+def make_runner(
+    executor: str, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, ray_address: str | None = None
+) -> Any:
+    """The runner of ``executor``: ``Runner`` (this machine) or the Ray executor (a cluster),
+    both with ``run(ds, steps, shard) -> RunResult``. Checked before any work starts."""
+    if executor == "local":
+        if ray_address:
+            raise SettingError("--ray-address needs --executor ray")
+        return Runner(work_dir, num_proc=num_proc, chunk_size=chunk_size)
+    if executor == "ray":
+        from lomo_datasets.ray_executor import RayExecutor, RaySettings
+
+        return RayExecutor(work_dir, RaySettings(address=ray_address, workers=num_proc))
+    raise SettingError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
 
 
 def get_recipe(name: str) -> Recipe:
@@ -248,6 +264,8 @@ def run_recipe(
     push_to_hub: str | None = None,
     private: bool | None = None,
     shard: str | tuple[int, int] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> RunSummary:
     """Run recipe ``name`` over ``videos`` and write the Hub layout to ``out``.
 
@@ -259,7 +277,8 @@ def run_recipe(
     ``push_to_hub="org/name"`` then uploads it. When the input lists URLs or platform ids, a
     ``download`` step runs first (files go to ``WORK/downloads``). ``shard="i/n"`` runs part i
     of n of the input (merge the parts with ``lomo-datasets merge``). Rows with errors are
-    listed in ``OUT/failed.jsonl``.
+    listed in ``OUT/failed.jsonl``. ``executor="ray"`` runs the steps on Ray (``ray_address``:
+    a cluster; default a local instance) and publishes the same folder the same way.
     """
     if push_to_hub:
         publish.check_repo_id(push_to_hub)
@@ -269,6 +288,7 @@ def run_recipe(
     shard_spec = parse_shard(shard)
     out = Path(out)
     work = Path(work_dir or out / ".lomo-work")
+    runner = make_runner(executor, work, num_proc=num_proc, chunk_size=chunk_size, ray_address=ray_address)
     outputs.check_paths(out, videos, work)
     new_folders = [f for f in (out, work if work_dir else None) if f is not None and not f.exists()]
     outputs.claim(out)
@@ -276,7 +296,7 @@ def run_recipe(
         outputs.claim(work, "--work-dir")
     try:
         with outputs.Lock(out), (outputs.Lock(work, "--work-dir") if work_dir else nullcontext()):
-            recipe, steps, result = _run(recipe, videos, out, work, config_dict, override_dict, embedded, num_proc, chunk_size, shard_spec, push_to_hub)
+            recipe, steps, result = _run(recipe, videos, out, work, config_dict, override_dict, embedded, runner, shard_spec, push_to_hub)
     finally:
         for folder in new_folders:  # a run that failed before writing anything leaves no folder
             outputs.release_unused(folder)
@@ -292,14 +312,15 @@ def run_recipe(
 
 
 def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides: dict, embedded: bool,
-         num_proc: int, chunk_size: int, shard, repo_id: str | None):
+         runner: Any, shard, repo_id: str | None):
     """Ingest, run every step, publish ``out`` in one swap (the caller holds the locks)."""
     from lomo_datasets.processors.ingest import ingest
 
     ds = ingest(videos)
     recipe = _with_download(recipe, ds, config, overrides, work / "downloads")
     steps = build_steps(recipe, config, overrides, embedded=embedded)
-    result = Runner(work, num_proc=num_proc, chunk_size=chunk_size).run(ds, steps, shard=shard)
+    exports = build_exports(recipe, config, overrides)
+    result = runner.run(ds, steps, shard=shard)
     data = result.dataset
 
     def write(folder: Path) -> None:
@@ -310,7 +331,7 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
         if result.dropped is not None and len(result.dropped):
             result.dropped.to_json(str(folder / "dropped.jsonl"), force_ascii=False)
         write_failed_report(folder / "failed.jsonl", data, result.dropped)
-        for export in recipe.exports:
+        for export in exports:
             export(data, folder)
 
     outputs.publish(out, write)

@@ -73,8 +73,21 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     check_items("cooking_zh", zh["questions"], duration=zh["duration"], segs=zh["segments_en"])
     assert (out / "failed.jsonl").read_text() == ""
 
+    # LoMo-Pipe's files: the video's file name, <stem>_01 in every task, SVS_format.json, VTG windows
     videos = json.loads((out / "lomo" / "lomo.json").read_text())
-    assert [v["video_id"] for v in videos] == ["cooking_pasta", "cooking_zh"] and all(len(v["questions"]) == 6 for v in videos)
-    for task in ("GVQA", "GVS", "SVS", "SVQA", "VVQA", "VTG"):
-        items = json.loads((out / "lomo" / f"{task}.json").read_text())
-        assert [i["task"] for i in items] == [task, task]
+    names = ["cooking_pasta.mp4", "cooking_zh.mp4"]
+    assert [v["video_id"] for v in videos] == names and all(len(v["questions"]) == 6 for v in videos)
+    assert [q["task"] for q in videos[0]["questions"]] == [formats.FILE_STEMS[t] for t in formats.TASKS]
+    for task in formats.TASKS:
+        files = json.loads((out / "lomo" / f"{formats.FILE_STEMS[task]}.json").read_text())
+        assert [v["video_id"] for v in files] == names and all(v["resolution"] == "[240, 320]" for v in files)
+        for name, video in zip(names, files):
+            (item,) = video["relevant_windows" if task == "VTG" else "questions"]
+            assert item.get("question_id", item.get("window_id")) == name.removesuffix(".mp4") + "_01"
+            if task == "VTG":
+                assert set(item) == {"window_id", "window", "descriptions"} and item["descriptions"]
+            elif task in ("SVS", "SVQA"):  # the numbers in the text are the window's own
+                assert re.findall(r"\d+(?:\.\d+)?", item["question"])[:2] == [str(v) for v in item["window"]]
+    assert (out / "lomo" / "metadata.csv").read_text().splitlines()[0] == "video_id,duration,resolution"
+    back = formats.read_lomo_files(sorted(str(p) for p in (out / "lomo").iterdir()))
+    assert [q["task"] for q in back[0]["questions"]] == list(formats.TASKS)
