@@ -132,8 +132,10 @@ def validate_json(obj: Any, schema: dict[str, Any]) -> None:
             bound = "at most" if exc.validator == "maxLength" else "at least"
             raise ValueError(f"schema: {where}: {len(exc.instance)} characters, {bound} {exc.validator_value} allowed") from None
         if exc.validator in ("maxItems", "minItems") and isinstance(exc.instance, list):
-            bound = "at most" if exc.validator == "maxItems" else "at least"
-            raise ValueError(f"schema: {where}: {len(exc.instance)} items, {bound} {exc.validator_value} allowed") from None
+            sub = exc.schema if isinstance(exc.schema, dict) else {}
+            exact = sub.get("minItems") == sub.get("maxItems")
+            bound = "exactly" if exact else "at most" if exc.validator == "maxItems" else "at least"
+            raise ValueError(f"schema: {where}: {len(exc.instance)} items, {bound} {exc.validator_value} wanted") from None
         raise ValueError(f"schema: {where}: {exc.message[:200]}") from None
 
 

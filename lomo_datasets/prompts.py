@@ -61,13 +61,12 @@ SUMMARY = Prompt(
 
 TEMPORAL = Prompt(
     "temporal",
-    "2",
+    "1",
     _SYSTEM,
     "Numbered subtitle lines of a video:\n{lines}\n\n"
     "Pick the number of ONE line that describes a complete visual event (an action someone can see). "
     "Write a short description of that event (conclusion), a question about it, the correct answer, "
-    "and three different wrong answers. Write about what happens in the video: never mention "
-    "subtitles, lines or a transcript.",
+    "and three different wrong answers.",
 )
 
 GVQA = Prompt(
