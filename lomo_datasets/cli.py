@@ -45,6 +45,20 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("recipes", help="list recipes and their steps")
 
+    aud = sub.add_parser("audit", help="QA quality audit of a LoMo dataset folder: writes OUT/audit.md and OUT/audit.json")
+    aud.add_argument("folder", help="folder written by `run lomo` (data/*.parquet)")
+    aud.add_argument("--embedded", action="store_true", help="the embedded chat model answers blind (offline)")
+    aud.add_argument("--llm", dest="llm", action="append", default=[], metavar="SETTING=VALUE",
+                     help="blind answerer setting, e.g. --llm backend=openai --llm base_url=http://127.0.0.1:8000/v1 --llm model=NAME")
+    aud.add_argument("--no-blind", action="store_true", help="skip the blind answerer (no LLM)")
+
+    view = sub.add_parser("view", help="write a review page (OUT/review.html, offline) of a LoMo or LiveCC folder")
+    view.add_argument("folder", help="folder written by `run` (data/*.parquet)")
+    view.add_argument("--html", help="where to write the page (default FOLDER/review.html)")
+    view.add_argument("--per-page", type=int, default=20, help="videos or clips per page")
+    view.add_argument("--serve", action="store_true", help="serve the page and its videos on 127.0.0.1 until Ctrl-C")
+    view.add_argument("--port", type=int, default=0, help="with --serve: the port (default: a free one)")
+
     sample = sub.add_parser("sample", help="write the sample videos (synthetic frames + espeak-ng speech)")
     sample.add_argument("folder")
 
@@ -92,6 +106,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         for name, recipe in sorted(recipes.RECIPES.items()):
             print(f"{name}: {recipe.description}\n  steps: {' -> '.join(recipe.step_names())}")
         return 0
+    if args.command == "audit":
+        return _audit(args)
+    if args.command == "view":
+        return _view(args)
     if args.command == "sample":
         from lomo_datasets.samples import make_samples
 
@@ -138,6 +156,45 @@ def _dispatch(args: argparse.Namespace) -> int:
         shard=args.shard,
     )
     _print_summary(summary)
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from lomo_datasets import audit
+
+    generate, model = None, None
+    if not args.no_blind:
+        import yaml
+
+        values = {}
+        for item in args.llm:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise SettingError(f"--llm {item!r}: use SETTING=VALUE, e.g. --llm model=Qwen/Qwen2.5-7B-Instruct")
+            values[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        settings = audit.blind_settings(values, embedded=args.embedded)
+        generate, model = audit.llm_answerer(settings), f"{settings.backend}:{settings.model}"
+    report = audit.audit_folder(args.folder, generate, blind_model=model)
+    json_path, md_path = audit.write_report(report, args.folder)
+    print(audit.audit_table(report))
+    print(f"flagged items: {len(report.flags_by_item())}; details in {md_path} and {json_path}")
+    return 0
+
+
+def _view(args: argparse.Namespace) -> int:
+    from lomo_datasets import view
+
+    if args.serve:
+        server = view.ReviewServer(args.folder, port=args.port, per_page=args.per_page)
+        print(f"review page: {server.url} (Ctrl-C stops)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.close()
+        return 0
+    print(f"review page: {view.write_page(args.folder, args.html, per_page=args.per_page)}")
     return 0
 
 
