@@ -387,6 +387,7 @@ def page_html(kind: str, records: list[dict], title: str, per_page: int = 20, re
 <meta charset="utf-8">
 <meta name="generator" content="{GENERATOR}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>{html.escape(title)}</title>
 <style>{_CSS}</style>
 </head>

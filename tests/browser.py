@@ -60,6 +60,14 @@ def console_errors(log: str) -> list[str]:
     return [line for line in log.splitlines() if "CONSOLE" in line and ("Uncaught" in line or ":ERROR:" in line)]
 
 
+def _high(fd: int) -> int:
+    import fcntl
+
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return high
+
+
 class Browser:
     """One headless Chromium driven over ``--remote-debugging-pipe``."""
 
@@ -68,10 +76,12 @@ class Browser:
         self.profile = tempfile.mkdtemp(prefix="lomo-chromium-")
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
+        # Above fd 4, so that putting them on fds 3 and 4 cannot clobber one with the other.
+        to_chrome_r, from_chrome_w = (_high(fd) for fd in (to_chrome_r, from_chrome_w))
         cmd = " ".join([chromium(), *FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-pipe", "about:blank"])
         # The shell puts the pipe ends on fds 3 (chromium reads) and 4 (chromium writes).
         self.proc = subprocess.Popen(
-            ["sh", "-c", f"exec {cmd} 3<&{to_chrome_r} 4>&{from_chrome_w}"],
+            ["bash", "-c", f"exec {cmd} 3<&{to_chrome_r} 4>&{from_chrome_w}"],
             pass_fds=(to_chrome_r, from_chrome_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         os.close(to_chrome_r)
