@@ -678,6 +678,49 @@ def audit_markdown(report: AuditReport, max_listed: int = 50) -> str:
 # --------------------------------------------------------------------------------------------
 
 _COLUMNS = ("video_id", "video", "duration", "questions", "segments", "segments_en")
+#: The columns ``report_from_rows`` reads (``blind_answers``: the blind step's picks).
+ROW_COLUMNS = (*_COLUMNS, "blind_answers")
+
+
+def answers_from_rows(rows: Sequence[dict[str, Any]]) -> dict[str, str | None] | None:
+    """The ``blind_answers`` column as ``question_id -> letter`` (None: the column is absent)."""
+    if not any("blind_answers" in row for row in rows):
+        return None
+    answers: dict[str, str | None] = {}
+    for row in rows:
+        for entry in row.get("blind_answers") or []:
+            answers[str(entry.get("question_id"))] = (entry.get("answer") or None)
+    return answers
+
+
+def report_from_rows(rows: Sequence[dict[str, Any]], blind_model: str | None = None) -> AuditReport:
+    """The audit of published rows, with the blind picks of their ``blind_answers`` column."""
+    return audit([Video.from_row(r) for r in rows], answers_from_rows(rows), blind_model=blind_model)
+
+
+def flag_column(videos: Sequence[Video], report: AuditReport) -> list[list[dict[str, str]]]:
+    """Per video, its items' flags (the ``audit_flags`` column, features.AUDIT_FLAGS)."""
+    by_item = report.flags_by_item()
+    return [
+        [dataclasses.asdict(f) for q in v.questions for f in by_item.get(str(q.get("question_id")), [])]
+        for v in videos
+    ]
+
+
+def card_summary(report: AuditReport) -> dict[str, Any]:
+    """What the dataset card shows: the table, counts, the blind accuracy per task (the plot)."""
+    blind = {
+        task: {k: getattr(fig.blind, k) for k in ("accuracy", "ci_low", "ci_high", "chance", "answered")}
+        for task, fig in report.tasks.items() if fig.blind is not None and fig.blind.answered
+    }
+    return {
+        "table": audit_table(report),
+        "questions": report.overall.items,
+        "flagged_items": report.overall.flagged_items,
+        "reasons": dict(Counter(f.reason for f in report.flags).most_common()),
+        "blind": blind,
+        "link": AUDIT_MD,
+    }
 
 
 def read_rows(folder: str | os.PathLike, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:

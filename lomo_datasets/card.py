@@ -157,14 +157,23 @@ class Stats:
     rows_with_errors: int
     errors_per_stage: dict[str, int]
     durations: list[float] = field(default_factory=list, repr=False)
+    #: QA data: the audit's summary for the card (``audit.card_summary``), else None
+    audit: dict[str, Any] | None = None
+    #: QA data: the full ``audit.AuditReport`` (``write_folder`` writes it as audit.md / .json)
+    audit_report: Any = field(default=None, repr=False)
 
     @property
     def total_rows(self) -> int:
         return sum(self.rows.values())
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        report, self.audit_report = self.audit_report, None
+        try:
+            data = dataclasses.asdict(self)
+        finally:
+            self.audit_report = report
         data.pop("durations")
+        data.pop("audit_report")
         data["total_rows"] = self.total_rows
         return data
 
@@ -231,6 +240,7 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
             lengths = pc.list_value_length(table.column("errors").combine_chunks())
             failed += int(pc.sum(pc.greater(pc.fill_null(lengths, 0), 0)).as_py() or 0)
             errors.update(str(stage or "unknown") for stage in _nested_values(table, "errors", "stage"))
+    report = _audit(dsd) if tasks else None
     dropped_reasons: Counter = Counter()
     if dropped is not None and len(dropped):
         reasons = _pylist(_table(dropped), "drop_reason") or ["unknown"] * len(dropped)
@@ -246,7 +256,26 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
         rows_with_errors=failed,
         errors_per_stage=dict(errors.most_common()),
         durations=clip_lengths if is_clips else list(video_seconds.values()),
+        audit=_audit_summary(report) if report is not None else None,
+        audit_report=report,
     )
+
+
+def _audit(dsd: DatasetDict):
+    """The QA audit of every split's rows (questions, windows, the blind step's picks)."""
+    from lomo_datasets import audit
+
+    rows: list[dict] = []
+    for ds in dsd.values():
+        table = _table(ds)
+        rows.extend(table.select([c for c in audit.ROW_COLUMNS if c in table.column_names]).to_pylist())
+    return audit.report_from_rows(rows)
+
+
+def _audit_summary(report) -> dict[str, Any]:
+    from lomo_datasets import audit
+
+    return audit.card_summary(report)
 
 
 def _number(value: Any) -> float | None:
@@ -274,7 +303,9 @@ def plot_stats(stats: Stats, path: str | Path, title: str = "") -> Path | None:
         logger.warning("no stats plot: matplotlib is missing (pip install 'lomo-datasets[publish]')")
         return None
     counts, count_title = _count_panel(stats)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80)
+    blind = (stats.audit or {}).get("blind") or {}
+    fig, axes = plt.subplots(1, 3 if blind else 2, figsize=(15 if blind else 10, 3.6), dpi=80)
+    left, right = axes[0], axes[1]
     durations = [d for d in stats.durations if d is not None]
     if durations:
         left.hist(durations, bins=min(30, max(5, len(durations))), color="#4C72B0")
@@ -290,6 +321,8 @@ def plot_stats(stats: Stats, path: str | Path, title: str = "") -> Path | None:
     else:
         right.text(0.5, 0.5, "nothing to count", ha="center", va="center", transform=right.transAxes)
     right.set_title(count_title)
+    if blind:
+        _blind_panel(axes[2], blind)
     if title:
         fig.suptitle(redact(title))
     fig.tight_layout()
@@ -297,6 +330,23 @@ def plot_stats(stats: Stats, path: str | Path, title: str = "") -> Path | None:
     fig.savefig(path, format="png", metadata={"Software": "lomo-datasets"})
     plt.close(fig)
     return path
+
+
+def _blind_panel(ax, blind: dict[str, dict[str, Any]]) -> None:
+    """Blind accuracy per task with its 95% interval, against the chance level."""
+    names = list(blind)
+    acc = [100 * blind[n]["accuracy"] for n in names]
+    low = [a - 100 * blind[n]["ci_low"] for a, n in zip(acc, names)]
+    high = [100 * blind[n]["ci_high"] - a for a, n in zip(acc, names)]
+    colors = ["#C44E52" if blind[n]["ci_low"] > blind[n]["chance"] else "#8172B2" for n in names]
+    ax.barh(names, acc, xerr=[low, high], color=colors, capsize=3)
+    chance = 100 * blind[names[0]]["chance"]
+    ax.axvline(chance, color="#333333", linestyle="--", linewidth=1, label=f"chance {chance:.0f}%")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.invert_yaxis()
+    ax.set_xlabel("% answered right without the video")
+    ax.set_title("blind answerability per task (95% CI)")
 
 
 def _count_panel(stats: Stats) -> tuple[dict[str, int], str]:

@@ -38,7 +38,7 @@ DEFAULT_SHARD_BYTES = 500 * 1024 * 1024
 #: re-renders of the card can say it again; read it with ``read_provenance``.
 PROVENANCE_FILE = ".lomo-provenance.json"
 #: The files of a dataset folder that are published (work dirs, dropped rows stay local).
-PUBLISHED_PATTERNS = ["README.md", PLOT_NAME, "data/*.parquet"]
+PUBLISHED_PATTERNS = ["README.md", PLOT_NAME, "data/*.parquet", "audit.md"]
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -120,6 +120,10 @@ def write_folder(
         plot_path = plot_stats(stats, out / PLOT_NAME, title=pretty_name or (provenance.recipe if provenance else ""))
     if plot_path is None:
         (out / PLOT_NAME).unlink(missing_ok=True)
+    if stats.audit_report is not None:  # QA data: the audit table the card links
+        from lomo_datasets.audit import write_report
+
+        write_report(stats.audit_report, out)
     text = _render_card(
         dsd,
         card_header(dsd, header),

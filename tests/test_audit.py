@@ -318,3 +318,40 @@ def test_cli_audit_bad_input_is_one_line(tmp_path):
     folder = write_folder(tmp_path / "bench", folder_rows())
     res = cli("audit", str(folder), "--llm", "modle=x", check=False)
     assert res.returncode == 2 and "unknown setting(s) modle" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# The card of a QA dataset
+# --------------------------------------------------------------------------------------------
+
+
+def test_card_shows_the_audit_links_the_table_and_plots_blind_accuracy(tmp_path):
+    from datasets import DatasetDict
+    from PIL import Image
+
+    from lomo_datasets.publish import PUBLISHED_PATTERNS, write_folder as publish_folder
+
+    rows = folder_rows()
+    leaky = [item(f"v{i}_01", "GVQA", f"Which tool, a hammer number {i}, drives the nail?",
+                  ["a spoon", "a hammer", "a towel", "a pillow"], "B") for i in range(3, 13)]
+    rows += [{"video_id": q["question_id"][:-3], "video": "x.mp4", "duration": 12.0, "segments": [], "questions": [q]} for q in leaky]
+    picks = {"v1_01": "B", "v1_02": "A", "v1_03": "", "v2_01": "A", **{q["question_id"]: "B" for q in leaky}}
+    for row in rows:
+        row["blind_answers"] = [{"question_id": q["question_id"], "answer": picks[q["question_id"]]} for q in row["questions"]]
+    features = F.merge(
+        {"video_id": F.Value("string"), "video": F.Value("string"), "duration": F.Value("float64")},
+        {"segments": F.SEGMENTS, "questions": F.QUESTIONS, "blind_answers": F.BLIND_ANSWERS},
+    )
+    out = publish_folder(DatasetDict({"train": Dataset.from_list(rows, features=features)}), tmp_path / "bench")
+    card = (out / "README.md").read_text()
+    section = card.split("## Quality audit")[1].split("##")[0]
+    assert "| GVQA | 11 | 100% [74%, 100%] of 11 ▲ |" in section  # 11 leaky GVQA items, all answered blind
+    assert "| SVS | 2 | 0% [0%, 79%] of 1 |" in section  # v1_03 got no answer: not counted
+    assert "[audit.md](audit.md)" in section and "12 of 14 questions are flagged by the audit (blind_answerable: 11," in section
+    md = (out / "audit.md").read_text()
+    assert md.startswith("<!-- written by lomo-datasets audit -->") and "| `v2_01` | window_off_subtitles" in md
+    assert "audit.md" in PUBLISHED_PATTERNS
+    plot = Image.open(out / "stats.png")
+    assert plot.size == (1200, 288)  # three panels: durations, questions per task, blind accuracy
+    if os.environ.get("LOMO_TEST_SCREENSHOTS"):
+        plot.save(Path(os.environ["LOMO_TEST_SCREENSHOTS"]) / "stats-audit.png")
