@@ -243,13 +243,27 @@ def answer_in_question(item: Item, min_words: int = 3) -> bool:
     return not any(f" {text} " in question for k, text in options.items() if k != answer_letter(item) and text)
 
 
+def _similar(a: str, b: str, ratio: float, counts: dict[str, Counter]) -> bool:
+    """``difflib`` ratio >= ``ratio``, after its cheap upper bounds (lengths, shared letters):
+    most pairs of options are far apart."""
+    total = len(a) + len(b)
+    if not total or 2 * min(len(a), len(b)) < ratio * total:
+        return False
+    ca = counts.setdefault(a, Counter(a))
+    cb = counts.setdefault(b, Counter(b))
+    if 2 * sum((ca & cb).values()) < ratio * total:
+        return False
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= ratio
+
+
 def near_duplicate_options(item: Item, ratio: float = DUPLICATE_RATIO) -> list[tuple[str, str]]:
     """Pairs of letters whose options are the same after normalising or similar at ``ratio``."""
     options = [(letter, _norm(text)) for letter, text in parse_options(item).items()]
+    counts: dict[str, Counter] = {}
     pairs = []
     for i, (a, text_a) in enumerate(options):
         for b, text_b in options[i + 1 :]:
-            if text_a == text_b or difflib.SequenceMatcher(None, text_a, text_b).ratio() >= ratio:
+            if text_a == text_b or _similar(text_a, text_b, ratio, counts):
                 pairs.append((a, b))
     return pairs
 
