@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 from lomo_datasets.stage import (  # noqa: E402
+    Filter,
     MissingDependencyError,
     SettingError,
     Stage,
@@ -20,6 +21,7 @@ from lomo_datasets.stage import (  # noqa: E402
 
 __all__ = [
     "__version__",
+    "Filter",
     "MissingDependencyError",
     "SettingError",
     "Stage",

@@ -411,7 +411,7 @@ def blind_messages(item: Item) -> list[dict[str, str]]:
 
 
 def blind_task(letters: Sequence[str]) -> Any:
-    from lomo_datasets.llm import TaskSpec
+    from lomo_datasets.llm_backends import TaskSpec
 
     schema = {
         "type": "object",
@@ -425,7 +425,8 @@ def blind_task(letters: Sequence[str]) -> Any:
 def blind_settings(values: dict[str, Any] | None = None, embedded: bool = False) -> Any:
     """``LLMSettings`` for the blind answerer from ``{setting: value}`` (``--llm KEY=VALUE``);
     ``embedded`` makes the embedded chat model the default model. Unknown names fail at once."""
-    from lomo_datasets.llm import LLMSettings, LLMStage
+    from lomo_datasets.llm import LLMStage
+    from lomo_datasets.llm_backends import LLMSettings
 
     values = dict(values or {})
     names = [f.name for f in dataclasses.fields(LLMSettings)]
@@ -444,7 +445,7 @@ def llm_answerer(settings: Any, device: str | None = None) -> JsonGenerator:
     ``device`` (default: the package's device rule for one process).
 
     The one place the audit touches the LLM layer."""
-    from lomo_datasets.llm import make_backend
+    from lomo_datasets.llm_backends import make_backend
     from lomo_datasets.stage import resolve_device
 
     return make_backend(settings, device or resolve_device(0)).generate_json
@@ -710,6 +711,14 @@ def answers_from_rows(rows: Sequence[dict[str, Any]]) -> dict[str, str | None] |
 def report_from_rows(rows: Sequence[dict[str, Any]], blind_model: str | None = None) -> AuditReport:
     """The audit of published rows, with the blind picks of their ``blind_answers`` column."""
     return audit([Video.from_row(r) for r in rows], answers_from_rows(rows), blind_model=blind_model)
+
+
+def blind_model(provenance: Any) -> str | None:
+    """``backend:model`` of the recipe's ``blind`` step (from a card ``Provenance``), or None."""
+    for step in getattr(provenance, "steps", None) or []:
+        if step.name == "blind" and step.settings.get("enabled", True):
+            return f"{step.settings.get('backend', '?')}:{step.settings.get('model', '?')}"
+    return None
 
 
 def flag_column(videos: Sequence[Video], report: AuditReport) -> list[list[dict[str, str]]]:

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 from datasets import Dataset, DatasetDict
 
 from lomo_datasets.redact import redact
+from lomo_datasets.stage import Filter
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +71,6 @@ class StepInfo:
             value = getattr(step, attr, None)
             if isinstance(value, (str, int)) and attr.lower() not in prompts:
                 prompts[attr.lower()] = str(value)
-        from lomo_datasets.pipeline import Filter
-
         is_filter = isinstance(step, Filter)
         return cls(
             name=str(getattr(step, "name", type(step).__name__)),

@@ -97,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     except PublishError as exc:
         print(f"lomo-datasets: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # disk full, permissions: the output folder keeps its previous contents
+        if args.verbose:
+            logging.getLogger(__name__).exception("failed")
+        where = f" (the previous contents of {args.out} are unchanged)" if getattr(args, "out", None) else ""
+        print(f"lomo-datasets: error: {exc}{where}; fix the cause and run again", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -129,16 +135,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"load it with: datasets.load_dataset({str(out)!r})")
         return 0
     if args.command == "demo":
+        from lomo_datasets import outputs
         from lomo_datasets.samples import make_samples
 
-        out = Path(args.out)
-        make_samples(out / "videos")
+        out = outputs.claim(Path(args.out))
+        with outputs.Lock(out, "--out"):
+            make_samples(out / "videos")
         summary = recipes.run_recipe(
             args.recipe, out / "videos" / "manifest.jsonl", out / "dataset", num_proc=args.num_proc, embedded=True,
             overrides=recipes.get_recipe(args.recipe).demo_settings,
         )
-        _print_summary(summary)
-        return 0
+        return _print_summary(summary)
     if args.shard and args.shard[1] > 1 and args.push_to_hub:
         raise SettingError("--push-to-hub with --shard: run every shard, `lomo-datasets merge` them, then publish the merged folder")
     summary = recipes.run_recipe(
@@ -155,8 +162,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         private=args.private or None,
         shard=args.shard,
     )
-    _print_summary(summary)
-    return 0
+    return _print_summary(summary)
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -198,10 +204,15 @@ def _view(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary) -> int:
+    """Print the run summary; the exit status is 1 when no row survived."""
     for line in summary.lines():
         print(line)
-    print(f"load it with: datasets.load_dataset({str(summary.out)!r})")
+    print(summary.load_hint())
+    if summary.empty:
+        print(f"lomo-datasets: error: no row survived out of {summary.inputs} inputs; see the causes above", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

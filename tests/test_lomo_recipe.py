@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from lomo_datasets import cli, formats
+from lomo_datasets import cli, formats, outputs
 from lomo_datasets.recipes import get_recipe
 from lomo_datasets.samples import SAMPLES, make_speech_video
 from tests.processors.test_qa import check_items
@@ -41,6 +41,7 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path):
     argv = ["run", "lomo", "--videos", str(lomo_videos), "--out", str(out), "--embedded"]
     for item in demo_sets():
         argv += ["--set", item]
+    argv += ["--set", "blind.model=embedded:smollm2-135m"]  # the fast embedded model answers blind
     assert cli.main(argv) == 0
 
     ds = datasets.load_dataset(str(out), split="train")
@@ -62,3 +63,19 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path):
     for task in ("GVQA", "GVS", "SVS", "SVQA", "VVQA", "VTG"):
         items = json.loads((out / "lomo" / f"{task}.json").read_text())
         assert [i["task"] for i in items] == [task]
+
+    # The QA audit: the blind step's pick for every item, the flags column, audit.md/json and
+    # the card's section, all from the same picks.
+    picks = {a["question_id"]: a["answer"] for a in row["blind_answers"]}
+    assert set(picks) == {q["question_id"] for q in row["questions"]} and set(picks.values()) <= set("ABCD")
+    right = sorted(q["question_id"] for q in row["questions"] if picks[q["question_id"]] == q["answer"])
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["blind_model"] == "transformers:embedded:smollm2-135m"
+    assert audit["tasks"]["all"]["blind"]["correct_ids"] == right
+    assert {(f["question_id"], f["reason"]) for f in row["audit_flags"]} <= {(f["question_id"], f["reason"]) for f in audit["flags"]}
+    assert sorted(f["question_id"] for f in row["audit_flags"] if f["reason"] == "blind_answerable") == right
+    card = (out / "README.md").read_text()
+    section = card.split("## Quality audit")[1]
+    assert f"| **all** | 6 | {100 * len(right) / 6:.0f}% [" in section and "[audit.md](audit.md)" in section
+    assert (out / "audit.md").read_text().startswith("<!-- written by lomo-datasets audit -->")
+    assert "audit.md" in outputs.read_marker(out)["files"]
