@@ -482,6 +482,9 @@ class BlindFigure:
     ci_high: float
     chance: float
     correct_ids: list[str] = field(default_factory=list)
+    #: the blind answerer's picks per letter (a model that favours a letter scores the share of
+    #: correct answers with that letter: read the accuracy beside the letter balance)
+    picks: dict[str, int] = field(default_factory=dict)
 
     @property
     def above_chance(self) -> bool:
@@ -498,6 +501,7 @@ def blind_figure(items: Sequence[Item], answers: dict[str, str | None]) -> Blind
         asked=len(asked), answered=len(answered), correct=len(right),
         accuracy=len(right) / len(answered) if answered else None, ci_low=low, ci_high=high, chance=chance,
         correct_ids=[str(i.get("question_id")) for i in right],
+        picks=dict(sorted(Counter(str(answers[str(i.get("question_id"))]) for i in answered).items())),
     )
 
 
@@ -666,6 +670,9 @@ def audit_markdown(report: AuditReport, max_listed: int = 50) -> str:
         "Answer longest: share of items whose correct option is the longest (chance 25%). "
         "Letter balance p: chi-square test that every letter is equally likely (small p: unbalanced).",
         "",
+        *([f"Blind picks per letter: {' '.join(f'{k}{v}' for k, v in report.overall.blind.picks.items())} "
+           "(a model that favours one letter scores the share of correct answers with that letter; "
+           "read blind accuracy beside the letters column).", ""] if report.overall.blind and report.overall.blind.picks else []),
         "## Coverage",
         "",
         f"Videos: {report.coverage['videos']}.",

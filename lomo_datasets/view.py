@@ -174,6 +174,7 @@ nav.controls { display: flex; gap: 12px; align-items: center; flex-wrap: wrap; b
 .controls input[type=search] { padding: 3px 8px; border: 1px solid var(--line); border-radius: 4px; width: 220px; }
 main { padding: 16px 20px; display: grid; gap: 16px; }
 .card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 14px; display: grid; grid-template-columns: minmax(280px, 420px) 1fr; gap: 16px; }
+.card > div:first-child { position: sticky; top: 52px; align-self: start; }
 .card h2 { font-size: 15px; margin: 0 0 6px; word-break: break-all; }
 .card .meta { color: var(--muted); font-size: 12px; margin-bottom: 6px; }
 video { width: 100%; background: #000; border-radius: 4px; aspect-ratio: 16 / 9; }
