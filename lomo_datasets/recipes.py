@@ -200,6 +200,8 @@ class RunSummary:
     inputs: int = 0
     #: (cause, rows) for the commonest errors and filter drops, most frequent first
     causes: list[tuple[str, int]] = field(default_factory=list)
+    #: QA data: one line on the audit (flagged questions, blind accuracy), from OUT/audit.json
+    audit: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -220,6 +222,8 @@ class RunSummary:
             ]
             if self.dropped:
                 lines.append(f"rows dropped by filters: {self.dropped}")
+        if self.audit:
+            lines.append(self.audit)
         lines.append("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
         if self.pushed:
             lines.append(f"pushed: {self.pushed}")
@@ -278,6 +282,7 @@ def run_recipe(
             outputs.release_unused(folder)
     data = result.dataset
     summary = _summarize(recipe.name, out, data, result)
+    summary.audit = audit_line(out)
     if summary.failed:
         logger.warning("%d rows failed; their errors are listed in %s", summary.failed, out / "failed.jsonl")
     if summary.empty:
@@ -311,6 +316,22 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
 
     outputs.publish(out, write)
     return recipe, steps, result
+
+
+def audit_line(out: Path) -> str | None:
+    """``audit: 9 of 12 questions flagged, blind accuracy 42% [19%, 68%] (chance 25%); see OUT/audit.md``."""
+    from lomo_datasets import audit
+
+    report = audit.read_report(out)
+    overall = ((report or {}).get("tasks") or {}).get("all")
+    if not overall:
+        return None
+    text = f"audit: {overall['flagged_items']} of {overall['items']} questions flagged"
+    blind = overall.get("blind")
+    if blind and blind.get("answered"):
+        text += (f", blind accuracy {100 * blind['accuracy']:.0f}% [{100 * blind['ci_low']:.0f}%, "
+                 f"{100 * blind['ci_high']:.0f}%] (chance {100 * blind['chance']:.0f}%)")
+    return f"{text}; see {out / audit.AUDIT_MD}"
 
 
 def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, folder: Path) -> Recipe:

@@ -34,7 +34,7 @@ def demo_sets() -> list[str]:
     ]
 
 
-def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path):
+def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     import datasets
 
     out = tmp_path / "bench"
@@ -79,3 +79,5 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path):
     assert f"| **all** | 6 | {100 * len(right) / 6:.0f}% [" in section and "[audit.md](audit.md)" in section
     assert (out / "audit.md").read_text().startswith("<!-- written by lomo-datasets audit -->")
     assert "audit.md" in outputs.read_marker(out)["files"]
+    flagged = len({f["question_id"] for f in row["audit_flags"]})
+    assert f"audit: {flagged} of 6 questions flagged, blind accuracy {100 * len(right) / 6:.0f}% [" in capsys.readouterr().out
