@@ -49,19 +49,25 @@ class Recipe:
     """An ordered list of steps. ``steps`` holds (name, step class) pairs: a ``Stage`` or a
     ``Filter`` dataclass whose fields are the step's settings (``defaults`` fill them; a
     ``Filter`` step's name is its recipe name). ``exports`` write extra files beside the
-    published folder (``(dataset, out_folder) -> None``); ``demo_settings`` are what
-    ``lomo-datasets demo`` adds so the recipe gives a useful result on the short sample videos
-    with the small embedded models."""
+    published folder: a function ``(dataset, out_folder) -> None``, or a dataclass whose fields
+    are the settings of the ``export`` section (``--set export.video_root=...``) and whose
+    instances are such functions; ``demo_settings`` are what ``lomo-datasets demo`` adds so
+    the recipe gives a useful result on the short sample videos with the small embedded models."""
 
     name: str
     description: str
     steps: list[tuple[str, type[Stage] | type[Filter]]]
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
-    exports: list[Callable[[Dataset, Path], Any]] = field(default_factory=list)
+    exports: list[Callable[[Dataset, Path], Any] | type] = field(default_factory=list)
     demo_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def step_names(self) -> list[str]:
         return [name for name, _ in self.steps]
+
+    def setting_sections(self) -> list[str]:
+        """The names ``--set`` and ``--config`` take: the steps, and ``export`` when an export
+        has settings."""
+        return self.step_names() + (["export"] if any(isinstance(e, type) for e in self.exports) else [])
 
 
 def load_config(path: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
@@ -94,7 +100,7 @@ def build_steps(
     embedded: bool = False,
 ) -> list[Stage | Filter]:
     """Construct every step of ``recipe`` with its settings; unknown names fail here."""
-    names = recipe.step_names()
+    names = recipe.setting_sections()
     for source, given in (("--config", config or {}), ("--set", overrides or {})):
         unknown = sorted(set(given) - set(names))
         if unknown:
@@ -117,6 +123,23 @@ def build_steps(
             raise SettingError(f"step '{name}': {exc}; valid settings: {valid}") from None
         steps.append(step)
     return steps
+
+
+def build_exports(
+    recipe: Recipe, config: dict[str, dict[str, Any]] | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> list[Callable[[Dataset, Path], Any]]:
+    """The recipe's exports, those with settings constructed from the ``export`` section (a bad
+    setting fails here, before anything runs)."""
+    settings = {**(config or {}).get("export", {}), **(overrides or {}).get("export", {})}
+    exports = []
+    for export in recipe.exports:
+        if isinstance(export, type):
+            try:
+                export = export(**settings)
+            except TypeError as exc:
+                raise SettingError(f"step 'export': {exc}; valid settings: {_valid_settings(export)}") from None
+        exports.append(export)
+    return exports
 
 
 def _valid_settings(step_class: type) -> list[str]:

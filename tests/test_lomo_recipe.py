@@ -6,6 +6,7 @@ that `datasets.load_dataset` reads, plus the LoMo JSON files."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -58,17 +59,29 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     assert [f.get("video_id") for f in failed] == ["cooking_zh"]
     assert "translate.model" in json.dumps(failed[0], ensure_ascii=False)
 
+    # LoMo-Pipe's files: the video's file name, <stem>_01 in every task, SVS_format.json, VTG windows
     videos = json.loads((out / "lomo" / "lomo.json").read_text())
-    assert [v["video_id"] for v in videos] == ["cooking_pasta"] and len(videos[0]["questions"]) == 6
-    for task in ("GVQA", "GVS", "SVS", "SVQA", "VVQA", "VTG"):
-        items = json.loads((out / "lomo" / f"{task}.json").read_text())
-        assert [i["task"] for i in items] == [task]
+    assert [v["video_id"] for v in videos] == ["cooking_pasta.mp4"] and len(videos[0]["questions"]) == 6
+    assert [q["task"] for q in videos[0]["questions"]] == [formats.FILE_STEMS[t] for t in formats.TASKS]
+    for task in formats.TASKS:
+        (video,) = json.loads((out / "lomo" / f"{formats.FILE_STEMS[task]}.json").read_text())
+        assert video["video_id"] == "cooking_pasta.mp4" and video["resolution"] == "[240, 320]"
+        (item,) = video["relevant_windows" if task == "VTG" else "questions"]
+        assert item.get("question_id", item.get("window_id")) == "cooking_pasta_01"
+        if task == "VTG":
+            assert set(item) == {"window_id", "window", "descriptions"} and item["descriptions"]
+        elif task in ("SVS", "SVQA"):  # the numbers in the text are the window's own
+            assert re.findall(r"\d+(?:\.\d+)?", item["question"])[:2] == [str(v) for v in item["window"]]
+    assert (out / "lomo" / "metadata.csv").read_text().splitlines()[0] == "video_id,duration,resolution"
+    back = formats.read_lomo_files(sorted(str(p) for p in (out / "lomo").iterdir()))
+    assert [q["task"] for q in back[0]["questions"]] == list(formats.TASKS)
 
     # The QA audit: the blind step's pick for every item, the flags column, audit.md/json and
     # the card's section, all from the same picks.
     picks = {a["question_id"]: a["answer"] for a in row["blind_answers"]}
-    assert set(picks) == {q["question_id"] for q in row["questions"]} and set(picks.values()) <= set("ABCD")
-    right = sorted(q["question_id"] for q in row["questions"] if picks[q["question_id"]] == q["answer"])
+    multiple_choice = {q["question_id"] for q in row["questions"] if q["options"]}  # VTG is grounding: not asked
+    assert set(picks) == multiple_choice and len(picks) == 5 and set(picks.values()) <= set("ABCD")
+    right = sorted(q["question_id"] for q in row["questions"] if picks.get(q["question_id"]) == q["answer"])
     audit = json.loads((out / "audit.json").read_text())
     assert audit["blind_model"] == "transformers:embedded:smollm2-135m"
     assert audit["tasks"]["all"]["blind"]["correct_ids"] == right
@@ -76,8 +89,8 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     assert sorted(f["question_id"] for f in row["audit_flags"] if f["reason"] == "blind_answerable") == right
     card = (out / "README.md").read_text()
     section = card.split("## Quality audit")[1]
-    assert f"| **all** | 6 | {100 * len(right) / 6:.0f}% [" in section and "[audit.md](audit.md)" in section
+    assert f"| **all** | 6 | {100 * len(right) / 5:.0f}% [" in section and "[audit.md](audit.md)" in section
     assert (out / "audit.md").read_text().startswith("<!-- written by lomo-datasets audit -->")
     assert "audit.md" in outputs.read_marker(out)["files"]
     flagged = len({f["question_id"] for f in row["audit_flags"]})
-    assert f"audit: {flagged} of 6 questions flagged, blind accuracy {100 * len(right) / 6:.0f}% [" in capsys.readouterr().out
+    assert f"audit: {flagged} of 6 questions flagged, blind accuracy {100 * len(right) / 5:.0f}% [" in capsys.readouterr().out
