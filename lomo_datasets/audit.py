@@ -325,7 +325,7 @@ def window_problems(item: Item, video: Video, tolerance: float = TIME_TOLERANCE)
     if written is None and is_multiple_choice(item):
         # grounding as multiple choice: the correct option is the window
         correct = parse_options(item).get(answer_letter(item), "")
-        if str(item.get("task")) == "VTG":
+        if str(item.get("task")).startswith("VTG"):  # VTG_MC: the grounding item as a choice
             written = text_times(correct)
     flags: list[Flag] = []
     if window is None:
