@@ -634,7 +634,7 @@ def _pct(value: float | None) -> str:
 
 def blind_cell(blind: BlindFigure | None) -> str:
     if blind is None or not blind.answered:
-        return "not run" if blind is None else "no answers"
+        return "not run" if blind is None else "– (no choices)" if not blind.asked else "no answers"
     mark = " ▲" if blind.above_chance else ""
     return f"{_pct(blind.accuracy)} [{_pct(blind.ci_low)}, {_pct(blind.ci_high)}] of {blind.answered}{mark}"
 

@@ -224,7 +224,7 @@ function el(tag, attrs, ...children) {
   for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return node;
 }
-function secs(x) { return (Math.round(x * 10) / 10).toString(); }
+function secs(x) { return (Math.round(x * 100) / 100).toString(); }
 function player(rec, start) {
   if (!rec.src) return el("div", {class: "nomedia"}, "video file not found");
   // A media fragment opens the player at the clip's start and makes it paint that frame.
