@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from datasets import Dataset, concatenate_datasets, load_from_disk
 
+from lomo_datasets import progress, safe_yaml
+from lomo_datasets.errors import shorten
 from lomo_datasets.stage import SettingError, Stage, apply_stage, split_by_threshold
 
 logger = logging.getLogger(__name__)
@@ -87,25 +88,39 @@ class Recipe:
 
 
 def load_config(path: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
-    """A YAML file mapping step name -> {setting: value}."""
+    """A YAML file mapping step name -> {setting: value} (plain YAML: no anchors, aliases, tags)."""
     if not path:
         return {}
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise SettingError(f"{path}: the config must map step names to settings, e.g. 'probe: {{verify: true}}'")
+    source = f"--config {path}"
+    if not os.path.exists(path):
+        raise SettingError(f"{source}: no such file; give a YAML file that maps step names to settings")
+    if not os.path.isfile(path):
+        kind = "a directory" if os.path.isdir(path) else "not a regular file"
+        raise SettingError(f"{source}: is {kind}; give a YAML file that maps step names to settings")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(safe_yaml.MAX_CHARS + 1)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise SettingError(f"{source}: not UTF-8 text; save the config as UTF-8 YAML") from None
+    except OSError as exc:
+        raise SettingError(f"{source}: cannot read it ({exc.strerror}); check the path and its permissions") from None
+    data = safe_yaml.load(text, source) or {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in data.items()):
+        raise SettingError(f"{source}: the config must map step names to settings, e.g. 'probe: {{verify: true}}'")
     return data
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """``["asr.batch_size=8", ...]`` -> ``{"asr": {"batch_size": 8}}`` (values parsed as YAML)."""
+    """``["asr.batch_size=8", ...]`` -> ``{"asr": {"batch_size": 8}}`` (values parsed as plain YAML)."""
     result: dict[str, dict[str, Any]] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         step, dot, setting = key.strip().partition(".")
         if not sep or not dot or not step or not setting:
-            raise SettingError(f"--set {item!r}: use STEP.SETTING=VALUE, e.g. --set probe.verify=false")
-        result.setdefault(step, {})[setting] = yaml.safe_load(value) if value.strip() else None
+            raise SettingError(f"--set {shorten(item)}: use STEP.SETTING=VALUE, e.g. --set probe.verify=false")
+        parsed = safe_yaml.load(value, f"--set {shorten(key.strip(), 40)}") if value.strip() else None
+        result.setdefault(step, {})[setting] = parsed
     return result
 
 
@@ -120,7 +135,7 @@ def build_steps(
     for source, given in (("--config", config or {}), ("--set", overrides or {})):
         unknown = sorted(set(given) - set(names))
         if unknown:
-            raise SettingError(f"{source}: unknown step(s) {unknown} for recipe '{recipe.name}'; its steps are {names}")
+            raise SettingError(f"{source}: unknown step(s) {shorten(unknown)} for recipe '{recipe.name}'; its steps are {names}")
     steps = []
     for name, factory in recipe.steps:
         settings: dict[str, Any] = dict(recipe.defaults.get(name, {}))
@@ -224,20 +239,25 @@ class Runner:
             fingerprint = step.fingerprint(fingerprint)
             step_dir = self.work_dir / f"{index:02d}-{step.name}-{fingerprint[:16]}"
             started = time.perf_counter()
-            if isinstance(step, Filter):
-                ds, dropped = self._filter(ds, step, step_dir)
-                if dropped is not None and len(dropped):
-                    dropped_parts.append(dropped)
-            else:
-                ds = self._stage(ds, step, step_dir)
+            with progress.step_bar(step.name, len(ds)) as bar:
+                if isinstance(step, Filter):
+                    rows = len(ds)
+                    ds, dropped = self._filter(ds, step, step_dir)
+                    bar.update(rows)
+                    if dropped is not None and len(dropped):
+                        dropped_parts.append(dropped)
+                else:
+                    ds = self._stage(ds, step, step_dir, bar)
             timings[step.name] = time.perf_counter() - started
             logger.info("%s: %d rows (%.1fs)", step.name, len(ds), timings[step.name])
         dropped = _join_dropped(dropped_parts)
         return RunResult(ds, dropped, self.work_dir, timings)
 
-    def _stage(self, ds: Dataset, stage: Stage, step_dir: Path) -> Dataset:
+    def _stage(self, ds: Dataset, stage: Stage, step_dir: Path, bar=None) -> Dataset:
+        bar = bar or progress.NO_BAR
         if (step_dir / DONE).exists():
             logger.info("%s: reusing %s", stage.name, step_dir)
+            bar.update(len(ds))
             return load_from_disk(str(step_dir / "data"))
         parts = []
         n_chunks = max(1, math.ceil(len(ds) / self.chunk_size))
@@ -248,6 +268,7 @@ class Runner:
             if (chunk_dir / DONE).exists():
                 parts.append(load_from_disk(str(chunk_dir / "data")))
                 reused += 1
+                bar.update(end - start)
                 continue
             if end == start:  # an empty input (a shard with no rows) still gets the full schema
                 features = stage.output_features(ds.features)
@@ -263,6 +284,7 @@ class Runner:
                 cache_file_name=str(scratch / "map.arrow"),
             )
             parts.append(_save(part, chunk_dir))
+            bar.update(end - start)
             del part
             shutil.rmtree(scratch, ignore_errors=True)
         if reused:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +16,7 @@ from datasets import Dataset, DatasetDict
 
 from lomo_datasets import publish
 from lomo_datasets.card import Provenance
+from lomo_datasets.redact import mask_url_credentials
 from lomo_datasets.pipeline import Filter, Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
 from lomo_datasets.stage import SettingError
 
@@ -193,12 +194,18 @@ class RunSummary:
     timings: dict[str, float]
     hours: float
     pushed: str | None = None
+    #: ``(stage, error kind) -> rows``: the kind is the exception's name (``CorruptMediaError``).
+    errors_by_kind: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         lines = [
             f"recipe {self.recipe}: {self.rows} rows written to {self.out} ({self.hours * 60:.1f} min of video)",
             f"rows with errors: {self.failed}" + (f" ({dict(self.errors_by_stage)})" if self.failed else ""),
         ]
+        for (stage, kind), count in sorted(self.errors_by_kind.items()):
+            lines.append(f"  {stage}: {count} x {kind}")
+        if self.failed:
+            lines.append(f"  every failed row and its error: {self.out / 'failed.jsonl'}")
         if self.dropped:
             lines.append(f"rows dropped by filters: {self.dropped}")
         lines.append("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
@@ -245,6 +252,8 @@ def run_recipe(
     steps = build_steps(recipe, config_dict, override_dict, embedded=embedded)
     runner = Runner(work, num_proc=num_proc, chunk_size=chunk_size)
     result = runner.run(ds, steps, shard=shard_spec)
+    # Credentials in input URLs served the download; the published rows and reports get them masked.
+    result.dataset, result.dropped = mask_credentials(result.dataset), mask_credentials(result.dropped)
     data = result.dataset
     splits: dict[str, Dataset] = {"train": data}
     publish.write_folder(
@@ -260,6 +269,32 @@ def run_recipe(
     if push_to_hub:
         summary.pushed = publish.push_folder(out, push_to_hub, private=private)
     return summary
+
+
+def error_kind(error: str) -> str:
+    """The kind of a row error: the exception name it starts with (``"CorruptMediaError: ..."``),
+    else ``"error"``."""
+    head, sep, _ = (error or "").partition(":")
+    return head if sep and head.isidentifier() else "error"
+
+
+def mask_credentials(data: Dataset | None) -> Dataset | None:
+    """``data`` with URL credentials (``user:pass@``, ``?token=``) masked in its text columns
+    (the dataset itself when there are none, so nothing is recomputed)."""
+    if data is None or not len(data):
+        return data
+    columns = [name for name, feature in data.features.items() if getattr(feature, "dtype", None) == "string"]
+    found = [
+        name for name in columns
+        if any(v and mask_url_credentials(v) != v for v in data[name])
+    ]
+    if not found:
+        return data
+
+    def mask(batch: dict[str, list]) -> dict[str, list]:
+        return {name: [mask_url_credentials(v) if v else v for v in batch[name]] for name in found}
+
+    return data.map(mask, batched=True, desc="mask URL credentials")
 
 
 def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, folder: Path) -> Recipe:
@@ -278,6 +313,7 @@ def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, f
 
 def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
     errors = Counter()
+    kinds = Counter()
     failed = 0
     # Rows with errors may have been dropped by a later filter (e.g. QC): count them too.
     for part in (data, result.dropped):
@@ -285,6 +321,7 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
             if row_errors:
                 failed += 1
                 errors.update(e["stage"] for e in row_errors)
+                kinds.update((e["stage"], error_kind(e["error"])) for e in row_errors)
     # Video seconds once per video (after clipping, several rows share a video_id).
     per_video: dict[Any, float] = {}
     if "duration" in data.column_names:
@@ -300,6 +337,7 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
         failed=failed,
         dropped=len(result.dropped) if result.dropped is not None else 0,
         errors_by_stage=dict(errors),
+        errors_by_kind=dict(kinds),
         timings=result.timings,
         hours=seconds / 3600,
     )

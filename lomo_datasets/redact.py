@@ -15,15 +15,39 @@ _SECRET_SHAPES = [
     re.compile(r"(?i)(Authorization:\s*Bearer\s+)\S+"),
 ]
 MASK = "***"
+#: Credentials inside URLs: ``scheme://user:password@host`` and secret-looking query
+#: parameters (``?token=``, ``access_token``, ``api_key``, ``sig``, ``X-Amz-Signature`` ...).
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#\s@]+@")
+_URL_SECRET_PARAM = re.compile(
+    r"(?i)([?&;][\w.\-]*?(?:token|key|secret|passw(?:or)?d|pwd|sig|signature|auth|credential|session|sessdata)"
+    r"[\w.\-]*=)[^&#\s\"']+"
+)
+#: Secrets met at run time (cookie values read from a cookies file).
+_KNOWN: set[str] = set()
+
+
+def add_secret(value: str) -> None:
+    """Mask ``value`` wherever it appears from now on (values under 6 characters are ignored)."""
+    if isinstance(value, str) and len(value) >= 6:
+        _KNOWN.add(value)
 
 
 def secret_values() -> list[str]:
-    """Values of secret-looking environment variables (at least 6 characters long)."""
+    """Values of secret-looking environment variables and of ``add_secret`` (at least 6 characters)."""
     return sorted(
-        {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and v and len(v) >= 6},
+        {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and v and len(v) >= 6} | _KNOWN,
         key=len,
         reverse=True,
     )
+
+
+def mask_url_credentials(text: str) -> str:
+    """``text`` with the credentials of the URLs in it masked, the rest unchanged:
+    ``https://u:p@host/v.mp4?token=abc&x=1`` -> ``https://***@host/v.mp4?token=***&x=1``."""
+    if not text or "://" not in text and "=" not in text:
+        return text
+    text = _URL_USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
+    return _URL_SECRET_PARAM.sub(lambda m: m.group(1) + MASK, text)
 
 
 def redact(text: str) -> str:
@@ -34,7 +58,7 @@ def redact(text: str) -> str:
         text = text.replace(value, MASK)
     for shape in _SECRET_SHAPES:
         text = shape.sub(lambda m: (m.group(1) if m.groups() else "") + MASK, text)
-    return text
+    return mask_url_credentials(text)
 
 
 class RedactingFilter(logging.Filter):
