@@ -21,6 +21,7 @@ from typing import Any, Iterable
 
 from datasets import Dataset, DatasetDict
 
+from lomo_datasets.errors import failure_reason
 from lomo_datasets.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -233,8 +234,12 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
             errors.update(str(stage or "unknown") for stage in _nested_values(table, "errors", "stage"))
     dropped_reasons: Counter = Counter()
     if dropped is not None and len(dropped):
-        reasons = _pylist(_table(dropped), "drop_reason") or ["unknown"] * len(dropped)
-        dropped_reasons.update(str(r or "unknown") for r in reasons)
+        # A row that failed in a stage and was then removed by a filter is counted under the
+        # stage and its error kind ("translate failed: LLMOutputError"), not the filter.
+        table = _table(dropped)
+        reasons = _pylist(table, "drop_reason") or ["unknown"] * len(dropped)
+        row_errors = _pylist(table, "errors") or [None] * len(dropped)
+        dropped_reasons.update(failure_reason(e) or str(r or "unknown") for r, e in zip(reasons, row_errors))
     return Stats(
         rows=rows,
         videos=len(video_ids),

@@ -76,6 +76,21 @@ def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def error_kind(error: str) -> str:
+    """The kind of a row error: the exception name it starts with (``"CorruptMediaError: ..."``),
+    else ``"error"``."""
+    head, sep, _ = (error or "").partition(":")
+    return head if sep and head.isidentifier() else "error"
+
+
+def failure_reason(errors: list[dict] | None) -> str | None:
+    """Why a row with ``errors`` is gone: its first failure, ``"STAGE failed: KIND"``."""
+    if not errors:
+        return None
+    first = errors[0]
+    return f"{first.get('stage') or 'unknown'} failed: {error_kind(first.get('error') or '')}"
+
+
 def _chain(exc: BaseException):
     seen = set()
     while exc is not None and id(exc) not in seen:

@@ -16,6 +16,7 @@ from datasets import Dataset, DatasetDict
 
 from lomo_datasets import publish
 from lomo_datasets.card import Provenance
+from lomo_datasets.errors import error_kind
 from lomo_datasets.redact import mask_url_credentials
 from lomo_datasets.pipeline import Filter, Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
 from lomo_datasets.stage import SettingError
@@ -269,13 +270,6 @@ def run_recipe(
     if push_to_hub:
         summary.pushed = publish.push_folder(out, push_to_hub, private=private)
     return summary
-
-
-def error_kind(error: str) -> str:
-    """The kind of a row error: the exception name it starts with (``"CorruptMediaError: ..."``),
-    else ``"error"``."""
-    head, sep, _ = (error or "").partition(":")
-    return head if sep and head.isidentifier() else "error"
 
 
 def mask_credentials(data: Dataset | None) -> Dataset | None:
