@@ -65,7 +65,7 @@ RANGES: tuple[Range, ...] = (
     Range(r"^concurrency$|^num_workers$|^models_per_gpu$", 1, 256, "a whole number"),
     Range(r"threads$", 0, 1024, "threads (0: the library's default)"),
     Range(r"^temperature$", 0, 2, "a temperature"),
-    Range(r"^top_p$|prob$|probability$|^threshold$|_threshold$|^min_face_ratio$", 0, 1, "a share"),
+    Range(r"^top_p$|(^|_)prob$|probability$|^threshold$|_threshold$|^min_face_ratio$", 0, 1, "a share"),
     Range(r"^top_k$|^beam_size$|^num_frames$|^repetition$|^max_repetition$", 1, 1000, "a whole number"),
     Range(r"(_chars|_words|_tokens|_lines)$", 1, 10_000_000, "a count"),
     Range(r"(_sec|_seconds)$|^line_pause$|^pause$", 0, 86_400, "seconds"),
