@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     progress.configure(verbose=args.verbose, quiet=args.quiet)
     work_dir = _work_dir(args)
+    out = getattr(args, "out", None)
     with errors.quiet_workers():
         try:
             remove_stale_cookie_files()
@@ -99,18 +100,18 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
         except Exception as exc:  # every failure ends as one line (the traceback with -v)
-            return _fail(exc, args.verbose, work_dir)
+            return _fail(exc, args.verbose, work_dir, out)
         except KeyboardInterrupt as exc:
-            return _fail(exc, args.verbose, work_dir)
+            return _fail(exc, args.verbose, work_dir, out)
 
 
-def _fail(exc: BaseException, verbose: bool, work_dir: str | None) -> int:
+def _fail(exc: BaseException, verbose: bool, work_dir: str | None, out: str | None = None) -> int:
     import traceback
 
     from lomo_datasets import errors
     from lomo_datasets.redact import redact
 
-    message, status = errors.explain(exc, work_dir=work_dir)
+    message, status = errors.explain(exc, work_dir=work_dir, out=out)
     if verbose:
         sys.stderr.write(redact("".join(traceback.format_exception(exc))))
     print(f"lomo-datasets: {'' if status == 130 else 'error: '}{message}", file=sys.stderr)
@@ -156,16 +157,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("run", "demo"):
         _check_workers(args.num_proc)
     if args.command == "demo":
+        from lomo_datasets import outputs
         from lomo_datasets.samples import make_samples
 
-        out = Path(args.out)
-        make_samples(out / "videos")
+        out = outputs.claim(Path(args.out))
+        with outputs.Lock(out, "--out"):
+            make_samples(out / "videos")
         summary = recipes.run_recipe(
             args.recipe, out / "videos" / "manifest.jsonl", out / "dataset", num_proc=args.num_proc, embedded=True,
             overrides=recipes.get_recipe(args.recipe).demo_settings,
         )
-        _print_summary(summary)
-        return 0
+        return _print_summary(summary)
     if args.shard and args.shard[1] > 1 and args.push_to_hub:
         raise SettingError("--push-to-hub with --shard: run every shard, `lomo-datasets merge` them, then publish the merged folder")
     summary = recipes.run_recipe(
@@ -182,8 +184,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         private=args.private or None,
         shard=args.shard,
     )
-    _print_summary(summary)
-    return 0
+    return _print_summary(summary)
 
 
 def _check_workers(num_proc: int) -> None:
@@ -205,10 +206,15 @@ def _check_workers(num_proc: int) -> None:
         )
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary) -> int:
+    """Print the run summary; the exit status is 1 when no row survived."""
     for line in summary.lines():
         print(line)
-    print(f"load it with: datasets.load_dataset({str(summary.out)!r})")
+    print(summary.load_hint())
+    if summary.empty:
+        print(f"lomo-datasets: error: no row survived out of {summary.inputs} inputs; see the causes above", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

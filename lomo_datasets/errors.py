@@ -110,8 +110,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def explain(exc: BaseException, work_dir: str | None = None) -> tuple[str, int]:
-    """``(one-line message, exit status)`` for an exception that ended a command."""
+def explain(exc: BaseException, work_dir: str | None = None, out: str | None = None) -> tuple[str, int]:
+    """``(one-line message, exit status)`` for an exception that ended a command (``out``:
+    the output folder, which a failed run leaves as it was)."""
     from lomo_datasets.stage import MissingDependencyError, SettingError
 
     if interrupted(exc):
@@ -130,13 +131,16 @@ def explain(exc: BaseException, work_dir: str | None = None) -> tuple[str, int]:
             return one_line(
                 f"disk full while writing {where}: free some space (or give --work-dir / --out on a "
                 "larger disk) and rerun the same command; finished steps and chunks are kept, "
-                "so the run resumes where it stopped"
+                "so the run resumes where it stopped" + (f" (the previous contents of {out} are unchanged)" if out else "")
             ), 1
     if isinstance(exc, PermissionError):
         return one_line(
             f"permission denied: {exc.filename or _first_line(exc)}: make it writable (or readable) for "
             "this user, or choose another --out / --work-dir"
         ), 1
+    if isinstance(exc, OSError):
+        where = f" (the previous contents of {out} are unchanged)" if out else ""
+        return one_line(f"{_first_line(exc)}{where}; fix the cause and run again (-v shows the traceback)"), 1
     if isinstance(exc, MemoryError):
         return "out of memory: use a smaller --num-proc, smaller batch sizes (--set STEP.batch_size=N) or smaller models", 1
     if work_dir and work_dir in str(exc):

@@ -9,7 +9,9 @@ changing a step's settings, version or code recomputes that step and the steps a
 
 Crash safety: a chunk is written to a temporary folder and renamed into place before its
 ``_SUCCESS`` marker is written, so after a crash (even SIGKILL) a rerun reuses every finished
-chunk and recomputes only the unfinished ones. Chunk folders are named by their row range, so a
+chunk and recomputes only the unfinished ones. The marker records the size and SHA-256 of
+every file the chunk (or step) wrote; reuse checks them, and a damaged or missing file makes
+that part recompute (one log line says which file), so recorded bytes are all that is reused. Chunk folders are named by their row range, so a
 rerun with another ``chunk_size`` never reuses a chunk that covers other rows.
 
 Many nodes: ``--shard i/n`` runs part i of n of the ingested input (contiguous rows, through
@@ -33,7 +35,7 @@ from typing import Any, Callable
 
 from datasets import Dataset, concatenate_datasets, load_from_disk
 
-from lomo_datasets import progress, safe_yaml
+from lomo_datasets import outputs, progress, safe_yaml
 from lomo_datasets.errors import shorten
 from lomo_datasets.stage import SettingError, Stage, apply_stage, split_by_threshold
 
@@ -214,6 +216,7 @@ class RunResult:
     dropped: Dataset | None
     work_dir: Path
     timings: dict[str, float]
+    inputs: int = 0  #: rows the steps started from (after ``shard``)
 
 
 class Runner:
@@ -232,6 +235,7 @@ class Runner:
         """Run ``steps`` over ``ds`` (or over part ``shard = (i, n)`` of it)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         ds = take_shard(ds, shard)
+        inputs = len(ds)
         fingerprint = _fingerprint_dataset(ds)
         dropped_parts: list[Dataset] = []
         timings: dict[str, float] = {}
@@ -251,22 +255,24 @@ class Runner:
             timings[step.name] = time.perf_counter() - started
             logger.info("%s: %d rows (%.1fs)", step.name, len(ds), timings[step.name])
         dropped = _join_dropped(dropped_parts)
-        return RunResult(ds, dropped, self.work_dir, timings)
+        return RunResult(ds, dropped, self.work_dir, timings, inputs)
 
     def _stage(self, ds: Dataset, stage: Stage, step_dir: Path, bar=None) -> Dataset:
         bar = bar or progress.NO_BAR
-        if (step_dir / DONE).exists():
+        reused_step = _reuse(step_dir, ("data",))
+        if reused_step is not None:
             logger.info("%s: reusing %s", stage.name, step_dir)
             bar.update(len(ds))
-            return load_from_disk(str(step_dir / "data"))
+            return reused_step[0]
         parts = []
         n_chunks = max(1, math.ceil(len(ds) / self.chunk_size))
         reused = 0
         for chunk in range(n_chunks):
             start, end = chunk * self.chunk_size, min(len(ds), (chunk + 1) * self.chunk_size)
             chunk_dir = step_dir / f"chunk-{start:09d}-{end:09d}"
-            if (chunk_dir / DONE).exists():
-                parts.append(load_from_disk(str(chunk_dir / "data")))
+            found = _reuse(chunk_dir, ("data",))
+            if found is not None:
+                parts.append(found[0])
                 reused += 1
                 bar.update(end - start)
                 continue
@@ -298,13 +304,12 @@ class Runner:
     def _filter(self, ds: Dataset, flt: Filter, step_dir: Path) -> tuple[Dataset, Dataset | None]:
         if not flt.enabled:
             return ds, None
-        if (step_dir / DONE).exists():
-            return load_from_disk(str(step_dir / "data")), load_from_disk(str(step_dir / "dropped"))
+        found = _reuse(step_dir, ("data", "dropped"))
+        if found is not None:
+            return found[0], found[1]
         kept, dropped = split_by_threshold(ds, flt.column, flt.low, flt.high, reason=flt.name)
-        step_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(step_dir / "dropped", ignore_errors=True)  # half written before a crash
-        dropped.save_to_disk(str(step_dir / "dropped"), **({"num_shards": 1} if len(dropped) == 0 else {}))
-        return _save(kept, step_dir), load_from_disk(str(step_dir / "dropped"))
+        saved = _save({"data": kept, "dropped": dropped}, step_dir)
+        return saved["data"], saved["dropped"]
 
 
 def _join_dropped(parts: list[Dataset]) -> Dataset | None:
@@ -317,20 +322,83 @@ def _join_dropped(parts: list[Dataset]) -> Dataset | None:
     return concatenate_datasets([p.select_columns(common).cast(features) for p in parts])
 
 
-def _save(ds: Dataset, folder: Path) -> Dataset:
-    """Save ``ds`` to ``folder/data`` atomically, then mark the folder done."""
+def _file_record(folder: Path, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file under ``folder`` (or of ``names`` in it), by relative path."""
+    record = {}
+    paths = [folder / n for n in names] if names is not None else sorted(p for p in folder.rglob("*") if p.is_file())
+    for path in paths:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        record[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return record
+
+
+def _damage(folder: Path, recorded: dict[str, dict[str, Any]]) -> str | None:
+    """What differs between ``folder`` and its record (None when nothing does)."""
+    if not isinstance(recorded, dict) or not recorded:
+        return "it has no record of its files (written by an older version)"
+    for rel, want in recorded.items():
+        path = folder / rel
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != want.get("size"):
+            return f"{path} has {path.stat().st_size} bytes, {want.get('size')} were written"
+    actual = _file_record(folder, list(recorded))
+    for rel, want in recorded.items():
+        if actual[rel]["sha256"] != want.get("sha256"):
+            return f"{folder / rel} was changed after it was written (checksum differs)"
+    return None  # files added later (datasets' cache-*.arrow of a filter or cast) are not ours to judge
+
+
+def _reuse(folder: Path, names: tuple[str, ...]) -> list[Dataset] | None:
+    """The datasets saved in ``folder`` by ``_save`` if it finished and its files are what it
+    recorded; None (after one log line saying why) when it must be recomputed."""
+    marker = folder / DONE
+    if not marker.exists():
+        return None
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        record = {}
+    problems = [p for name in names for p in [_damage(folder / name, record.get(name) if isinstance(record, dict) else None)] if p]
+    loaded: list[Dataset] = []
+    if not problems:
+        try:
+            loaded = [load_from_disk(str(folder / name)) for name in names]
+        except Exception as exc:  # a file that passes its checksum but does not load
+            problems = [f"{folder} does not load ({type(exc).__name__}: {exc})"]
+    if problems:
+        logger.warning("work dir: %s; recomputing %s", problems[0], folder.name)
+        marker.unlink(missing_ok=True)
+        return None
+    return loaded
+
+
+def _save(ds: Dataset | dict[str, Dataset], folder: Path) -> Any:
+    """Save ``ds`` to ``folder/data`` (or each ``{name: dataset}`` to ``folder/name``)
+    atomically, then mark the folder done with the size and checksum of every file written.
+    Returns what was saved, loaded back from disk."""
+    named = ds if isinstance(ds, dict) else {"data": ds}
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "data.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    # An empty dataset needs one explicit shard, or load_from_disk cannot read it back.
-    ds.save_to_disk(str(tmp), **({"num_shards": 1} if len(ds) == 0 else {}))
-    if (folder / "data").exists():
-        shutil.rmtree(folder / "data")
-    os.replace(tmp, folder / "data")
+    (folder / DONE).unlink(missing_ok=True)
+    record: dict[str, Any] = {"rows": {}, "files": {}, "time": time.time()}
+    for name, part in named.items():
+        tmp = folder / f"{name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        # An empty dataset needs one explicit shard, or load_from_disk cannot read it back.
+        part.save_to_disk(str(tmp), **({"num_shards": 1} if len(part) == 0 else {}))
+        if (folder / name).exists():
+            shutil.rmtree(folder / name)
+        os.replace(tmp, folder / name)
+        record["rows"][name] = len(part)
+        record["files"][name] = _file_record(folder / name)
     marker = folder / (DONE + ".partial")
-    marker.write_text(json.dumps({"rows": len(ds), "time": time.time()}))
+    marker.write_text(json.dumps(record, sort_keys=True))
     os.replace(marker, folder / DONE)
-    return load_from_disk(str(folder / "data"))
+    loaded = {name: load_from_disk(str(folder / name)) for name in named}
+    return loaded if isinstance(ds, dict) else loaded["data"]
 
 
 #: Row reports a run writes beside its published data; ``merge_outputs`` joins them too.
@@ -338,11 +406,16 @@ REPORTS = ("failed.jsonl", "dropped.jsonl")
 
 
 def _split_files(folder: Path) -> dict[str, list[Path]]:
-    """``data/<split>-XXXXX-of-YYYYY.parquet`` files of a published folder, by split."""
+    """The Parquet shards of a published folder by split: those its card names (older folders:
+    every ``data/<split>-XXXXX-of-YYYYY*.parquet``)."""
+    from lomo_datasets.publish import split_patterns
+
+    patterns = split_patterns(folder)
+    if patterns:
+        return {split: sorted(folder.glob(pattern)) for split, pattern in patterns.items() if list(folder.glob(pattern))}
     files: dict[str, list[Path]] = {}
     for path in sorted((folder / "data").glob("*.parquet")):
-        split = path.stem.rsplit("-", 3)[0]
-        files.setdefault(split, []).append(path)
+        files.setdefault(path.stem.split("-", 1)[0], []).append(path)
     return files
 
 
@@ -369,8 +442,8 @@ def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike) -> Pat
     out = Path(out)
     by_split: dict[str, list[Dataset]] = {}
     for folder in folders:
-        if folder.resolve() == out.resolve():
-            raise SettingError(f"merge: --out {out} is one of the parts; write the merged dataset to a new folder")
+        if folder.resolve() == out.resolve() or folder.resolve() in out.resolve().parents:
+            raise SettingError(f"merge: --out {out} is (inside) one of the parts; write the merged dataset to a new folder")
         files = _split_files(folder)
         if not files:
             raise SettingError(f"merge: {folder} has no data/*.parquet; is it the --out folder of a `run`?")
@@ -393,17 +466,21 @@ def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike) -> Pat
     if dropped_files:
         dropped = Dataset.from_json(dropped_files)
     body = "Merged from the outputs of {} shard runs: {}.".format(len(folders), ", ".join(f.name for f in folders))
-    publish.write_folder(
-        DatasetDict(merged), out, body=body, dropped=dropped, provenance=publish.read_provenance(folders[0])
-    )
-    for report in REPORTS:
-        sources = [f / report for f in folders if (f / report).exists()]
-        if sources:
-            with open(out / report, "wb") as dst:
-                for src in sources:
-                    dst.write(src.read_bytes())
-        elif (out / report).exists():
-            (out / report).unlink()
+
+    def write(folder: Path) -> None:
+        publish.write_layout(
+            DatasetDict(merged), folder, body=body, dropped=dropped, provenance=publish.read_provenance(folders[0])
+        )
+        for report in REPORTS:
+            sources = [f / report for f in folders if (f / report).exists()]
+            if sources:
+                with open(folder / report, "wb") as dst:
+                    for src in sources:
+                        dst.write(src.read_bytes())
+
+    outputs.claim(out)
+    with outputs.Lock(out):
+        outputs.publish(out, write)
     logger.info("merged %d parts into %s (%s)", len(folders), out, {s: len(d) for s, d in merged.items()})
     return out
 
@@ -432,6 +509,4 @@ def write_failed_report(path: str | os.PathLike, *parts: Dataset | None) -> int:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
-    if rows:
-        logger.warning("%d rows failed; their errors are listed in %s", len(rows), path)
     return len(rows)

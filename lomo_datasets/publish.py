@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any, Callable
 
 from datasets import Dataset, DatasetDict
 
+from lomo_datasets import outputs
 from lomo_datasets.card import PLOT_NAME, Provenance, compute_stats, plot_stats
 from lomo_datasets.card import render_card as _render_card
 from lomo_datasets.errors import shorten
@@ -63,13 +63,16 @@ def _num_shards(ds: Dataset, max_shard_bytes: int) -> int:
     return max(1, min(len(ds) or 1, -(-size // max_shard_bytes)))
 
 
-def card_header(dsd: DatasetDict, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The YAML header: configs with data files and the features of every split."""
+def card_header(dsd: DatasetDict, extra: dict[str, Any] | None = None, patterns: dict[str, str] | None = None) -> dict[str, Any]:
+    """The YAML header: configs with data files and the features of every split.
+
+    ``patterns`` (split -> path pattern) names the split's shards; ``write_layout`` gives
+    patterns that carry a digest of the shards' bytes (see ``shard_name``)."""
     header: dict[str, Any] = dict(extra or {})
     header["configs"] = [
         {
             "config_name": "default",
-            "data_files": [{"split": split, "path": f"data/{split}-*"} for split in dsd],
+            "data_files": [{"split": split, "path": (patterns or {}).get(split, f"data/{split}-*")} for split in dsd],
         }
     ]
     first = next(iter(dsd.values()))
@@ -77,9 +80,41 @@ def card_header(dsd: DatasetDict, extra: dict[str, Any] | None = None) -> dict[s
     return header
 
 
-def write_folder(
-    data: Dataset | DatasetDict,
-    out: str | os.PathLike,
+def shard_name(split: str, index: int, count: int, digest: str) -> str:
+    """``train-00000-of-00002-<digest>.parquet``: the Hub's shard name plus a digest of the bytes
+    of all the split's shards.
+
+    Why the digest: ``load_dataset(folder)`` caches a folder whose card lists ``configs`` under
+    ``<cache>/<folder name>/default/0.0.0/<hash>``, where the hash covers only the card's
+    features and the data_files *patterns* (``datasets.load.LocalDatasetModuleFactory``: the
+    builder configs hold unresolved ``DataFilesPatternsDict``; the config id has no file
+    suffix). A rewrite with the same features (or another folder of the same name) would hit
+    the old cache entry and return the old rows. With the digest in the pattern, new bytes give
+    a new cache entry, and the same bytes may share one."""
+    return f"{split}-{index:05d}-of-{count:05d}-{digest}.parquet"
+
+
+def split_patterns(folder: str | os.PathLike) -> dict[str, str]:
+    """Split -> data_files pattern from the card in ``folder`` (empty when there is none)."""
+    import yaml
+
+    readme = Path(folder) / "README.md"
+    if not readme.is_file():
+        return {}
+    text = readme.read_text(encoding="utf-8")
+    if not text.startswith("---"):
+        return {}
+    try:
+        header = yaml.safe_load(text.split("---", 2)[1]) or {}
+        files = header["configs"][0]["data_files"]
+        return {str(f["split"]): str(f["path"]) for f in files}
+    except (yaml.YAMLError, KeyError, IndexError, TypeError):
+        return {}
+
+
+def write_layout(
+    dsd: DatasetDict,
+    out: Path,
     body: str = "",
     header: dict[str, Any] | None = None,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
@@ -91,40 +126,37 @@ def write_folder(
     repo_id: str | None = None,
     plot: bool = True,
 ) -> Path:
-    """Write ``data`` to ``out`` in the Hub layout (replacing earlier shards there).
+    """Write the Hub layout of ``dsd`` into the (new, staging) folder ``out``: shards, plot, card."""
+    import hashlib
 
-    The card is rendered from the template for ``kind`` (chosen from the columns when None)
-    with statistics, the plot, ``provenance`` (recipe, steps, models, packages) and ``body``
-    as an extra section. ``dropped`` rows (with ``drop_reason``) are counted, not published.
-    """
-    if max_shard_bytes < 1:
-        raise SettingError(f"max_shard_bytes must be >= 1, got {max_shard_bytes}")
-    dsd = data if isinstance(data, DatasetDict) else DatasetDict({"train": data})
-    if not dsd:
-        raise SettingError("nothing to write: the DatasetDict has no splits")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
-    tmp = out / "data.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    patterns: dict[str, str] = {}
     for split, ds in dsd.items():
         n = _num_shards(ds, max_shard_bytes)
+        written = []
         for i in range(n):
             shard = ds.shard(num_shards=n, index=i, contiguous=True)
-            shard.to_parquet(str(tmp / f"{split}-{i:05d}-of-{n:05d}.parquet"))
-    shutil.rmtree(data_dir, ignore_errors=True)
-    os.replace(tmp, data_dir)
+            path = data_dir / f".{split}-{i:05d}.parquet"
+            shard.to_parquet(str(path))
+            written.append(path)
+        digest = hashlib.sha256()
+        for path in written:
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        short = digest.hexdigest()[:16]
+        for i, path in enumerate(written):
+            os.replace(path, data_dir / shard_name(split, i, n, short))
+        patterns[split] = f"data/{split}-*-{short}.parquet"
 
     stats = compute_stats(dsd, dropped)
     plot_path = None
     if plot:
         plot_path = plot_stats(stats, out / PLOT_NAME, title=pretty_name or (provenance.recipe if provenance else ""))
-    if plot_path is None:
-        (out / PLOT_NAME).unlink(missing_ok=True)
     text = _render_card(
         dsd,
-        card_header(dsd, header),
+        card_header(dsd, header, patterns),
         stats,
         provenance=provenance,
         kind=kind,
@@ -135,11 +167,40 @@ def write_folder(
     )
     if provenance is not None:
         (out / PROVENANCE_FILE).write_text(json.dumps(provenance.to_dict(), indent=1, sort_keys=True), encoding="utf-8")
-    else:
-        (out / PROVENANCE_FILE).unlink(missing_ok=True)
-    readme_tmp = out / "README.md.partial"
-    readme_tmp.write_text(text, encoding="utf-8")
-    os.replace(readme_tmp, out / "README.md")
+    (out / "README.md").write_text(text, encoding="utf-8")
+    return out
+
+
+def _as_dict(data: Dataset | DatasetDict, max_shard_bytes: int) -> DatasetDict:
+    if max_shard_bytes < 1:
+        raise SettingError(f"max_shard_bytes must be >= 1, got {max_shard_bytes}")
+    dsd = data if isinstance(data, DatasetDict) else DatasetDict({"train": data})
+    if not dsd:
+        raise SettingError("nothing to write: the DatasetDict has no splits")
+    return dsd
+
+
+def write_folder(
+    data: Dataset | DatasetDict,
+    out: str | os.PathLike,
+    body: str = "",
+    header: dict[str, Any] | None = None,
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    **options: Any,
+) -> Path:
+    """Write ``data`` to ``out`` in the Hub layout, replacing what an earlier write put there.
+
+    ``out`` must be new, empty or a folder lomo-datasets wrote (``outputs.claim``); the new
+    files are written aside and swapped in together (``outputs.publish``), so a failure leaves
+    the previous folder whole. The card is rendered from the template for ``kind`` (chosen from
+    the columns when None) with statistics, the plot, ``provenance`` (recipe, steps, models,
+    packages) and ``body`` as an extra section. ``dropped`` rows (with ``drop_reason``) are
+    counted, not published. Other options: ``kind``, ``pretty_name``, ``repo_id``, ``plot``.
+    """
+    dsd = _as_dict(data, max_shard_bytes)
+    out = outputs.claim(out)
+    with outputs.Lock(out):
+        outputs.publish(out, lambda folder: write_layout(dsd, folder, body, header, max_shard_bytes, **options))
     logger.info("wrote %s (%s)", out, ", ".join(f"{s}: {len(d)} rows" for s, d in dsd.items()))
     return out
 

@@ -5,15 +5,18 @@ Later recipes (``lomo``, ``livecc-pretrain``, ``livecc-sft``) register here with
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from datasets import Dataset, DatasetDict
 
+from lomo_datasets import outputs
 from lomo_datasets import publish
 from lomo_datasets.card import Provenance
 from lomo_datasets.errors import error_kind
@@ -197,22 +200,42 @@ class RunSummary:
     pushed: str | None = None
     #: ``(stage, error kind) -> rows``: the kind is the exception's name (``CorruptMediaError``).
     errors_by_kind: dict[tuple[str, str], int] = field(default_factory=dict)
+    inputs: int = 0
+    #: (cause, rows) for the commonest errors and filter drops, most frequent first
+    causes: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return self.rows == 0
 
     def lines(self) -> list[str]:
-        lines = [
-            f"recipe {self.recipe}: {self.rows} rows written to {self.out} ({self.hours * 60:.1f} min of video)",
-            f"rows with errors: {self.failed}" + (f" ({dict(self.errors_by_stage)})" if self.failed else ""),
-        ]
-        for (stage, kind), count in sorted(self.errors_by_kind.items()):
-            lines.append(f"  {stage}: {count} x {kind}")
-        if self.failed:
-            lines.append(f"  every failed row and its error: {self.out / 'failed.jsonl'}")
-        if self.dropped:
-            lines.append(f"rows dropped by filters: {self.dropped}")
+        if self.empty:
+            lines = [
+                f"recipe {self.recipe}: NOTHING SURVIVED: 0 rows written to {self.out} from {self.inputs} inputs "
+                f"({self.failed} with errors, {self.dropped} dropped by filters)",
+                "top causes: " + ("; ".join(f"{cause} ({n})" for cause, n in self.causes) or "none recorded"),
+                f"the reasons per row are in {self.out / 'failed.jsonl'} and {self.out / 'dropped.jsonl'}",
+            ]
+        else:
+            lines = [
+                f"recipe {self.recipe}: {self.rows} rows written to {self.out} ({self.hours * 60:.1f} min of video)",
+                f"rows with errors: {self.failed}" + (f" ({dict(self.errors_by_stage)})" if self.failed else ""),
+            ]
+            for (stage, kind), count in sorted(self.errors_by_kind.items()):
+                lines.append(f"  {stage}: {count} x {kind}")
+            if self.failed:
+                lines.append(f"  every failed row and its error: {self.out / 'failed.jsonl'}")
+            if self.dropped:
+                lines.append(f"rows dropped by filters: {self.dropped}")
         lines.append("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
         if self.pushed:
             lines.append(f"pushed: {self.pushed}")
         return lines
+
+    def load_hint(self) -> str:
+        if self.empty:  # datasets cannot read an empty split without streaming (huggingface/datasets#8401)
+            return f"load it with: datasets.load_dataset({str(self.out)!r}, split='train', streaming=True)"
+        return f"load it with: datasets.load_dataset({str(self.out)!r})"
 
 
 def run_recipe(
@@ -231,15 +254,16 @@ def run_recipe(
 ) -> RunSummary:
     """Run recipe ``name`` over ``videos`` and write the Hub layout to ``out``.
 
-    Every step is built before anything runs, so a bad setting fails at once. The work dir
-    (default ``OUT/.lomo-work``) keeps each step's output for reruns. The folder gets the full
-    card (statistics, plot, how it was made); ``push_to_hub="org/name"`` then uploads it.
-    When the input lists URLs or platform ids, a ``download`` step runs first (files go to
-    ``WORK/downloads``). ``shard="i/n"`` runs part i of n of the input (merge the parts with
-    ``lomo-datasets merge``). Rows with errors are listed in ``OUT/failed.jsonl``.
+    ``out`` must be new, empty or a folder lomo-datasets wrote, outside the ``videos`` folder;
+    one run at a time holds it (and the work dir). Every step is built before anything runs,
+    so a bad setting fails at once. The work dir (default ``OUT/.lomo-work``) keeps each step's
+    output for reruns. The folder gets the full card (statistics, plot, how it was made), the
+    row reports and the recipe's exports, written aside and swapped in together;
+    ``push_to_hub="org/name"`` then uploads it. When the input lists URLs or platform ids, a
+    ``download`` step runs first (files go to ``WORK/downloads``). ``shard="i/n"`` runs part i
+    of n of the input (merge the parts with ``lomo-datasets merge``). Rows with errors are
+    listed in ``OUT/failed.jsonl``.
     """
-    from lomo_datasets.processors.ingest import ingest
-
     if push_to_hub:
         publish.check_repo_id(push_to_hub)
     recipe = get_recipe(name)
@@ -248,25 +272,23 @@ def run_recipe(
     shard_spec = parse_shard(shard)
     out = Path(out)
     work = Path(work_dir or out / ".lomo-work")
-    ds = ingest(videos)
-    recipe = _with_download(recipe, ds, config_dict, override_dict, work / "downloads")
-    steps = build_steps(recipe, config_dict, override_dict, embedded=embedded)
-    runner = Runner(work, num_proc=num_proc, chunk_size=chunk_size)
-    result = runner.run(ds, steps, shard=shard_spec)
-    # Credentials in input URLs served the download; the published rows and reports get them masked.
-    result.dataset, result.dropped = mask_credentials(result.dataset), mask_credentials(result.dropped)
+    outputs.check_paths(out, videos, work)
+    new_folders = [f for f in (out, work if work_dir else None) if f is not None and not f.exists()]
+    outputs.claim(out)
+    if work_dir:
+        outputs.claim(work, "--work-dir")
+    try:
+        with outputs.Lock(out), (outputs.Lock(work, "--work-dir") if work_dir else nullcontext()):
+            recipe, steps, result = _run(recipe, videos, out, work, config_dict, override_dict, embedded, num_proc, chunk_size, shard_spec, push_to_hub)
+    finally:
+        for folder in new_folders:  # a run that failed before writing anything leaves no folder
+            outputs.release_unused(folder)
     data = result.dataset
-    splits: dict[str, Dataset] = {"train": data}
-    publish.write_folder(
-        DatasetDict(splits), out, provenance=Provenance.from_recipe(recipe, steps), dropped=result.dropped,
-        repo_id=push_to_hub,
-    )
-    if result.dropped is not None and len(result.dropped):
-        result.dropped.to_json(str(out / "dropped.jsonl"), force_ascii=False)
-    write_failed_report(out / "failed.jsonl", data, result.dropped)
-    for export in recipe.exports:
-        export(data, out)
     summary = _summarize(recipe.name, out, data, result)
+    if summary.failed:
+        logger.warning("%d rows failed; their errors are listed in %s", summary.failed, out / "failed.jsonl")
+    if summary.empty:
+        logger.warning("nothing survived: 0 of %d inputs made it into %s", summary.inputs, out)
     if push_to_hub:
         summary.pushed = publish.push_folder(out, push_to_hub, private=private)
     return summary
@@ -291,8 +313,37 @@ def mask_credentials(data: Dataset | None) -> Dataset | None:
     return data.map(mask, batched=True, desc="mask URL credentials")
 
 
+def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides: dict, embedded: bool,
+         num_proc: int, chunk_size: int, shard, repo_id: str | None):
+    """Ingest, run every step, publish ``out`` in one swap (the caller holds the locks)."""
+    from lomo_datasets.processors.ingest import ingest
+
+    ds = ingest(videos)
+    recipe = _with_download(recipe, ds, config, overrides, work / "downloads")
+    steps = build_steps(recipe, config, overrides, embedded=embedded)
+    result = Runner(work, num_proc=num_proc, chunk_size=chunk_size).run(ds, steps, shard=shard)
+    # Credentials in input URLs served the download; the published rows and reports get them masked.
+    result.dataset, result.dropped = mask_credentials(result.dataset), mask_credentials(result.dropped)
+    data = result.dataset
+
+    def write(folder: Path) -> None:
+        publish.write_layout(
+            DatasetDict({"train": data}), folder, provenance=Provenance.from_recipe(recipe, steps),
+            dropped=result.dropped, repo_id=repo_id,
+        )
+        if result.dropped is not None and len(result.dropped):
+            result.dropped.to_json(str(folder / "dropped.jsonl"), force_ascii=False)
+        write_failed_report(folder / "failed.jsonl", data, result.dropped)
+        for export in recipe.exports:
+            export(data, folder)
+
+    outputs.publish(out, write)
+    return recipe, steps, result
+
+
 def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, folder: Path) -> Recipe:
-    """``recipe`` with a ``download`` step first when the input has URLs (or download is set)."""
+    """``recipe`` with a ``download`` step first when the input has URLs (or download is set);
+    everything else about the recipe (exports, demo settings, defaults) stays."""
     from lomo_datasets.processors.download import Download
     from lomo_datasets.processors.ingest import is_url
 
@@ -302,7 +353,25 @@ def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, f
     if not asked and not any(is_url(v) for v in ds["video"]):
         return recipe
     defaults = {**recipe.defaults, "download": {"output_dir": str(folder), **recipe.defaults.get("download", {})}}
-    return Recipe(recipe.name, recipe.description, [("download", Download), *recipe.steps], defaults)
+    return dataclasses.replace(recipe, steps=[("download", Download), *recipe.steps], defaults=defaults)
+
+
+def _causes(data: Dataset, dropped: Dataset | None, top: int = 5) -> list[tuple[str, int]]:
+    """The commonest reasons rows failed or were dropped (paths of the row's video left out)."""
+    causes: Counter = Counter()
+    for part in (data, dropped):
+        if part is None or "errors" not in part.column_names:
+            continue
+        columns = [c for c in ("video", "errors", "drop_reason") if c in part.column_names]
+        for row in part.select_columns(columns):
+            for error in row["errors"] or []:
+                text = str(error.get("error") or "").splitlines()[0] if error.get("error") else "error"
+                if row.get("video"):
+                    text = text.replace(row["video"], "<video>")
+                causes[f"{error.get('stage')}: {text[:160]}"] += 1
+            if row.get("drop_reason") and not row["errors"]:
+                causes[f"dropped by filter {row['drop_reason']}"] += 1
+    return causes.most_common(top)
 
 
 def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
@@ -325,6 +394,8 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
                 per_video[vid] = max(per_video.get(vid, 0.0), d)
     seconds = sum(per_video.values())
     return RunSummary(
+        inputs=result.inputs,
+        causes=_causes(data, result.dropped),
         recipe=name,
         out=out,
         rows=len(data),

@@ -189,10 +189,25 @@ def discover(source: str | os.PathLike) -> list[dict[str, Any]]:
     return [_entry(line, path.parent) for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
+def _identity(entry: dict[str, Any], video: str) -> str:
+    """What makes two entries the same video: the platform id, the file itself (device and
+    inode, so links and other spellings of a path match), else the URL or path."""
+    if entry.get("key"):
+        return entry["key"]
+    if not is_url(video):
+        try:
+            st = os.stat(video)
+            return f"file:{st.st_dev}:{st.st_ino}"
+        except OSError:
+            return "path:" + os.path.realpath(video)
+    return video
+
+
 def records(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Video records with unique ids. Ids that collide get a suffix from a hash of their path,
     so the same inputs always give the same ids, whatever their order. A video listed twice
-    (same path, or same platform id) is kept once; later copies get an ``ingest`` error."""
+    (the same file under any path, link or id, or the same platform id) is kept once; later
+    entries get an ``ingest`` "duplicate entry" error."""
     entries = list(entries)
     rows = []
     for entry in entries:
@@ -214,23 +229,29 @@ def records(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "errors": errors,
             }
         )
-    keys = [entry.get("key") or row["video"] for entry, row in zip(entries, rows)]
+    keys = [_identity(entry, row["video"]) for entry, row in zip(entries, rows)]
+    names = [entry.get("key") or row["video"] for entry, row in zip(entries, rows)]  # stable across machines
     distinct: dict[str, set] = {}
     for key, row in zip(keys, rows):
         distinct.setdefault(row["video_id"], set()).add(key)
-    for key, row in zip(keys, rows):
+    for key, name, row in zip(keys, names, rows):
         if len(distinct[row["video_id"]]) > 1:  # different videos with the same name
-            digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
+            digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
             row["video_id"] = f"{row['video_id'][: _MAX_ID - 9]}-{digest}"
+    first_of: dict[str, str] = {}
     seen: Counter = Counter()
-    for row in rows:  # the same video listed twice: the first is kept, later copies fail
+    for key, row in zip(keys, rows):  # the same video listed twice, under any ids: the first is kept
         seen[row["video_id"]] += 1
-        if seen[row["video_id"]] > 1:
-            first = row["video_id"]
-            row["video_id"] = f"{first[: _MAX_ID - 9]}-dup{seen[first]}"
-            row["errors"] = row["errors"] + [
-                {"stage": "ingest", "error": f"duplicate entry: this video is already listed as '{first}'"}
-            ]
+        repeat = key in first_of
+        if seen[row["video_id"]] > 1:  # keep ids unique
+            row["video_id"] = f"{row['video_id'][: _MAX_ID - 9]}-dup{seen[row['video_id']]}"
+        if not repeat:
+            first_of[key] = row["video_id"]
+            continue
+        first = first_of[key]
+        row["errors"] = row["errors"] + [
+            {"stage": "ingest", "error": f"duplicate entry: this video is already listed as '{first}'"}
+        ]
     return rows
 
 

@@ -11,17 +11,13 @@ import os
 import tempfile
 from pathlib import Path
 
-# Before anything imports `datasets`: a fresh datasets cache per test session, so
-# `load_dataset(folder)` never returns rows cached from another session's folder of that name.
-os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="lomo-hf-datasets-")
+# The datasets cache is the user's default one: a rewritten folder must load fresh without
+# resetting it (tests/test_outputs.py loads one folder before and after a rewrite).
 os.environ.setdefault("LOMO_DATASETS_CACHE", str(Path(tempfile.gettempdir()) / "lomo-datasets-cache"))
 
-import datasets  # noqa: E402
 import pytest  # noqa: E402
 
 from tests import media as M  # noqa: E402
-
-datasets.config.HF_DATASETS_CACHE = Path(os.environ["HF_DATASETS_CACHE"])
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -43,6 +44,16 @@ LOMO_FEATURES = Features(
     }
 )
 
+
+
+def _plain(name: str) -> str:
+    """A shard name without the content digest ``write_folder`` adds (``-<16 hex>.parquet``)."""
+    return re.sub(r"-[0-9a-f]{16}\.parquet$", ".parquet", name)
+
+
+def _plain_files(data_files: list[dict]) -> list[dict]:
+    """The card's data_files with the content digest taken out of the patterns."""
+    return [{**f, "path": re.sub(r"-\*-[0-9a-f]{16}\.parquet$", "-*", f["path"])} for f in data_files]
 
 def _q(vid: str, n: int, task: str, window=(), descriptions: str = "") -> dict:
     return {
@@ -121,7 +132,7 @@ def _yaml_header(text: str) -> dict:
 def test_local_round_trip_equal_rows_and_features(tmp_path):
     data = DatasetDict({"train": lomo_records(), "test": lomo_records().select([1])})
     out = publish.write_folder(data, tmp_path / "ds", max_shard_bytes=300)
-    shards = sorted(p.name for p in (out / "data").iterdir())
+    shards = sorted(_plain(p.name) for p in (out / "data").iterdir())
     n_train = len([s for s in shards if s.startswith("train-")])
     assert n_train > 1, "a small max_shard_bytes must split the train split into several shards"
     assert shards[0] == f"train-00000-of-{n_train:05d}.parquet" or shards[0].startswith("test-00000-of-")
@@ -134,6 +145,7 @@ def test_local_round_trip_equal_rows_and_features(tmp_path):
         assert back[split].to_list() == data[split].to_list()
 
     header = _yaml_header((out / "README.md").read_text())
+    header["configs"][0]["data_files"] = _plain_files(header["configs"][0]["data_files"])
     assert header["configs"] == [
         {"config_name": "default", "data_files": [
             {"split": "train", "path": "data/train-*"}, {"split": "test", "path": "data/test-*"}]}
@@ -305,11 +317,11 @@ def test_publish_cli_to_loopback_hub_then_load_dataset(hub, tmp_path):
     assert Features.from_dict(feats["train"]) == data.features
     # the server holds the Hub layout: card with the YAML configs, the plot, the shards
     files = hub.files("lomo-org/lomo-bench")
-    assert {"README.md", "stats.png", "data/train-00000-of-00001.parquet"} <= set(files)
+    assert {"README.md", "stats.png", "data/train-00000-of-00001.parquet"} <= {_plain(f) for f in files}
     assert not any(p.startswith(".lomo-work") or p.endswith(".jsonl") for p in files)
     card = files["README.md"].decode()
     assert card == (folder / "README.md").read_text()  # the same card as the local folder
-    assert _yaml_header(card)["configs"][0]["data_files"] == [{"split": "train", "path": "data/train-*"}]
+    assert _plain_files(_yaml_header(card)["configs"][0]["data_files"]) == [{"split": "train", "path": "data/train-*"}]
     assert "](stats.png)" in card and files["stats.png"] == (folder / "stats.png").read_bytes()
     assert hub.repos["lomo-org/lomo-bench"].private
     assert _tree_digest(folder) == before
@@ -354,7 +366,7 @@ def test_push_to_hub_and_repush_replaces_stale_shards(hub, tmp_path, online_no_x
                               provenance=Provenance(recipe="lomo"))
     assert "/datasets/org/bench/commit/" in url
     first = hub.files("org/bench")
-    assert [p for p in first if p.startswith("data/")] == ["data/train-00000-of-00001.parquet"]
+    assert [_plain(p) for p in first if p.startswith("data/")] == ["data/train-00000-of-00001.parquet"]
     assert '"org/bench"' in first["README.md"].decode()  # the card's load snippet names the repo
 
     # the same data in more shards: the old shard must not stay next to the new ones
@@ -392,7 +404,7 @@ def test_transient_commit_errors_are_retried(hub, tmp_path, online_no_xet):
     commits = [r for r in hub.requests if "/commit/" in r]
     assert commits == ["POST /api/datasets/org/retry/commit/main -> 503"] * 2 + ["POST /api/datasets/org/retry/commit/main -> 200"]
     assert waits == [0.5, 1.0]  # bounded exponential backoff
-    assert set(hub.files("org/retry")) >= {"README.md", "stats.png", "data/train-00000-of-00001.parquet"}
+    assert {_plain(f) for f in hub.files("org/retry")} >= {"README.md", "stats.png", "data/train-00000-of-00001.parquet"}
 
 
 def test_final_upload_error_is_clear_and_local_output_intact(hub, tmp_path, monkeypatch, caplog, online_no_xet):

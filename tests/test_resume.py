@@ -136,12 +136,14 @@ def test_a_chunk_killed_while_saving_is_recomputed(tmp_path):
     # Fake the state of a crash in the second chunk: the step is not whole, the first chunk is
     # done, the second has data but no marker.
     data = step / "data"
-    for chunk, rows in (("chunk-000000000-000000002", [0, 1]), ("chunk-000000002-000000004", [2, 3])):
-        from datasets import load_from_disk
+    from datasets import load_from_disk
 
-        part = load_from_disk(str(data)).select(rows)
-        part.save_to_disk(str(step / chunk / "data"))
-    (step / "chunk-000000000-000000002" / DONE).write_text("{}")
+    from lomo_datasets.pipeline import _save
+
+    # the first chunk finished (data, then its marker with what it wrote)
+    _save(load_from_disk(str(data)).select([0, 1]).flatten_indices(), step / "chunk-000000000-000000002")
+    # the second has data but no marker
+    load_from_disk(str(data)).select([2, 3]).save_to_disk(str(step / "chunk-000000002-000000004" / "data"))
     (step / DONE).unlink()
     before = _counts(log, "number")
     result = runner.run(ds, _steps(log)[:1])
