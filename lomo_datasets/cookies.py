@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from lomo_datasets.outputs import process_alive
 from lomo_datasets.redact import add_secret
 from lomo_datasets.stage import SettingError
 
@@ -107,16 +108,6 @@ def temporary_cookie_file(name: str, value: str, domain: str) -> Iterator[str]:
             os.remove(path)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def remove_stale_cookie_files(folder: str | os.PathLike | None = None) -> int:
     """Remove this user's temporary cookie files whose process is gone; return how many."""
     removed = 0
@@ -128,7 +119,7 @@ def remove_stale_cookie_files(folder: str | os.PathLike | None = None) -> int:
         if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
             continue
         pid_text = Path(path).name[len(PREFIX):].split("-", 1)[0]
-        if pid_text.isdigit() and _alive(int(pid_text)):
+        if pid_text.isdigit() and process_alive(int(pid_text)):
             continue
         if not pid_text.isdigit() and time.time() - info.st_mtime < 24 * 3600:
             continue  # an older version's file: only once it is a day old
