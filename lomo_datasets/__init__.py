@@ -15,6 +15,7 @@ from lomo_datasets.errors import worker_setup as _worker_setup  # noqa: E402
 _worker_setup()  # a worker process of a CLI run leaves Ctrl-C to the main process
 
 from lomo_datasets.stage import (  # noqa: E402
+    Filter,
     MissingDependencyError,
     SettingError,
     Stage,
@@ -24,6 +25,7 @@ from lomo_datasets.stage import (  # noqa: E402
 
 __all__ = [
     "__version__",
+    "Filter",
     "MissingDependencyError",
     "SettingError",
     "Stage",

@@ -23,6 +23,7 @@ from datasets import Dataset, DatasetDict
 
 from lomo_datasets.errors import failure_reason
 from lomo_datasets.redact import redact
+from lomo_datasets.stage import Filter
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,6 @@ class StepInfo:
             value = getattr(step, attr, None)
             if isinstance(value, (str, int)) and attr.lower() not in prompts:
                 prompts[attr.lower()] = str(value)
-        from lomo_datasets.pipeline import Filter
-
         is_filter = isinstance(step, Filter)
         return cls(
             name=str(getattr(step, "name", type(step).__name__)),

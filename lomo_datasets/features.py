@@ -159,7 +159,7 @@ CLIP = Features(
     }
 )
 
-#: LiveCC scores and prompt (processors/lm_loss.py, talking_head.py, prompt.py).
+#: LiveCC scores and prompt (processors/lm_loss.py, talking_head.py, commentary.py).
 LIVECC = Features(
     {
         "lm_loss": Value("float64"),

@@ -1,646 +1,52 @@
-"""The one LLM generation layer: every stage that asks an LLM for text goes through here.
+"""The LLM stage base: an LLM stage is "the requests for a row" + "the row from the answers".
 
-Public API
-----------
+A stage subclasses ``LLMStage`` and writes two methods::
 
-``TaskSpec(name, schema, max_new_tokens, check=None)``
-    What a stage asks for: a JSON schema (the output must validate against it), a token budget
-    and an optional semantic ``check(obj)`` that raises ``ValueError`` (e.g. "options repeat").
+    def requests(self, row) -> dict[str, tuple[Messages, TaskSpec]]   # raise: the row fails
+    def finish(self, row, answers) -> dict                             # answers: key -> object
 
-``LLMSettings(backend, model, ...)``
-    Frozen, hashable settings: ``backend`` is ``"transformers"``, ``"ctranslate2"`` or
-    ``"openai"`` (any OpenAI-compatible server: vLLM, SGLang, llama.cpp).
+``LLMStage`` runs them on the stage contract's hook (``lomo_datasets.stage``): ``prepare`` is
+``requests``; ``run_batch`` sends every request of the batch with the same key in one
+``generate_json`` call (one schema per row where the tasks differ), so the generate loop, the
+bounded retries and the validation stay in ``lomo_datasets.llm_backends``; a row whose answer
+for any key stays invalid fails with that error, the other rows finish.
 
-``make_backend(settings, device) -> Backend``
-    A backend with two methods:
-
-    - ``generate(messages_list, task, sample=0) -> list[Completion]`` (raw text + whether
-      it ended on EOS; exceptions per item for transport failures),
-    - ``generate_json(messages_list, task) -> list[dict | LLMOutputError]``: constrained
-      decoding where the backend can, then parse + validate every output; items that fail are
-      retried (sampling, bounded by ``settings.max_tries``) and finally become an
-      ``LLMOutputError`` for that item only.
-
-    ``task`` may also be a list with one ``TaskSpec`` per item (e.g. a schema whose enum lists
-    that row's subtitle numbers); the items still share batches.
-
-``LLMStage``
-    A ``Stage`` base whose settings are the LLM settings (``model`` is the model *setting*);
-    ``self.llm`` is the backend for this process and device (``Stage.loaded_model``, loaded lazily once
-    per process). Subclasses build chat messages per row and call
-    ``self.generate_json(messages_list, task)``.
-
-``load_causal_lm(model, device="cpu", dtype="auto") -> (model, tokenizer)``
-    The transformers model loader, cached per process (settings + device). ``embedded:smollm2-135m``
-    and ``*.gguf`` files are dequantized once into ``$LOMO_DATASETS_CACHE/models`` and loaded
-    from there. LM-loss stages use the same function.
-
-``hf_model_dir(model)`` / ``ct2_model_dir(model, quantization)``
-    Local folders with transformers weights / a CTranslate2 conversion (made once, cached).
-
-Structured output
------------------
-
-- transformers: xgrammar (``xgr.contrib.hf.LogitsProcessor``) masks the logits with the task's
-  JSON-schema grammar at every step. Chosen because it works with the installed transformers 5.x
-  and a GGUF-loaded tokenizer (``TokenizerInfo.from_huggingface``), handles a left-padded batch,
-  and costs nothing measurable per step; lm-format-enforcer and outlines pin older transformers
-  APIs. A fresh processor is made per ``generate`` call (it keeps per-row matcher state); the
-  compiled grammar is cached per schema.
-- ctranslate2: ``Generator.generate_batch`` has no logits-processor hook in CTranslate2 4.x (only
-  ``callback``, which can stop but not mask). So this backend forces the JSON opening
-  (``{"<first property>":``) into the assistant turn, decodes greedily, keeps the first complete
-  JSON value (``json.JSONDecoder.raw_decode``; text after it is dropped), then validates; invalid
-  items are retried with sampling, then get an error. It is the fast path for well-behaved
-  (larger) models; for a 135M model prefer transformers + xgrammar.
-- openai: the server's guided JSON: ``response_format={"type": "json_schema", ...}`` (OpenAI,
-  vLLM, SGLang), ``{"type": "json_object", "schema": ...}`` (llama.cpp server), or vLLM's
-  ``guided_json`` field; chosen by ``guided``. Requests run concurrently on a bounded thread pool
-  with bounded retries and exponential backoff; the API key comes from the environment variable
-  named by ``api_key_env`` and is never logged.
-
-Every output is validated (``jsonschema`` when installed, else a small validator for the subset
-the tasks use) and must have ended on EOS (a cut-off output is an error, never repaired).
+The settings of an LLM stage are ``LLMSettings``'s fields (inherited, flat), so
+``--set compress.backend=openai --set compress.base_url=...`` works. The backend is the
+stage's model (``Stage.loaded_model``): loaded once per process, before the first batch.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import functools
-import hashlib
 import importlib.util
-import json
-import logging
-import os
-import random
-import threading
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, ClassVar
-
-from lomo_datasets.models import build_once, cache_dir, is_embedded, resolve_model
-from lomo_datasets.redact import redact
-from lomo_datasets.stage import MissingDependencyError, SettingError, Stage, split_device
-
-logger = logging.getLogger(__name__)
-
-BACKENDS = ("transformers", "ctranslate2", "openai")
-GUIDED_MODES = ("json_schema", "json_object", "guided_json", "none")
-DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"
-
-Messages = list[dict[str, str]]
-
-
-class LLMOutputError(ValueError):
-    """An item got no valid output after the bounded number of tries."""
-
-
-class LLMTransportError(RuntimeError):
-    """The HTTP server did not answer usefully after the bounded number of retries."""
-
-
-# --------------------------------------------------------------------------------------------
-# Tasks and validation
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """One kind of structured request: the output schema, a token budget and a semantic check."""
-
-    name: str
-    schema: dict[str, Any]
-    max_new_tokens: int = 128
-    check: Callable[[dict[str, Any]], None] | None = None
-
-    def schema_json(self) -> str:
-        return json.dumps(self.schema, sort_keys=True)
-
-    def first_property(self) -> str | None:
-        props = self.schema.get("properties") or {}
-        order = self.schema.get("required") or list(props)
-        return order[0] if order else None
-
-
-def validate_json(obj: Any, schema: dict[str, Any]) -> None:
-    """Raise ``ValueError`` when ``obj`` does not validate against ``schema``."""
-    try:
-        import jsonschema
-    except ImportError:  # pragma: no cover - jsonschema ships with the llm extra
-        _mini_validate(obj, schema, "$")
-        return
-    try:
-        jsonschema.validate(obj, schema)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "$"
-        raise ValueError(f"schema: {where}: {exc.message[:200]}") from None
-
-
-def _mini_validate(obj: Any, schema: dict[str, Any], where: str) -> None:
-    kind = schema.get("type")
-    checks = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "boolean": bool}
-    if kind and not isinstance(obj, checks[kind]) or (kind in ("integer", "number") and isinstance(obj, bool)):
-        raise ValueError(f"schema: {where}: expected {kind}")
-    if "enum" in schema and obj not in schema["enum"]:
-        raise ValueError(f"schema: {where}: {obj!r} not in {schema['enum']}")
-    if kind == "object":
-        for key in schema.get("required", []):
-            if key not in obj:
-                raise ValueError(f"schema: {where}: missing '{key}'")
-        props = schema.get("properties", {})
-        if schema.get("additionalProperties") is False and set(obj) - set(props):
-            raise ValueError(f"schema: {where}: unexpected {sorted(set(obj) - set(props))}")
-        for key, sub in props.items():
-            if key in obj:
-                _mini_validate(obj[key], sub, f"{where}/{key}")
-    elif kind == "array":
-        if len(obj) < schema.get("minItems", 0) or len(obj) > schema.get("maxItems", len(obj)):
-            raise ValueError(f"schema: {where}: {len(obj)} items")
-        for i, item in enumerate(obj):
-            _mini_validate(item, schema.get("items", {}), f"{where}/{i}")
-    elif kind == "string":
-        if len(obj) < schema.get("minLength", 0) or len(obj) > schema.get("maxLength", len(obj)):
-            raise ValueError(f"schema: {where}: length {len(obj)}")
-    elif kind in ("integer", "number"):
-        if obj < schema.get("minimum", obj) or obj > schema.get("maximum", obj):
-            raise ValueError(f"schema: {where}: {obj} out of range")
-
-
-def parse_output(text: str, task: TaskSpec) -> dict[str, Any]:
-    """Parse one completion as the task's JSON object; raise ``ValueError`` saying why not."""
-    text = (text or "").strip()
-    if not text:
-        raise ValueError("empty output")
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc.msg} at {exc.pos})") from None
-    validate_json(obj, task.schema)
-    if task.check is not None:
-        task.check(obj)
-    return obj
-
-
-@dataclass
-class Completion:
-    text: str
-    finished: bool  # ended on EOS / stop (not cut by the token budget)
-
-
-# --------------------------------------------------------------------------------------------
-# Settings
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LLMSettings:
-    backend: str = "transformers"
-    model: str = DEFAULT_MODEL
-    batch_size: int = 16
-    max_tries: int = 3
-    temperature: float = 0.7  # used on retries (the first try is greedy)
-    dtype: str = "auto"  # transformers: auto | float32 | bfloat16 | float16
-    quantization: str = "int8"  # ctranslate2 conversion / compute type
-    base_url: str | None = None  # openai: e.g. http://127.0.0.1:8000/v1
-    api_key_env: str = "OPENAI_API_KEY"
-    guided: str = "json_schema"
-    concurrency: int = 8
-    timeout: float = 120.0
-    http_retries: int = 3
-    backoff: float = 0.5
-    cpu_threads: int = 0  # 0: the library's default; >0 caps torch/CTranslate2 CPU threads
-
-    def validate(self, prefix: str = "llm") -> None:
-        if self.backend not in BACKENDS:
-            raise SettingError(f"{prefix}.backend={self.backend!r}: use one of {BACKENDS}")
-        if not self.model:
-            raise SettingError(f"{prefix}.model is empty: give a hub id, a local path or embedded:smollm2-135m")
-        for name in ("batch_size", "max_tries", "concurrency"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise SettingError(f"{prefix}.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
-            raise SettingError(f"{prefix}.cpu_threads must be an integer >= 0 (0: library default)")
-        if not isinstance(self.http_retries, int) or self.http_retries < 0:
-            raise SettingError(f"{prefix}.http_retries must be an integer >= 0")
-        if self.guided not in GUIDED_MODES:
-            raise SettingError(f"{prefix}.guided={self.guided!r}: use one of {GUIDED_MODES}")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise SettingError(f"{prefix}.dtype={self.dtype!r}: use auto, float32, bfloat16 or float16")
-        if self.backend == "openai":
-            if not self.base_url or not str(self.base_url).startswith(("http://", "https://")):
-                raise SettingError(
-                    f"{prefix}.base_url={self.base_url!r}: the openai backend needs the server's URL, "
-                    "e.g. --set <step>.base_url=http://127.0.0.1:8000/v1"
-                )
-            if is_embedded(self.model):
-                raise SettingError(f"{prefix}.model={self.model!r}: the openai backend takes the server's model name")
-
-
-# --------------------------------------------------------------------------------------------
-# Model files: GGUF dequantized once, CTranslate2 conversion once
-# --------------------------------------------------------------------------------------------
-
-def _gguf_source(model: str) -> Path | None:
-    path = resolve_model(model)
-    return Path(path) if str(path).endswith(".gguf") else None
-
-
-def _file_tag(path: Path) -> str:
-    st = path.stat()
-    return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
-
-
-def hf_model_dir(model: str) -> str:
-    """A name/path transformers can load. GGUF models (``embedded:smollm2-135m``, ``x.gguf``)
-    are dequantized once to float32 safetensors under the cache dir."""
-    gguf = _gguf_source(model)
-    if gguf is None:
-        return resolve_model(model)
-    target = cache_dir() / "models" / f"{gguf.stem}-hf-{_file_tag(gguf)}"
-
-    def build(tmp: Path) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        logger.info("dequantizing %s into %s (once)", gguf, target)
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        # The weights are plain float32 after loading; drop the GGUF "quantizer" marker so
-        # save_pretrained writes ordinary safetensors.
-        lm.hf_quantizer = None
-        if hasattr(lm.config, "quantization_config"):
-            del lm.config.quantization_config
-        lm.save_pretrained(str(tmp))
-        tok.save_pretrained(str(tmp))
-
-    return str(build_once(target, build))
-
-
-def ct2_model_dir(model: str, quantization: str = "int8") -> str:
-    """A CTranslate2 model folder: ``model`` itself when it already is one, else a conversion
-    (made once under the cache dir) of its transformers weights."""
-    path = Path(resolve_model(model))
-    if (path / "model.bin").exists() and path.is_dir():
-        return str(path)
-    source = hf_model_dir(model)
-    tag = hashlib.sha256(f"{Path(source).resolve() if Path(source).exists() else source}".encode()).hexdigest()[:12]
-    target = cache_dir() / "models" / f"{Path(source).name}-ct2-{quantization}-{tag}"
-
-    def build(tmp: Path) -> None:
-        from ctranslate2.converters import TransformersConverter
-
-        logger.info("converting %s to CTranslate2 (%s) in %s (once)", source, quantization, target)
-        TransformersConverter(source, load_as_float16=False).convert(str(tmp), quantization=quantization, force=True)
-        from transformers import AutoTokenizer
-
-        AutoTokenizer.from_pretrained(source).save_pretrained(str(tmp))
-
-    return str(build_once(target, build))
-
-
-def _torch_device(device: str) -> str:
-    return device if device != "auto" else "cpu"
-
-
-@functools.lru_cache(maxsize=8)
-def load_causal_lm(model: str, device: str = "cpu", dtype: str = "auto") -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for a causal LM on ``device``, cached per process.
-
-    The tokenizer pads on the left (batched generation) and has a pad token. ``dtype="auto"``
-    is float32 on CPU and bfloat16 on GPU.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    source = hf_model_dir(model)
-    device = _torch_device(device)
-    if dtype == "auto":
-        torch_dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    else:
-        torch_dtype = getattr(torch, dtype)
-    tok = AutoTokenizer.from_pretrained(source)
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
-    lm.to(device)
-    lm.eval()
-    return lm, tok
-
-
-def chat_text(tokenizer: Any, messages: Messages, prefill: str = "") -> str:
-    """The prompt string for ``messages`` via the tokenizer's chat template, ready for the
-    assistant's turn, plus an optional forced start of the answer."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return text + prefill
-
-
-# --------------------------------------------------------------------------------------------
-# Backends
-# --------------------------------------------------------------------------------------------
-
-
-TaskOrTasks = "TaskSpec | list[TaskSpec]"
-
-
-def _seed(texts: list[str], attempt: int) -> int:
-    """A sampling seed from the prompts and the try number (reruns reproduce, tries differ)."""
-    return int(hashlib.sha256(("\x1f".join(texts) + f"\x1e{int(attempt)}").encode()).hexdigest()[:8], 16)
-
-
-def _per_item(task: TaskSpec | list[TaskSpec], n: int) -> list[TaskSpec]:
-    if isinstance(task, TaskSpec):
-        return [task] * n
-    if len(task) != n:
-        raise ValueError(f"{len(task)} tasks for {n} prompts")
-    return list(task)
-
-
-class Backend:
-    """Shared retry/validate loop; subclasses implement ``generate``."""
-
-    name: ClassVar[str] = "backend"
-
-    def __init__(self, settings: LLMSettings):
-        self.settings = settings
-
-    def generate(self, messages_list: list[Messages], task: TaskOrTasks, sample: int = 0) -> list[Completion | Exception]:
-        """Raw completions. ``sample`` is the try number: 0 decodes greedily, n > 0 samples
-        with a seed derived from the prompts and n."""
-        raise NotImplementedError
-
-    def generate_json(self, messages_list: list[Messages], task: TaskOrTasks) -> list[dict[str, Any] | Exception]:
-        """Validated JSON per item, or an ``LLMOutputError`` after ``max_tries`` tries."""
-        tasks = _per_item(task, len(messages_list))
-        results: list[Any] = [None] * len(messages_list)
-        last_error: dict[int, str] = {}
-        pending = list(range(len(messages_list)))
-        for attempt in range(self.settings.max_tries):
-            if not pending:
-                break
-            outputs = self.generate([messages_list[i] for i in pending], [tasks[i] for i in pending], sample=attempt)
-            still = []
-            for i, out in zip(pending, outputs):
-                try:
-                    if isinstance(out, Exception):
-                        raise out
-                    if not out.finished:
-                        raise ValueError(f"output cut at max_new_tokens={tasks[i].max_new_tokens}")
-                    results[i] = parse_output(out.text, tasks[i])
-                except (ValueError, LLMTransportError) as exc:
-                    last_error[i] = str(exc)
-                    still.append(i)
-            if still:
-                logger.info("%s: %d/%d outputs invalid on try %d", tasks[0].name, len(still), len(pending), attempt + 1)
-            pending = still
-        for i in pending:
-            results[i] = LLMOutputError(
-                f"{tasks[i].name}: no valid output after {self.settings.max_tries} tries ({last_error.get(i, '?')})"
-            )
-        return results
-
-
-class TransformersBackend(Backend):
-    """Batched ``model.generate`` with left padding, the chat template and xgrammar."""
-
-    name = "transformers"
-
-    def __init__(self, settings: LLMSettings, device: str):
-        super().__init__(settings)
-        self.device = _torch_device(device)
-        if settings.cpu_threads and self.device == "cpu":
-            import torch
-
-            torch.set_num_threads(settings.cpu_threads)  # per worker process
-        self.lm, self.tokenizer = load_causal_lm(settings.model, self.device, settings.dtype)
-        self._compiler = None
-        self._grammars: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def _grammar(self, task: TaskSpec) -> Any:
-        import xgrammar as xgr
-
-        key = task.schema_json()
-        with self._lock:
-            if self._compiler is None:
-                info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.lm.config.vocab_size)
-                self._compiler = xgr.GrammarCompiler(info)
-            if key not in self._grammars:
-                self._grammars[key] = self._compiler.compile_json_schema(key, any_whitespace=False)
-            return self._grammars[key]
-
-    def generate(self, messages_list, task, sample=0):
-        import torch
-
-        tasks = _per_item(task, len(messages_list))
-        texts = [chat_text(self.tokenizer, m) for m in messages_list]
-        # Similar lengths together: less padding per batch.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        results: list[Any] = [None] * len(texts)
-        eos_ids = self._eos_ids()
-        bs = self.settings.batch_size
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs]
-            try:
-                outs = self._generate_batch([texts[i] for i in idx], [tasks[i] for i in idx], sample, eos_ids, torch)
-            except Exception as exc:  # a failed batch fails its items, not the call
-                logger.warning("%s: generate failed: %s", tasks[idx[0]].name, exc)
-                outs = [exc] * len(idx)
-            for i, out in zip(idx, outs):
-                results[i] = out
-        return results
-
-    def _eos_ids(self) -> set[int]:
-        ids = self.lm.generation_config.eos_token_id
-        ids = set(ids if isinstance(ids, (list, tuple)) else [ids]) if ids is not None else set()
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return ids
-
-    def _generate_batch(self, texts, tasks, sample, eos_ids, torch):
-        import xgrammar as xgr
-
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        grammars = [self._grammar(t) for t in tasks]
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=max(t.max_new_tokens for t in tasks),
-            pad_token_id=self.tokenizer.pad_token_id,
-            # one grammar per row (the same object for all rows when the task is shared)
-            logits_processor=[xgr.contrib.hf.LogitsProcessor(grammars if len(set(map(id, grammars))) > 1 else grammars[0])],
-        )
-        if sample:
-            # Retries sample; seeded from the prompts so reruns give the same rows.
-            torch.manual_seed(_seed(texts, sample))
-            kwargs.update(do_sample=True, temperature=self.settings.temperature, top_p=0.95)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode():
-            out = self.lm.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1] :].tolist()
-        completions = []
-        for ids, t in zip(new, tasks):
-            cut = next((k for k, tok in enumerate(ids) if tok in eos_ids), None)
-            finished = cut is not None and cut <= t.max_new_tokens
-            body = ids if cut is None else ids[:cut]
-            completions.append(Completion(self.tokenizer.decode(body, skip_special_tokens=True), finished))
-        return completions
-
-
-class CTranslate2Backend(Backend):
-    """``ctranslate2.Generator.generate_batch`` on a converted model (no grammar hook: a forced
-    JSON opening, then validate and retry; see the module docstring)."""
-
-    name = "ctranslate2"
-
-    def __init__(self, settings: LLMSettings, device: str):
-        super().__init__(settings)
-        import ctranslate2
-        from transformers import AutoTokenizer
-
-        path = ct2_model_dir(settings.model, settings.quantization)
-        device = _torch_device(device)
-        kind, index = split_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        compute = settings.quantization if kind == "cpu" else "auto"
-        self.generator = ctranslate2.Generator(
-            path, device=kind, device_index=index, compute_type=compute,
-            inter_threads=1, intra_threads=settings.cpu_threads if kind == "cpu" else 0,
-        )
-
-    def _prefill(self, task: TaskSpec) -> str:
-        first = task.first_property()
-        return f'{{"{first}":' if first else "{"
-
-    def generate(self, messages_list, task, sample=0):
-        tasks = _per_item(task, len(messages_list))
-        prefills = [self._prefill(t) for t in tasks]
-        tokens = [
-            self.tokenizer.convert_ids_to_tokens(self.tokenizer.encode(chat_text(self.tokenizer, m, p), add_special_tokens=False))
-            for m, p in zip(messages_list, prefills)
-        ]
-        kwargs: dict[str, Any] = dict(
-            max_batch_size=self.settings.batch_size, max_length=max(t.max_new_tokens for t in tasks),
-            include_prompt_in_result=False, return_end_token=True,
-        )
-        if self.tokenizer.eos_token:
-            kwargs["end_token"] = self.tokenizer.eos_token
-        if sample:
-            import ctranslate2
-
-            ctranslate2.set_random_seed(_seed([str(t) for t in tokens], sample))
-            kwargs.update(sampling_topk=40, sampling_topp=0.95, sampling_temperature=self.settings.temperature)
-        try:
-            results = self.generator.generate_batch(tokens, **kwargs)
-        except Exception as exc:
-            return [exc] * len(tokens)
-        eos = self.tokenizer.eos_token_id
-        out = []
-        decoder = json.JSONDecoder()
-        for res, prefill, t in zip(results, prefills, tasks):
-            ids = res.sequences_ids[0]
-            finished = bool(ids) and ids[-1] == eos and len(ids) <= t.max_new_tokens + 1
-            body = ids[:-1] if finished else ids
-            text = prefill + self.tokenizer.decode(body, skip_special_tokens=True)
-            # Unconstrained models often keep writing after the object closes: keep the first
-            # complete JSON value (parsed by the JSON decoder, not by pattern matching).
-            try:
-                _, end = decoder.raw_decode(text)
-                text, finished = text[:end], True
-            except json.JSONDecodeError:
-                pass
-            out.append(Completion(text, finished))
-        return out
-
-
-class OpenAIBackend(Backend):
-    """Chat completions from an OpenAI-compatible server, concurrently, with guided JSON."""
-
-    name = "openai"
-
-    def __init__(self, settings: LLMSettings):
-        super().__init__(settings)
-        self.url = settings.base_url.rstrip("/") + "/chat/completions"
-        self.api_key = os.environ.get(settings.api_key_env or "", "")
-
-    def _body(self, messages: Messages, task: TaskSpec, sample: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.settings.model,
-            "messages": messages,
-            "max_tokens": task.max_new_tokens,
-            "temperature": self.settings.temperature if sample else 0.0,
-        }
-        if sample:
-            body["seed"] = int(sample)
-        mode = self.settings.guided
-        if mode == "json_schema":
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": task.name.replace(".", "_"), "schema": task.schema, "strict": True},
-            }
-        elif mode == "json_object":
-            body["response_format"] = {"type": "json_object", "schema": task.schema}
-        elif mode == "guided_json":
-            body["guided_json"] = task.schema
-        return body
-
-    def _post(self, body: dict[str, Any]) -> Completion:
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        last = "no attempt"
-        for attempt in range(self.settings.http_retries + 1):
-            if attempt:
-                time.sleep(self.settings.backoff * (2 ** (attempt - 1)))
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.settings.timeout) as resp:
-                    payload = json.loads(resp.read().decode("utf-8"))
-                choice = payload["choices"][0]
-                text = choice["message"].get("content") or ""
-                return Completion(text, choice.get("finish_reason") in ("stop", "eos", None))
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}"
-                if exc.code not in (408, 409, 429) and exc.code < 500:
-                    break  # a client error will not improve by retrying
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-            except (KeyError, IndexError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-                last = f"malformed response ({type(exc).__name__})"
-        raise LLMTransportError(redact(f"{self.url}: {last} after {self.settings.http_retries + 1} tries"))
-
-    def generate(self, messages_list, task, sample=0):
-        tasks = _per_item(task, len(messages_list))
-        bodies = [self._body(m, t, sample) for m, t in zip(messages_list, tasks)]
-        results: list[Any] = [None] * len(bodies)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
-            futures = {pool.submit(self._post, body): i for i, body in enumerate(bodies)}
-            for future in concurrent.futures.as_completed(futures):
-                i = futures[future]
-                try:
-                    results[i] = future.result()
-                except Exception as exc:
-                    results[i] = exc
-        return results
-
-
-def make_backend(settings: LLMSettings, device: str = "cpu") -> Backend:
-    """The backend for ``settings`` on ``device`` (validate settings first)."""
-    settings.validate()
-    if settings.backend == "transformers":
-        return TransformersBackend(settings, device)
-    if settings.backend == "ctranslate2":
-        return CTranslate2Backend(settings, device)
-    return OpenAIBackend(settings)
-
-
-# --------------------------------------------------------------------------------------------
-# Stage base
-# --------------------------------------------------------------------------------------------
+from typing import Any, ClassVar
+
+from lomo_datasets.llm_backends import (  # noqa: F401  (the LLM layer's public names)
+    BACKENDS,
+    DEFAULT_MODEL,
+    GUIDED_MODES,
+    Backend,
+    Completion,
+    CTranslate2Backend,
+    LLMOutputError,
+    LLMSettings,
+    LLMTransportError,
+    Messages,
+    OpenAIBackend,
+    TaskSpec,
+    TransformersBackend,
+    chat_text,
+    make_backend,
+    parse_output,
+    validate_json,
+)
+from lomo_datasets.models import ct2_model_dir, hf_model_dir, load_causal_lm  # noqa: F401
+from lomo_datasets.stage import MissingDependencyError, Stage
+
+#: What ``requests`` returns: per key, the chat messages and the task they ask for.
+Requests = dict[str, tuple[Messages, TaskSpec]]
 
 _LLM_FIELDS = [f.name for f in dataclasses.fields(LLMSettings)]
 
@@ -650,7 +56,7 @@ class LLMStage(Stage, LLMSettings):
     """Base of the stages that call an LLM. Its settings are ``LLMSettings``'s fields (inherited,
     flat), so ``--set compress.backend=openai --set compress.base_url=...`` works."""
 
-    uses_torch: ClassVar[bool] = True
+    start_method: ClassVar[str | None] = "spawn"
     rows_per_batch: ClassVar[int] = 16
     embedded_setting: ClassVar[str | None] = "model"
     embedded_model: ClassVar[str | None] = "embedded:smollm2-135m"
@@ -658,7 +64,11 @@ class LLMStage(Stage, LLMSettings):
 
     def check_requirements(self) -> None:
         super().check_requirements()
-        needs = {"transformers": ("torch", "transformers", "xgrammar"), "ctranslate2": ("ctranslate2", "transformers")}
+        needs = {
+            "transformers": ("torch", "transformers", "xgrammar"),
+            "ctranslate2": ("ctranslate2", "transformers"),
+            "openai": ("httpx",),
+        }
         for module in needs.get(self.backend, ()):
             if importlib.util.find_spec(module) is None:
                 raise MissingDependencyError(
@@ -679,17 +89,30 @@ class LLMStage(Stage, LLMSettings):
 
     @property
     def llm(self) -> Backend:
-        """The backend for this process and device (``Stage.loaded_model``), loaded once per
-        process."""
+        """The backend for this process and device (``Stage.loaded_model``)."""
         return self.loaded_model
 
-    def generate_json(self, messages_list: list[Messages], task: TaskOrTasks) -> list[dict[str, Any] | Exception]:
-        if not messages_list:
-            return []
-        return self.llm.generate_json(messages_list, task)
+    # -- the hook ----------------------------------------------------------------------------
 
+    def requests(self, row: dict[str, Any]) -> Requests:
+        """Per key, the messages and task of one request for ``row``. Raise to fail the row."""
+        raise NotImplementedError
 
-def seeded_random(*parts: Any) -> random.Random:
-    """A ``random.Random`` seeded from ``parts`` (row id, task...), stable across processes."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+    def prepare(self, row: dict[str, Any]) -> Requests:
+        return self.requests(row)
+
+    def run_batch(self, items: list[Requests]) -> list[Any]:
+        """Per item, ``{key: parsed object}``, or the error of its first failed key. Every key
+        goes out for every item that has it (one call per key), so batches do not depend on
+        which answers failed."""
+        answers: list[dict[str, Any]] = [{} for _ in items]
+        for key in dict.fromkeys(k for item in items for k in item):
+            todo = [n for n, item in enumerate(items) if key in item]
+            outputs = self.llm.generate_json([items[n][key][0] for n in todo], [items[n][key][1] for n in todo])
+            for n, output in zip(todo, outputs):
+                answers[n][key] = output
+        return [next((a for a in per.values() if isinstance(a, BaseException)), per) for per in answers]
+
+    def finish(self, row: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:
+        """The row's output columns from its validated answers (one per request key)."""
+        raise NotImplementedError

@@ -1,11 +1,16 @@
-"""Model names: ``embedded:*`` short names for the small real models that ship in packages.
+"""Model names and model files.
 
 ``resolve_model("embedded:whisper-tiny.en")`` returns a local path with no network access;
-any other name (a hub id or a local path) is returned unchanged.
+any other name (a hub id or a local path) is returned unchanged. ``build_once`` makes a derived
+model folder once under the cache dir: ``hf_model_dir`` (GGUF models such as
+``embedded:smollm2-135m`` dequantized to transformers weights), ``ct2_model_dir`` (a CTranslate2
+conversion). ``load_causal_lm`` loads a transformers causal LM once per process (the LLM
+backends and the LM-loss stage use it).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -17,9 +22,9 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from lomo_datasets.stage import SettingError
+from lomo_datasets.stage import SettingError, resolve_device, torch_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -185,3 +190,87 @@ _RESOLVERS = {
     "whisper-base": _whisper_base,
     "smollm2-135m": _smollm2,
 }
+
+
+# --------------------------------------------------------------------------------------------
+# LLM model files: GGUF dequantized once, CTranslate2 conversion once
+# --------------------------------------------------------------------------------------------
+
+def _gguf_source(model: str) -> Path | None:
+    path = resolve_model(model)
+    return Path(path) if str(path).endswith(".gguf") else None
+
+
+def _file_tag(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+
+
+def hf_model_dir(model: str) -> str:
+    """A name/path transformers can load. GGUF models (``embedded:smollm2-135m``, ``x.gguf``)
+    are dequantized once to float32 safetensors under the cache dir."""
+    gguf = _gguf_source(model)
+    if gguf is None:
+        return resolve_model(model)
+    target = cache_dir() / "models" / f"{gguf.stem}-hf-{_file_tag(gguf)}"
+
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        logger.info("dequantizing %s into %s (once)", gguf, target)
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are plain float32 after loading; drop the GGUF "quantizer" marker so
+        # save_pretrained writes ordinary safetensors.
+        lm.hf_quantizer = None
+        if hasattr(lm.config, "quantization_config"):
+            del lm.config.quantization_config
+        lm.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+
+    return str(build_once(target, build))
+
+
+def ct2_model_dir(model: str, quantization: str = "int8") -> str:
+    """A CTranslate2 model folder: ``model`` itself when it already is one, else a conversion
+    (made once under the cache dir) of its transformers weights."""
+    path = Path(resolve_model(model))
+    if (path / "model.bin").exists() and path.is_dir():
+        return str(path)
+    source = hf_model_dir(model)
+    tag = hashlib.sha256(f"{Path(source).resolve() if Path(source).exists() else source}".encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"{Path(source).name}-ct2-{quantization}-{tag}"
+
+    def build(tmp: Path) -> None:
+        from ctranslate2.converters import TransformersConverter
+
+        logger.info("converting %s to CTranslate2 (%s) in %s (once)", source, quantization, target)
+        TransformersConverter(source, load_as_float16=False).convert(str(tmp), quantization=quantization, force=True)
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(source).save_pretrained(str(tmp))
+
+    return str(build_once(target, build))
+
+
+@functools.lru_cache(maxsize=8)
+def load_causal_lm(model: str, device: str = "cpu", dtype: str = "auto") -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for a causal LM on ``device``, cached per process.
+
+    The tokenizer pads on the left (batched generation) and has a pad token. ``dtype="auto"``
+    follows ``stage.auto_precision`` (float32 on CPU, bfloat16 on GPU); ``device="auto"`` the
+    device rule.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = hf_model_dir(model)
+    device = resolve_device(None, device)
+    tok = AutoTokenizer.from_pretrained(source)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(device, dtype))
+    lm.to(device)
+    lm.eval()
+    return lm, tok

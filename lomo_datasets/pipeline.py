@@ -37,7 +37,7 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 
 from lomo_datasets import outputs, progress, safe_yaml
 from lomo_datasets.errors import shorten
-from lomo_datasets.stage import SettingError, Stage, apply_stage, split_by_threshold
+from lomo_datasets.stage import Filter, SettingError, Stage, apply_stage, split_by_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -45,42 +45,17 @@ DONE = "_SUCCESS"
 
 
 @dataclass
-class Filter:
-    """The second half of a two-step filter: keep rows whose ``column`` is in [low, high]."""
-
-    name: str
-    column: str
-    low: float | None = None
-    high: float | None = None
-    enabled: bool = True
-
-    def __post_init__(self) -> None:
-        for bound in ("low", "high"):
-            value = getattr(self, bound)
-            if value is not None and not isinstance(value, (int, float)):
-                raise SettingError(f"{self.name}.{bound} must be a number or null, got {value!r}")
-        if self.low is not None and self.high is not None and self.low > self.high:
-            raise SettingError(f"{self.name}: low ({self.low}) is above high ({self.high})")
-
-    def settings(self) -> dict[str, Any]:
-        return {"column": self.column, "low": self.low, "high": self.high, "enabled": self.enabled}
-
-    def fingerprint(self, previous: str) -> str:
-        payload = json.dumps({"previous": previous, "filter": self.name, **self.settings()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:32]
-
-
-@dataclass
 class Recipe:
-    """An ordered list of step factories. ``steps`` holds (name, factory) pairs; a factory
-    takes the step's settings as keyword arguments. ``exports`` write extra files beside the
+    """An ordered list of steps. ``steps`` holds (name, step class) pairs: a ``Stage`` or a
+    ``Filter`` dataclass whose fields are the step's settings (``defaults`` fill them; a
+    ``Filter`` step's name is its recipe name). ``exports`` write extra files beside the
     published folder (``(dataset, out_folder) -> None``); ``demo_settings`` are what
     ``lomo-datasets demo`` adds so the recipe gives a useful result on the short sample videos
     with the small embedded models."""
 
     name: str
     description: str
-    steps: list[tuple[str, Callable[..., Stage | Filter]]]
+    steps: list[tuple[str, type[Stage] | type[Filter]]]
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     exports: list[Callable[[Dataset, Path], Any]] = field(default_factory=list)
     demo_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -139,27 +114,28 @@ def build_steps(
         if unknown:
             raise SettingError(f"{source}: unknown step(s) {shorten(unknown)} for recipe '{recipe.name}'; its steps are {names}")
     steps = []
-    for name, factory in recipe.steps:
+    for name, step_class in recipe.steps:
         settings: dict[str, Any] = dict(recipe.defaults.get(name, {}))
         settings.update((config or {}).get(name, {}))
         settings.update((overrides or {}).get(name, {}))
         chosen = set((config or {}).get(name, {})) | set((overrides or {}).get(name, {}))
-        target = getattr(factory, "embedded_setting", None)
+        target = getattr(step_class, "embedded_setting", None)
         if embedded and target and target not in chosen:
-            settings[target] = factory.embedded_model
+            settings[target] = step_class.embedded_model
+        if isinstance(step_class, type) and issubclass(step_class, Filter):
+            settings["name"] = name
         try:
-            step = factory(**settings)
+            step = step_class(**settings)
         except TypeError as exc:
-            valid = _valid_settings(factory)
+            valid = _valid_settings(step_class)
             raise SettingError(f"step '{name}': {exc}; valid settings: {valid}") from None
         steps.append(step)
     return steps
 
 
-def _valid_settings(factory: Callable) -> list[str]:
-    if dataclasses.is_dataclass(factory):
-        return [f.name for f in dataclasses.fields(factory)]
-    return []
+def _valid_settings(step_class: type) -> list[str]:
+    skip = {"name"} if isinstance(step_class, type) and issubclass(step_class, Filter) else set()
+    return [f.name for f in dataclasses.fields(step_class) if f.name not in skip]
 
 
 def _fingerprint_dataset(ds: Dataset) -> str:

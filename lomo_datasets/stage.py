@@ -9,8 +9,22 @@ or, with the right arguments filled in (features, fingerprint, start method, pro
 
     ds = apply_stage(ds, Transcribe(model="large-v3"), num_proc=2)
 
-Models load lazily (``Stage.loaded_model``), once per process, from a cache keyed by the
-stage's settings and device.
+A stage writes three hooks (docs/DESIGN.md, "The stage hook"), all optional:
+
+- ``prepare(row) -> item``: what the batched call needs from one row (raise: that row fails;
+  ``Ready(outputs)``: the row is done without the batched call);
+- ``run_batch(items) -> results``: one call for the whole batch (a model's batched forward);
+  a result may be an exception for its item alone;
+- ``finish(row, result) -> outputs``: the row's output columns (a list of them with
+  ``fan_out``) from its result (raise: that row fails).
+
+A stage with no batched call writes ``process_row(row) -> outputs`` instead. The contract owns,
+once for every stage: the declared input columns are checked before the first batch; the model
+loads (``load_model``, once per process, cached by settings and device) before the first batch;
+a batch whose ``run_batch`` raises is run again item by item, so only the bad rows fail; output
+keys that ``features()`` does not declare are refused; a class-level name that would become a
+setting (``name: str = "x"`` in a subclass) is refused when the class is defined.
+
 A row that fails gets empty outputs and an ``{"stage", "error"}`` entry in its ``errors``
 column; the other rows of the batch are untouched. A bad setting raises at construction.
 """
@@ -25,6 +39,7 @@ import inspect
 import json
 import logging
 import os
+import random
 import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
@@ -99,7 +114,7 @@ def clear_model_cache() -> None:
 
 
 @contextlib.contextmanager
-def start_method(method: str | None) -> Iterator[None]:
+def worker_start_method(method: str | None) -> Iterator[None]:
     """Use ``method`` ("spawn") for the worker pools ``datasets`` starts inside the block.
 
     ``datasets`` starts its ``num_proc`` workers with ``multiprocess``; with ``fork`` a worker
@@ -119,14 +134,62 @@ def start_method(method: str | None) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------
+# Precision: the one rule per device, beside the device rule
+# --------------------------------------------------------------------------------------------
+
+
+def auto_precision(device: str, library: str = "torch", quantized: bool = False) -> str:
+    """The precision a model on ``device`` uses when its setting is "auto".
+
+    torch: float32 on CPU, bfloat16 on a GPU. CTranslate2: int8 on CPU; on a GPU float16, or
+    int8_float16 for a ``quantized`` (int8-converted) model. Every stage asks here.
+    """
+    on_cpu = split_device(device)[0] == "cpu"
+    if library == "torch":
+        return "float32" if on_cpu else "bfloat16"
+    if library == "ctranslate2":
+        return "int8" if on_cpu else ("int8_float16" if quantized else "float16")
+    raise ValueError(f"auto_precision: unknown library {library!r}")
+
+
+def torch_dtype(device: str, dtype: str = "auto") -> Any:
+    """The ``torch.dtype`` for a ``dtype`` setting ("auto": ``auto_precision``) on ``device``."""
+    import torch
+
+    return getattr(torch, auto_precision(device) if dtype == "auto" else dtype)
+
+
+# --------------------------------------------------------------------------------------------
 # The contract
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ready:
+    """What ``prepare`` returns for a row that needs no batched call: its outputs, as is
+    (``run_batch`` and ``finish`` are skipped for it, and no model loads for it)."""
+
+    outputs: Any
+
+
+class StageContractError(TypeError):
+    """A stage class breaks the contract (a programming error, not a row error)."""
 
 
 def format_error(exc: BaseException) -> str:
     """One line for a row's ``errors`` entry: exception type and message, secrets masked."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return redact(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+
+
+#: Names the contract declares on the class; a subclass field with one of them would
+#: silently become a setting.
+_DECLARATIONS = (
+    "name", "version", "reads", "requires", "start_method", "fan_out", "rows_per_batch",
+    "embedded_setting", "embedded_model", "kept_on_error",
+)
+#: Methods the contract owns: a stage writes the hooks, never its own batch loop.
+_OWNED = ("process", "__call__")
 
 
 @dataclass
@@ -137,26 +200,48 @@ class Stage:
 
     - ``name``: the stage's name in recipes, ``--set name.setting=value`` and row errors;
     - ``version``: bump it when the stage's output changes for the same settings;
-    - ``reads``: input columns; ``features()`` declares the output columns;
+    - ``reads``: input columns the stage needs (``input_columns()`` when a setting names
+      them); ``features()`` declares the output columns;
     - ``requires``: importable module -> extra that provides it (checked at construction);
-    - ``uses_torch``: holds a torch model (``apply_stage`` then starts workers with spawn);
+    - ``start_method``: how ``apply_stage`` starts worker processes (``"spawn"`` for stages
+      that hold a torch or CTranslate2 model: a forked worker can inherit a busy thread pool);
     - ``fan_out``: one input row may give many output rows (clipping);
     - ``embedded_setting``/``embedded_model``: the setting ``--embedded`` points at a model
-      that ships inside a package.
+      that ships inside a package;
+    - ``kept_on_error``: output columns that also are input columns and keep the input's value
+      where the stage wrote none (a failed download keeps its URL).
     """
 
     name: ClassVar[str] = "stage"
     version: ClassVar[str] = "1"
     reads: ClassVar[tuple[str, ...]] = ()
     requires: ClassVar[dict[str, str]] = {}
-    uses_torch: ClassVar[bool] = False
+    start_method: ClassVar[str | None] = None
     fan_out: ClassVar[bool] = False
     rows_per_batch: ClassVar[int] = 8
     embedded_setting: ClassVar[str | None] = None
     embedded_model: ClassVar[str | None] = None
+    kept_on_error: ClassVar[tuple[str, ...]] = ()
 
     #: "auto" follows the rank rule of ``resolve_device``; "cpu" or "cuda:N" pins a device.
     device: str = "auto"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        annotations = cls.__dict__.get("__annotations__", {})
+        for key in _DECLARATIONS:
+            if key in annotations and "ClassVar" not in str(annotations[key]):
+                raise StageContractError(
+                    f"{cls.__qualname__}.{key}: '{key}' is declared by the stage contract; an annotated "
+                    f"'{key}: ... = ...' would turn it into a setting. Write '{key} = ...' (no annotation) "
+                    f"or '{key}: ClassVar[...] = ...'"
+                )
+        for key in _OWNED:
+            if key in cls.__dict__:
+                raise StageContractError(
+                    f"{cls.__qualname__}.{key}: the contract owns the batch loop; write the hooks "
+                    "prepare(row), run_batch(items), finish(row, result) or process_row(row) instead"
+                )
 
     # -- construction ----------------------------------------------------------------------
 
@@ -185,7 +270,20 @@ class Stage:
     def settings(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
-    # -- what it writes --------------------------------------------------------------------
+    # -- what it reads and writes ------------------------------------------------------------
+
+    def input_columns(self) -> tuple[str, ...]:
+        """The columns every input row must have (default: ``reads``)."""
+        return tuple(self.reads)
+
+    def check_input(self, columns: Any) -> None:
+        """Raise ``SettingError`` when a declared input column is missing from ``columns``."""
+        missing = [c for c in self.input_columns() if c not in set(columns)]
+        if missing:
+            raise SettingError(
+                f"stage '{self.name}' reads column(s) {missing} that the input lacks (it has "
+                f"{sorted(columns)}): run the step that writes them first, or set the stage's column setting"
+            )
 
     def features(self) -> Features:
         """The columns this stage writes (``errors`` is added by the contract)."""
@@ -215,6 +313,10 @@ class Stage:
         return getattr(self, "_rank", None)
 
     @property
+    def has_model(self) -> bool:
+        return type(self).load_model is not Stage.load_model
+
+    @property
     def loaded_model(self) -> Any:
         """The model for this process and device, loaded on first use and then cached.
 
@@ -234,37 +336,116 @@ class Stage:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    # -- processing ------------------------------------------------------------------------
+    # -- the hook ----------------------------------------------------------------------------
 
-    def process_row(self, row: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
-        """Outputs for one row (a list of output dicts when ``fan_out``)."""
-        raise NotImplementedError
+    def prepare(self, row: dict[str, Any]) -> Any:
+        """The item ``run_batch`` needs from ``row`` (default: the row). Raise to fail the row."""
+        return row
 
-    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
-        """Outputs for a batch of rows: per row a dict (list of dicts when ``fan_out``) or the
-        exception that row raised. Batched stages (one model call per batch) override this."""
+    def run_batch(self, items: list[Any]) -> list[Any]:
+        """One result per item, in order; a result may be an exception for that item. When
+        this raises, the contract runs the items one by one. The default runs ``process_row``
+        on each item (a row stage: an item that raises fails alone)."""
         results: list[Any] = []
-        for row in rows:
+        for item in items:
             try:
-                results.append(self.process_row(row))
-            except Exception as exc:  # the row fails, the batch goes on
+                results.append(self.process_row(item))
+            except Exception as exc:  # a row stage's rows are independent
                 results.append(exc)
         return results
+
+    def finish(self, row: dict[str, Any], result: Any) -> dict[str, Any] | list[dict[str, Any]] | None:
+        """The row's outputs from its result (default: the result). Raise to fail the row."""
+        return result
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+        """Outputs for one row, for stages with no batched call (they write only this)."""
+        raise NotImplementedError(f"{type(self).__qualname__}: write process_row(row) or run_batch(items)")
+
+    # -- what the contract runs ----------------------------------------------------------------
+
+    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """Outputs for a batch of rows: per row a dict (a list of dicts with ``fan_out``) or
+        the exception that row raised. prepare -> run_batch (item by item when the batch
+        raises) -> finish; the model loads before the first batch; outputs are checked."""
+        results: list[Any] = [None] * len(rows)
+        todo: list[tuple[int, Any]] = []
+        for i, row in enumerate(rows):
+            try:
+                item = self.prepare(row)
+            except Exception as exc:  # the row fails, the batch goes on
+                results[i] = exc
+                continue
+            if isinstance(item, Ready):
+                results[i] = item.outputs
+            else:
+                todo.append((i, item))
+        if todo:
+            if self.has_model:
+                self.loaded_model  # a model that cannot load is a setting error, not a row error
+            for (i, _), out in zip(todo, self._run_items([item for _, item in todo])):
+                if isinstance(out, BaseException):
+                    results[i] = out
+                    continue
+                try:
+                    results[i] = self.finish(rows[i], out)
+                except Exception as exc:
+                    results[i] = exc
+        for res in results:
+            if res is not None and not isinstance(res, BaseException):
+                self._check_output(res)
+        return results
+
+    def _run_items(self, items: list[Any]) -> list[Any]:
+        try:
+            outs = self._run_batch(items)
+        except StageContractError:
+            raise  # a bug in the stage, not in a row
+        except Exception as exc:
+            if len(items) == 1:
+                return [exc]
+            logger.warning("%s: a batch of %d failed (%s); running its items one by one", self.name, len(items), format_error(exc))
+            outs = []
+            for item in items:
+                try:
+                    outs.extend(self._run_batch([item]))
+                except Exception as one:
+                    outs.append(one)
+        return outs
+
+    def _run_batch(self, items: list[Any]) -> list[Any]:
+        outs = list(self.run_batch(items))
+        if len(outs) != len(items):
+            raise StageContractError(f"{self.name}.run_batch returned {len(outs)} results for {len(items)} items")
+        return outs
+
+    def _check_output(self, result: Any) -> None:
+        produced = result if self.fan_out else [result]
+        if self.fan_out and not isinstance(result, list):
+            raise StageContractError(f"stage '{self.name}' has fan_out: finish/process_row must return a list of dicts")
+        declared = self.features()
+        for item in produced:
+            if not isinstance(item, dict):
+                raise StageContractError(f"stage '{self.name}' returned {type(item).__name__}, not a dict of columns")
+            extra = [k for k in item if k not in declared]
+            if extra:
+                raise StageContractError(
+                    f"stage '{self.name}' wrote column(s) {extra} that features() does not declare: "
+                    "add them to features() or stop writing them"
+                )
 
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         self._rank = rank
         self._device = resolve_device(rank, self.device)
         names = list(batch)
+        self.check_input(names)
         n = len(batch[names[0]]) if names else 0
         rows = [{k: batch[k][i] for k in names} for i in range(n)]
         # A row that already failed upstream is passed through with empty outputs.
         todo = [i for i, row in enumerate(rows) if not row.get("errors")]
         results: list[Any] = [None] * n
         if todo:
-            done = self.process([rows[i] for i in todo])
-            if len(done) != len(todo):
-                raise RuntimeError(f"{self.name}.process returned {len(done)} results for {len(todo)} rows")
-            for i, res in zip(todo, done):
+            for i, res in zip(todo, self.process([rows[i] for i in todo])):
                 results[i] = res
         return self._assemble(rows, results, names)
 
@@ -292,7 +473,10 @@ class Stage:
                     if k == "errors":
                         out[k].append(errors)
                     elif k in feats:
-                        out[k].append(item[k] if k in item else empty[k])
+                        value = item[k] if k in item else empty[k]
+                        if value is None and k in self.kept_on_error and k in row:
+                            value = row[k]
+                        out[k].append(value)
                     else:
                         out[k].append(row[k])
         return out
@@ -341,8 +525,8 @@ def apply_stage(
     """``ds.map(stage)`` with the contract's arguments filled in.
 
     batched + with_rank, the declared output features, a fingerprint that includes the stage's
-    version and code, a progress bar named after the stage, and the ``spawn`` start method when
-    the stage holds a torch model and runs in several processes.
+    version and code, a progress bar named after the stage, the stage's ``start_method`` when
+    it runs in several processes. Missing input columns fail here, before any row runs.
     """
     num_proc = num_proc if num_proc and num_proc > 1 and len(ds) > 1 else None
     kwargs: dict[str, Any] = dict(
@@ -358,7 +542,8 @@ def apply_stage(
     if stage.fan_out:
         kwargs["remove_columns"] = ds.column_names
     kwargs.update(map_kwargs)
-    with start_method("spawn" if stage.uses_torch and num_proc else None):
+    stage.check_input(ds.column_names)  # before the first batch, in this process
+    with worker_start_method(stage.start_method if num_proc else None):
         return ds.map(stage, **kwargs)
 
 
@@ -388,3 +573,43 @@ def split_by_threshold(
     dropped = ds.filter(lambda v: not keep(v), input_columns=column, num_proc=num_proc, desc=f"drop {column}")
     dropped = dropped.add_column("drop_reason", [reason] * len(dropped))
     return kept, dropped
+
+
+@dataclass
+class Filter:
+    """A threshold filter step: keep rows whose ``column`` is in [low, high] (either bound may be
+    None); the other rows go to the run's dropped rows with ``drop_reason = name``. Recipes give
+    ``column`` and the bounds as default settings; the step's name is its recipe name."""
+
+    name: str
+    column: str
+    low: float | None = None
+    high: float | None = None
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        for bound in ("low", "high"):
+            value = getattr(self, bound)
+            if value is not None and not isinstance(value, (int, float)):
+                raise SettingError(f"{self.name}.{bound} must be a number or null, got {value!r}")
+        if not isinstance(self.column, str) or not self.column:
+            raise SettingError(f"{self.name}.column must name the column to filter on")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise SettingError(f"{self.name}: low ({self.low}) is above high ({self.high})")
+
+    def settings(self) -> dict[str, Any]:
+        return {"column": self.column, "low": self.low, "high": self.high, "enabled": self.enabled}
+
+    def fingerprint(self, previous: str) -> str:
+        payload = json.dumps({"previous": previous, "filter": self.name, **self.settings()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    def split(self, ds: Dataset, num_proc: int | None = None) -> tuple[Dataset, Dataset]:
+        """``(kept, dropped)`` of ``ds`` (see ``split_by_threshold``)."""
+        return split_by_threshold(ds, self.column, self.low, self.high, reason=self.name, num_proc=num_proc)
+
+
+def seeded_random(*parts: Any) -> random.Random:
+    """A ``random.Random`` seeded from ``parts`` (row id, task...), stable across processes."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))

@@ -7,7 +7,7 @@ of every task (as LoMo did), after quality control removed the bad ones:
   (matched on whole words), checks the resolution floor, checks that every task is present,
   labels the duration bucket, and writes ``qc_pass`` (1.0 / 0.0) with ``qc_reason``, plus
   ``resolution`` as ``"[H, W]"``;
-- ``keep_qc_filter`` (the recipe's ``keep_qc`` step) keeps ``qc_pass == 1``; dropped videos
+- ``KeepQC`` (the recipe's ``keep_qc`` step) keeps ``qc_pass == 1``; dropped videos
   keep their reason in the run's ``dropped.jsonl``.
 
 Duration buckets are a setting (``buckets``: list of ``[name, low, high]``, ``high`` null for
@@ -33,10 +33,8 @@ from typing import Any, ClassVar
 from datasets import Dataset, Features
 
 from lomo_datasets import features as F
-from lomo_datasets.llm import seeded_random
-from lomo_datasets.pipeline import Filter
-from lomo_datasets.processors.qa import TASKS
-from lomo_datasets.stage import SettingError, Stage
+from lomo_datasets.formats import TASKS
+from lomo_datasets.stage import Filter, SettingError, Stage, seeded_random
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +75,7 @@ class QualityControl(Stage):
 
     name: ClassVar[str] = "qc"
     version: ClassVar[str] = "1"
-    reads: ClassVar[tuple[str, ...]] = ("video_id", "questions", "width", "height", "duration")
+    reads: ClassVar[tuple[str, ...]] = ("video_id", "questions")  # and width, height, duration
 
     min_width: int = 0
     min_height: int = 240
@@ -152,9 +150,13 @@ class QualityControl(Stage):
         }
 
 
-def keep_qc_filter(enabled: bool = True) -> Filter:
+@dataclass
+class KeepQC(Filter):
     """The recipe's ``keep_qc`` step: keep videos that passed quality control."""
-    return Filter("keep_qc", column="qc_pass", low=1.0, enabled=enabled)
+
+    name: str = "keep_qc"
+    column: str = "qc_pass"
+    low: float | None = 1.0
 
 
 def export_lomo(data: Dataset, out: str | Path) -> dict[str, Path]:

@@ -13,14 +13,14 @@ Short lines come from the word timestamps, not from ``chunk_length=5`` as LoMo-P
 makes ASR about 4x slower on the same model): a line ends at a sentence end, at a pause, or
 before it grows past ``max_line_seconds``.
 
-Presets follow the two upstream pipelines::
+Presets follow the two upstream pipelines; each is a ``Transcribe`` subclass whose field
+defaults are the preset (recipe steps use the classes)::
 
-    Transcribe.preset("lomo")     # large-v2, Mandarin, initial prompt, beam 5, VAD
-    Transcribe.preset("livecc")   # large-v3-turbo, batched (16), word timestamps
+    LomoTranscribe()      # Transcribe.preset("lomo"): large-v2, Mandarin, initial prompt, beam 5, VAD
+    LiveCCTranscribe()    # Transcribe.preset("livecc"): large-v3-turbo, batched (16), word timestamps
 
-and ``Transcribe.factory("lomo")`` is the same as a recipe step factory (it carries the right
-``--embedded`` model: ``embedded:whisper-base`` for Mandarin, ``embedded:whisper-tiny.en``
-for English).
+and each carries the right ``--embedded`` model (``embedded:whisper-base`` for Mandarin,
+``embedded:whisper-tiny.en`` for English).
 
 Quality: ``asr_score`` is the share of transcribed time in segments with no warning sign
 (1.0 clean, 0.0 all suspicious or nothing transcribed); ``asr_flags`` names the reasons
@@ -30,7 +30,7 @@ rows with the two-step filter, e.g. ``Filter("asr_quality", column="asr_score", 
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import logging
 import re
 import zlib
@@ -43,7 +43,7 @@ from datasets import Features
 from lomo_datasets import features as F
 from lomo_datasets import media
 from lomo_datasets.models import resolve_model
-from lomo_datasets.stage import SettingError, Stage, split_device
+from lomo_datasets.stage import SettingError, Stage, auto_precision, split_device
 
 logger = logging.getLogger(__name__)
 
@@ -51,28 +51,6 @@ logger = logging.getLogger(__name__)
 SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
 #: Words with a period that do not end a sentence.
 ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "e.g", "i.e", "approx"})
-
-#: Preset settings for the two upstream pipelines. ``embedded_model`` is the model ``--embedded``
-#: puts in place of ``model`` (a multilingual one where the preset's language is not English).
-PRESETS: dict[str, dict[str, Any]] = {
-    "lomo": {
-        "model": "large-v2",
-        "language": "zh",
-        "initial_prompt": "以下是普通话的句子。",
-        "beam_size": 5,
-        "vad_filter": True,
-        "word_timestamps": True,
-        "split_lines": True,
-        "embedded_model": "embedded:whisper-base",
-    },
-    "livecc": {
-        "model": "large-v3-turbo",
-        "batch_size": 16,
-        "word_timestamps": True,
-        "vad_filter": True,
-        "embedded_model": "embedded:whisper-tiny.en",
-    },
-}
 
 _TASKS = ("transcribe", "translate")
 _COMPUTE_TYPES = (
@@ -88,9 +66,10 @@ ASR_STATS = F.ASR_QUALITY["asr_stats"]
 # --------------------------------------------------------------------------------------------
 
 
-def _ends_sentence(word: str, following: str | None) -> bool:
+def ends_sentence(word: str, following: str | None) -> bool:
     """Whether ``word`` ends a sentence: it ends in ``.?!。？！`` and is no abbreviation
-    ("Mr.", "e.g.", an initial), and the next word (if any) does not start in lower case."""
+    ("Mr.", "e.g.", an initial), and the next word (if any) does not start in lower case.
+    The package's one sentence-boundary rule: subtitle lines end here, clips start after it."""
     word = word.strip()
     if not word.endswith(SENTENCE_END):
         return False
@@ -131,7 +110,7 @@ def split_lines(
                 close()
         current.append(word)
         following = words[i + 1]["word"] if i + 1 < len(words) else None
-        if _ends_sentence(word["word"], following):
+        if ends_sentence(word["word"], following):
             close()
     close()
     return lines
@@ -274,14 +253,14 @@ class Transcribe(Stage):
     rows_per_batch: ClassVar[int] = 8
     #: CTranslate2 runs its own thread pools, which a forked worker can inherit mid-use as
     #: torch's can: start workers with spawn, as for torch stages.
-    uses_torch: ClassVar[bool] = True
+    start_method: ClassVar[str | None] = "spawn"
     embedded_setting: ClassVar[str | None] = "model"
     embedded_model: ClassVar[str | None] = "embedded:whisper-tiny.en"
 
     #: Whisper size ("large-v2", "large-v3-turbo"), a hub id or local path of a CTranslate2
     #: conversion, or an ``embedded:*`` model.
     model: str = "large-v3-turbo"
-    #: "auto": int8 on CPU, float16 on GPU; any CTranslate2 compute type otherwise.
+    #: "auto": ``stage.auto_precision`` (int8 on CPU, float16 on GPU); any CTranslate2 compute type.
     compute_type: str = "auto"
     #: Above 1, faster-whisper's BatchedInferencePipeline decodes this many chunks at once.
     batch_size: int = 1
@@ -319,14 +298,9 @@ class Transcribe(Stage):
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "Transcribe":
         """A stage with the settings of preset ``name`` ("lomo", "livecc") and ``overrides``."""
-        return cls.factory(name)(**overrides)
-
-    @classmethod
-    def factory(cls, name: str) -> "PresetFactory":
-        """A recipe step factory for preset ``name``: call it with settings to override."""
-        if name not in PRESETS:
-            raise SettingError(f"unknown asr preset '{name}'; known: {', '.join(sorted(PRESETS))}")
-        return PresetFactory(cls, name)
+        if name not in PRESET_STAGES:
+            raise SettingError(f"unknown asr preset '{name}'; known: {', '.join(sorted(PRESET_STAGES))}")
+        return PRESET_STAGES[name](**overrides)
 
     def validate(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -371,9 +345,7 @@ class Transcribe(Stage):
         from faster_whisper import WhisperModel
 
         kind, index = split_device(device)
-        compute_type = self.compute_type
-        if compute_type == "auto":
-            compute_type = "float16" if kind == "cuda" else "int8"
+        compute_type = auto_precision(device, "ctranslate2") if self.compute_type == "auto" else self.compute_type
         path = resolve_model(self.model)
         logger.info("asr: faster-whisper %s (%s, %s:%d)", path, compute_type, kind, index)
         return WhisperModel(
@@ -457,56 +429,68 @@ class Transcribe(Stage):
         return {"language": language, "language_probability": probability, "segments": [], "words": [],
                 **assess([])}
 
-    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
-        self.whisper  # load first: a model that cannot load is a setting error, not a row error
-        def run(row: dict[str, Any], load=None) -> Any:
-            try:
-                audio, offset = load.result() if load is not None else self._audio(row)
-                return self.transcribe_audio(audio, offset)
-            except Exception as exc:  # the row fails, the batch goes on
-                return exc
-
+    def run_batch(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Transcribe the batch's rows in order (a row that cannot decode raises: the contract
+        then runs the rows one by one so only that row fails)."""
         if self.models_per_gpu > 1:  # one thread per model replica, each decodes its own audio
             with ThreadPoolExecutor(max_workers=self.models_per_gpu) as workers:
-                return list(workers.map(run, rows))
+                return list(workers.map(lambda row: self.transcribe_audio(*self._audio(row)), items))
         # The next row's audio decodes in a thread while Whisper works on the current one.
-        results: list[Any] = []
+        results: list[dict[str, Any]] = []
         with ThreadPoolExecutor(max_workers=1) as pool:
-            load = pool.submit(self._audio, rows[0]) if rows else None
-            for i, row in enumerate(rows):
+            load = pool.submit(self._audio, items[0])
+            for i in range(len(items)):
                 current = load
-                load = pool.submit(self._audio, rows[i + 1]) if i + 1 < len(rows) else None
-                results.append(run(row, current))
+                load = pool.submit(self._audio, items[i + 1]) if i + 1 < len(items) else None
+                results.append(self.transcribe_audio(*current.result()))
         return results
 
 
-class PresetFactory:
-    """A recipe step factory for a ``Transcribe`` preset: settings given override the preset's."""
+@dataclass
+class LomoTranscribe(Transcribe):
+    """``Transcribe`` with the LoMo preset: Bilibili Mandarin (large-v2, initial prompt, beam 5,
+    VAD, word timestamps, short lines). ``--embedded`` uses the multilingual whisper-base."""
 
-    embedded_setting = "model"
+    embedded_model = "embedded:whisper-base"
 
-    def __init__(self, cls: type[Transcribe], name: str):
-        self.cls = cls
-        self.preset = name
-        settings = dict(PRESETS[name])
-        self.embedded_model = settings.pop("embedded_model", cls.embedded_model)
-        self.settings = settings
-        functools.update_wrapper(self, cls, updated=())
+    model: str = "large-v2"
+    language: str | None = "zh"
+    initial_prompt: str | None = "以下是普通话的句子。"
 
-    def __call__(self, **overrides: Any) -> Transcribe:
-        return self.cls(**{**self.settings, **overrides})
 
-    def __repr__(self) -> str:
-        return f"Transcribe.factory({self.preset!r})"
+@dataclass
+class LiveCCTranscribe(Transcribe):
+    """``Transcribe`` with the LiveCC preset: large-v3-turbo, batched (16), word timestamps."""
+
+    embedded_model = "embedded:whisper-tiny.en"
+
+    batch_size: int = 16
+
+
+#: The presets by name (recipe steps use the classes; ``Transcribe.preset(name)`` builds one).
+PRESET_STAGES: dict[str, type[Transcribe]] = {"lomo": LomoTranscribe, "livecc": LiveCCTranscribe}
+#: Each preset's settings that differ from ``Transcribe``'s, and the model ``--embedded`` puts in
+#: place of ``model`` (a multilingual one where the preset's language is not English).
+PRESETS: dict[str, dict[str, Any]] = {
+    name: {
+        **{f.name: f.default for f in dataclasses.fields(cls)
+           if f.default != next(g.default for g in dataclasses.fields(Transcribe) if g.name == f.name)},
+        "embedded_model": cls.embedded_model,
+    }
+    for name, cls in PRESET_STAGES.items()
+}
 
 
 __all__ = [
     "PRESETS",
-    "PresetFactory",
+    "PRESET_STAGES",
+    "LiveCCTranscribe",
+    "LomoTranscribe",
     "QualityThresholds",
     "Transcribe",
     "assess",
     "compression_ratio",
+    "ends_sentence",
     "longest_repeat",
     "normalize_english",
     "split_lines",

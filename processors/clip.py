@@ -35,11 +35,11 @@ from typing import Any, Iterable, Sequence
 from datasets import Features
 
 from lomo_datasets import features as F
+from lomo_datasets.processors.asr import ends_sentence
 from lomo_datasets.stage import SettingError, Stage
 
 logger = logging.getLogger(__name__)
 
-SENTENCE_END = (".", "?", "!")
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
 
 # --------------------------------------------------------------------------------------------
@@ -157,11 +157,11 @@ def find_subtitles(video: str) -> Path | None:
 
 def is_sentence_start(words: Sequence[dict[str, Any]], i: int) -> bool:
     """The first word, or a word whose first character is upper case following a word that
-    ends in ``.``, ``?`` or ``!``."""
+    ends a sentence (``asr.ends_sentence``: the rule subtitle lines use too)."""
     if i == 0:
         return True
-    word, before = words[i]["word"].strip(), words[i - 1]["word"].strip()
-    return bool(word) and word[0].isupper() and before.endswith(SENTENCE_END)
+    word = words[i]["word"].strip()
+    return bool(word) and word[0].isupper() and ends_sentence(words[i - 1]["word"], word)
 
 
 def _extend(words: Sequence[dict[str, Any]], i: int, max_clip_sec: float, max_silence_sec: float) -> int:
@@ -235,6 +235,7 @@ def words_per_second(words: Sequence[dict[str, Any]]) -> float | None:
 
 
 def join_words(words: Sequence[dict[str, Any]]) -> str:
+    """A clip's words as one text, joined by spaces (the one helper for it)."""
     return " ".join(w["word"].strip() for w in words if w["word"].strip())
 
 

@@ -9,7 +9,7 @@ English and translation was skipped) and asks the LLM, through ``lomo_datasets.l
   line's text, start and end are copied from the segments, never taken from numbers the model
   writes, so the window always lies on segment boundaries.
 
-Both requests are batched over the rows of a batch; a row whose outputs fail validation after
+Both requests are batched over the rows of a batch (``LLMStage``); a row whose outputs fail validation after
 the bounded retries gets an error entry and empty outputs, other rows complete.
 """
 
@@ -23,56 +23,10 @@ from datasets import Features
 
 from lomo_datasets import features as F
 from lomo_datasets import prompts as P
-from lomo_datasets.llm import LLMStage, TaskSpec
-from lomo_datasets.processors.translate import Translate
+from lomo_datasets.llm import LLMStage, Requests, TaskSpec
 from lomo_datasets.stage import SettingError
 
 logger = logging.getLogger(__name__)
-
-#: ``translate.model`` value that ``--embedded`` sets: no translation model ships in a package.
-NO_MODEL = "none"
-
-
-@dataclass
-class TranslateToEnglish(Translate):
-    """The LoMo recipe's translate step: rows whose speech is already English (``language``
-    starts with ``target_language``) are copied to ``segments_en`` without loading a model;
-    the other rows are translated by ``Translate``. With ``model="none"`` (what ``--embedded``
-    sets, since no translation model ships in a package) those rows get an error that says
-    which model setting to give, and the run goes on."""
-
-    embedded_setting: ClassVar[str | None] = "model"
-    embedded_model: ClassVar[str | None] = NO_MODEL
-
-    def validate(self) -> None:
-        super().validate()
-        if self.model == NO_MODEL:
-            logger.warning(
-                "translate: no translation model (translate.model=none, as under --embedded): English speech "
-                "is used as is; other languages get an error (give --set translate.model=<CTranslate2 folder>)"
-            )
-
-    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
-        results: list[Any] = [None] * len(rows)
-        foreign = []
-        for i, row in enumerate(rows):
-            language = (row.get("language") or "").lower()
-            if language and language.split("-")[0] == self.target_language.lower():
-                results[i] = {self.output_column: [dict(s) for s in (row.get(self.column) or [])]}
-            elif not row.get(self.column):
-                results[i] = {self.output_column: []}
-            elif self.model == NO_MODEL:
-                results[i] = ValueError(
-                    f"speech is '{language or 'unknown'}' and translate.model=none: give a CTranslate2 "
-                    "translation model (--set translate.model=FOLDER) to translate it"
-                )
-            else:
-                foreign.append(i)
-        if foreign:
-            for i, res in zip(foreign, super().process([rows[i] for i in foreign])):
-                results[i] = res
-        return results
-
 
 def english_segments(row: dict[str, Any]) -> list[dict[str, Any]]:
     """The English subtitle lines of a row: ``segments_en`` when present, else ``segments`` when
@@ -173,7 +127,7 @@ class Compress(LLMStage):
 
     name: ClassVar[str] = "compress"
     version: ClassVar[str] = "1+" + P.digest()
-    reads: ClassVar[tuple[str, ...]] = ("segments_en", "segments", "language", "title", "duration")
+    reads: ClassVar[tuple[str, ...]] = ("segments", "language")  # and segments_en, title, duration when present
 
     max_transcript_chars: int = 6000
     max_lines: int = 60
@@ -199,48 +153,31 @@ class Compress(LLMStage):
             lines = [lines[int(k * step)] for k in range(self.max_lines)]
         return lines
 
-    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
-        results: list[Any] = [None] * len(rows)
-        summary_todo, temporal_todo = [], []
-        for i, row in enumerate(rows):
-            try:
-                segments = english_segments(row)
-                lines = self._lines(row)
-            except ValueError as exc:
-                results[i] = exc
-                continue
-            transcript = " ".join(s["text"].strip() for s in segments)[: self.max_transcript_chars]
-            summary_todo.append((i, P.SUMMARY.messages(title=row.get("title") or "(none)", transcript=transcript)))
-            numbered = "\n".join(f"{k}. {seg['text'].strip()[:200]}" for k, seg in lines)
-            task = temporal_task([k for k, _ in lines], self.text_max_chars)
-            temporal_todo.append((i, P.TEMPORAL.messages(lines=numbered), task, segments))
+    def requests(self, row: dict[str, Any]) -> Requests:
+        segments = english_segments(row)
+        lines = self._lines(row)
+        transcript = " ".join(s["text"].strip() for s in segments)[: self.max_transcript_chars]
+        numbered = "\n".join(f"{k}. {seg['text'].strip()[:200]}" for k, seg in lines)
+        return {
+            "summary": (P.SUMMARY.messages(title=row.get("title") or "(none)", transcript=transcript), summary_task(self.summary_max_chars)),
+            # One schema per row (its own line numbers), all rows in the same batches.
+            "temporal": (P.TEMPORAL.messages(lines=numbered), temporal_task([k for k, _ in lines], self.text_max_chars)),
+        }
 
-        summaries = self.generate_json([m for _, m in summary_todo], summary_task(self.summary_max_chars))
-        # One schema per row (its own line numbers), all rows in the same batches.
-        temporal = self.generate_json([t[1] for t in temporal_todo], [t[2] for t in temporal_todo])
-
-        summary_of = {i: s for (i, _), s in zip(summary_todo, summaries)}
-        provenance = [P.SUMMARY.provenance(), P.TEMPORAL.provenance()]
-        for n, (i, _, _, segments) in enumerate(temporal_todo):
-            summary, picked = summary_of[i], temporal[n]
-            if isinstance(summary, BaseException):
-                results[i] = summary
-            elif isinstance(picked, BaseException):
-                results[i] = picked
-            else:
-                seg = segments[picked["index"]]
-                results[i] = {
-                    "summary": summary["summary"].strip(),
-                    "temporal": {
-                        "index": picked["index"],
-                        "subtitle": seg["text"].strip(),
-                        "start": float(seg["start"]),
-                        "end": float(seg["end"]),
-                        "conclusion": picked["conclusion"].strip(),
-                        "question": picked["question"].strip(),
-                        "answer": picked["answer"].strip(),
-                        "wrong": [w.strip() for w in picked["wrong"]],
-                    },
-                    "prompts": provenance,
-                }
-        return results
+    def finish(self, row: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:
+        summary, picked = answers["summary"], answers["temporal"]
+        seg = english_segments(row)[picked["index"]]
+        return {
+            "summary": summary["summary"].strip(),
+            "temporal": {
+                "index": picked["index"],
+                "subtitle": seg["text"].strip(),
+                "start": float(seg["start"]),
+                "end": float(seg["end"]),
+                "conclusion": picked["conclusion"].strip(),
+                "question": picked["question"].strip(),
+                "answer": picked["answer"].strip(),
+                "wrong": [w.strip() for w in picked["wrong"]],
+            },
+            "prompts": [P.SUMMARY.provenance(), P.TEMPORAL.provenance()],
+        }

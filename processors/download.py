@@ -114,6 +114,8 @@ class Download(Stage):
     reads = ("video_id", "video", "title", "category")
     requires = {"yt_dlp": "download"}
     rows_per_batch = 4
+    #: A failed row keeps its URL and the metadata it came with.
+    kept_on_error = ("video", "title", "category")
 
     output_dir: str | None = None
     resolution: int = 720
@@ -238,28 +240,11 @@ class Download(Stage):
 
     # -- the stage -------------------------------------------------------------------------
 
-    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
-        results: list[Any] = []
-        with cookie_file(self.cookiefile, self.cookies_env, self.cookie_domain) as cookies:
-            for row in rows:
-                try:
-                    results.append(self.process_row(row, cookies))
-                except Exception as exc:  # the row fails, the batch goes on
-                    results.append(exc)
-        return results
-
-    def process_row(self, row: dict[str, Any], cookies: str | None = None) -> dict[str, Any]:
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         keep = {k: row.get(k) for k in F.DOWNLOAD}
         if not is_url(row["video"]):
             return keep
-        got = self.download(row["video"], row["video_id"], cookies)
+        with cookie_file(self.cookiefile, self.cookies_env, self.cookie_domain) as cookies:
+            got = self.download(row["video"], row["video_id"], cookies)
         # Metadata the input gave (a manifest's title) wins over the platform's.
         return {k: keep[k] if keep.get(k) is not None and k != "video" else got.get(k) for k in F.DOWNLOAD}
-
-    def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
-        out = super().__call__(batch, rank)
-        # A failed row keeps its URL and the metadata it came with.
-        for column in ("video", "title", "category"):
-            if column in batch:
-                out[column] = [new if new is not None else old for new, old in zip(out[column], batch[column])]
-        return out

@@ -23,7 +23,7 @@ The filter is the second half of the two-step filter::
 
     ds = apply_stage(ds, DetectLanguage(column="segments"))
     kept, dropped = split_by_threshold(ds, "language_match", low=0.9)
-    # or, in a recipe: ("keep_english", lambda **kw: keep_language_filter(**kw))
+    # or, in a recipe: ("keep_language", KeepLanguage) with defaults {"keep_language": {"low": 0.5}}
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ from typing import Any, Callable, ClassVar
 
 from datasets import Features, Value
 
-from lomo_datasets.pipeline import Filter
-from lomo_datasets.stage import SettingError, Stage
+from lomo_datasets.stage import Filter, SettingError, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +67,13 @@ def text_of(value: Any) -> str:
     raise ValueError(f"cannot read text from a {type(value).__name__}")
 
 
-def keep_language_filter(
-    threshold: float = 0.9, column: str = "language_match", name: str = "keep_language", enabled: bool = True
-) -> Filter:
-    """The recipe filter step that keeps rows whose ``keep`` language scores >= ``threshold``."""
-    return Filter(name, column=column, low=threshold, enabled=enabled)
+@dataclass
+class KeepLanguage(Filter):
+    """The recipe filter step that keeps rows whose ``keep`` language scores >= ``low``."""
+
+    name: str = "keep_language"
+    column: str = "language_match"
+    low: float | None = 0.9
 
 
 @dataclass
@@ -81,7 +82,6 @@ class DetectLanguage(Stage):
 
     name: ClassVar[str] = "language"
     version: ClassVar[str] = "1"
-    reads: ClassVar[tuple[str, ...]] = ("segments",)
     requires: ClassVar[dict[str, str]] = {}
     rows_per_batch: ClassVar[int] = 64
 
@@ -110,7 +110,7 @@ class DetectLanguage(Stage):
             "lingua": {"lingua": "langid"},
             "transformers": {"transformers": "llm", "torch": "llm"},
         }.get(self.backend, {})
-        self.uses_torch = self.backend == "transformers"  # apply_stage then spawns its workers
+        self.start_method = "spawn" if self.backend == "transformers" else None  # how apply_stage starts workers
         super().__post_init__()
 
     def validate(self) -> None:
@@ -132,6 +132,9 @@ class DetectLanguage(Stage):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SettingError(f"language.{key} must be an integer >= 1, got {value!r}")
+
+    def input_columns(self) -> tuple[str, ...]:
+        return (self.column,)
 
     def features(self) -> Features:
         return Features(
@@ -230,19 +233,11 @@ class DetectLanguage(Stage):
     def _empty(self) -> dict[str, Any]:
         return {self.language_column: None, self.score_column: None, self.match_column: None}
 
-    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
-        self.detector  # load first: a model that cannot load is a setting error, not a row error
-        results: list[Any] = [None] * len(rows)
-        texts: dict[int, str] = {}
-        for i, row in enumerate(rows):
-            try:
-                texts[i] = text_of(row.get(self.column))
-            except Exception as exc:
-                results[i] = exc
-        if texts:
-            for i, out in zip(texts, self.detect(list(texts.values()))):
-                results[i] = out
-        return results
+    def prepare(self, row: dict[str, Any]) -> str:
+        return text_of(row.get(self.column))
+
+    def run_batch(self, items: list[str]) -> list[dict[str, Any]]:
+        return self.detect(items)
 
 
-__all__ = ["BACKENDS", "DEFAULT_MODELS", "DetectLanguage", "keep_language_filter", "text_of"]
+__all__ = ["BACKENDS", "DEFAULT_MODELS", "DetectLanguage", "KeepLanguage", "text_of"]

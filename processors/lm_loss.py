@@ -27,6 +27,7 @@ from datasets import Features
 
 from lomo_datasets import features as F
 from lomo_datasets.models import is_embedded, resolve_model
+from lomo_datasets.processors.clip import join_words
 from lomo_datasets.stage import SettingError, Stage
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ ASK_FOLLOWING = "Please try to output the possible speech transcription of the v
 
 def transcript(row: dict[str, Any]) -> str:
     """The clip's transcript: its ``content`` words joined by spaces."""
-    return " ".join(w["word"].strip() for w in (row.get("content") or []) if w["word"].strip())
+    return join_words(row.get("content") or [])
 
 
 def conversation(title: str | None, text: str, previous: str | None = None) -> list[dict[str, str]]:
@@ -150,9 +151,9 @@ class LMLoss(Stage):
 
     name = "lm_loss"
     version = "1"
-    reads = ("content", "title", "previous", "preasr")
+    reads = ("content",)  # and title, previous, preasr when present
     requires = {"torch": "llm", "transformers": "llm"}
-    uses_torch = True
+    start_method = "spawn"
     rows_per_batch = 8
     embedded_setting = "model"
     embedded_model = "embedded:smollm2-135m"
@@ -190,7 +191,7 @@ class LMLoss(Stage):
         return (self.model, self.dtype)
 
     def load_model(self, device: str):
-        from lomo_datasets.llm import load_causal_lm
+        from lomo_datasets.models import load_causal_lm
 
         # The LLM layer's loader: embedded GGUF models are dequantized once into the cache dir.
         return load_causal_lm(self.model, device, self.dtype)
@@ -207,32 +208,18 @@ class LMLoss(Stage):
                 previous = " ".join(words[-self.max_previous_words:]) if self.max_previous_words else None
         return conversation(row.get("title"), text, previous)
 
-    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
-        results: list[Any] = [None] * len(rows)
-        todo: list[tuple[int, list[dict[str, str]]]] = []
-        for i, row in enumerate(rows):
-            try:
-                todo.append((i, self.messages(row)))
-            except Exception as exc:
-                results[i] = exc
-        if not todo:
-            return results
+    def prepare(self, row: dict[str, Any]) -> list[dict[str, str]]:
+        return self.messages(row)
+
+    def run_batch(self, items: list[list[dict[str, str]]]) -> list[float]:
         model, tokenizer = self.lm
-        for b in range(0, len(todo), self.batch_size):
-            chunk = todo[b : b + self.batch_size]
-            try:
-                losses = batch_losses(model, tokenizer, [m for _, m in chunk], self.max_tokens)
-            except Exception as exc:  # one bad row must not fail the batch: score rows alone
-                logger.warning("lm_loss: batch failed (%s); scoring its rows one by one", exc)
-                losses = []
-                for _, m in chunk:
-                    try:
-                        losses.append(batch_losses(model, tokenizer, [m], self.max_tokens)[0])
-                    except Exception as one:
-                        losses.append(one)
-            for (i, _), loss in zip(chunk, losses):
-                results[i] = loss if isinstance(loss, BaseException) else {"lm_loss": loss}
-        return results
+        losses: list[float] = []
+        for b in range(0, len(items), self.batch_size):
+            losses.extend(batch_losses(model, tokenizer, items[b : b + self.batch_size], self.max_tokens))
+        return losses
+
+    def finish(self, row: dict[str, Any], loss: float) -> dict[str, Any]:
+        return {"lm_loss": loss}
 
 
 __all__ = ["LMLoss", "conversation", "encode", "batch_losses", "transcript"]

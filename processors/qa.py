@@ -31,13 +31,13 @@ from datasets import Features
 
 from lomo_datasets import features as F
 from lomo_datasets import prompts as P
-from lomo_datasets.llm import LLMStage, TaskSpec, seeded_random
+from lomo_datasets.formats import TASKS  # noqa: F401  (the LoMo task list, defined once in formats)
+from lomo_datasets.llm import LLMStage, Requests, TaskSpec
 from lomo_datasets.processors.compress import _distinct, english_segments, usable_lines
-from lomo_datasets.stage import SettingError
+from lomo_datasets.stage import SettingError, seeded_random
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("GVQA", "GVS", "SVS", "SVQA", "VVQA", "VTG")
 LETTERS = "ABCD"
 
 
@@ -140,7 +140,7 @@ class GenerateQA(LLMStage):
 
     name: ClassVar[str] = "qa"
     version: ClassVar[str] = "1+" + P.digest()
-    reads: ClassVar[tuple[str, ...]] = ("video_id", "summary", "temporal", "segments_en", "segments", "duration", "prompts")
+    reads: ClassVar[tuple[str, ...]] = ("video_id", "summary", "temporal", "segments")  # and segments_en, duration, prompts
 
     option_max_chars: int = 100
 
@@ -152,37 +152,18 @@ class GenerateQA(LLMStage):
     def features(self) -> Features:
         return F.QA
 
-    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
-        results: list[Any] = [None] * len(rows)
-        todo = []
-        for i, row in enumerate(rows):
-            if not row.get("summary") or not row.get("temporal"):
-                results[i] = ValueError("no summary/temporal view: run compress first")
-                continue
-            try:
-                lines = usable_lines(english_segments(row), row.get("duration"))
-            except ValueError as exc:
-                results[i] = exc
-                continue
-            todo.append((i, lines))
-        summaries = [rows[i]["summary"] for i, _ in todo]
-        gvqa = self.generate_json(
-            [P.GVQA.messages(summary=s) for s in summaries], _choice_task("GVQA", P.GVQA, True, self.option_max_chars)
-        )
-        gvs = self.generate_json(
-            [P.GVS.messages(summary=s) for s in summaries], _choice_task("GVS", P.GVS, False, self.option_max_chars)
-        )
+    def requests(self, row: dict[str, Any]) -> Requests:
+        if not row.get("summary") or not row.get("temporal"):
+            raise ValueError("no summary/temporal view: run compress first")
+        usable_lines(english_segments(row), row.get("duration"))  # a row without lines fails before any call
+        return {
+            "GVQA": (P.GVQA.messages(summary=row["summary"]), _choice_task("GVQA", P.GVQA, True, self.option_max_chars)),
+            "GVS": (P.GVS.messages(summary=row["summary"]), _choice_task("GVS", P.GVS, False, self.option_max_chars)),
+        }
+
+    def finish(self, row: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:
+        lines = usable_lines(english_segments(row), row.get("duration"))
+        items = build_items(row["video_id"], row["temporal"], lines, answers["GVQA"], answers["GVS"])
         provenance = [P.GVQA.provenance(), P.GVS.provenance()]
-        for (i, lines), a, b in zip(todo, gvqa, gvs):
-            row = rows[i]
-            if isinstance(a, BaseException) or isinstance(b, BaseException):
-                results[i] = a if isinstance(a, BaseException) else b
-                continue
-            try:
-                items = build_items(row["video_id"], row["temporal"], lines, a, b)
-            except ValueError as exc:
-                results[i] = exc
-                continue
-            before = [p for p in (row.get("prompts") or []) if p["name"] not in {q["name"] for q in provenance}]
-            results[i] = {"questions": items, "prompts": before + provenance}
-        return results
+        before = [p for p in (row.get("prompts") or []) if p["name"] not in {q["name"] for q in provenance}]
+        return {"questions": items, "prompts": before + provenance}

@@ -30,7 +30,7 @@ from datasets import Features
 from lomo_datasets import features as F
 from lomo_datasets import media
 from lomo_datasets.models import is_embedded, resolve_model
-from lomo_datasets.stage import SettingError, Stage
+from lomo_datasets.stage import SettingError, Stage, torch_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +77,7 @@ def load_vision_model(name: str, device: str, dtype: str = "auto") -> VisionMode
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
-    if dtype == "auto":
-        torch_dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    else:
-        torch_dtype = getattr(torch, dtype)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype(device, dtype))
     model.to(device)
     model.eval()
     yes = tokenizer.encode("Yes", add_special_tokens=False)
@@ -145,88 +141,6 @@ def yes_probabilities(vm: VisionModel, frames_per_row: list[list[np.ndarray]], q
     return logits.softmax(dim=-1)[:, vm.yes_id].tolist()
 
 
-@dataclass
-class TalkingHeadVLM(Stage):
-    """Writes ``talking_head`` = P("Yes") of a vision-language model asked whether someone is
-    always showing their face and talking (the seed: Qwen2-VL-2B-Instruct, 8 frames at low
-    resolution). No such model ships in a package, so ``--embedded`` cannot replace it; the
-    recipes use ``TalkingHeadFace`` there."""
-
-    name = "talking_head"
-    version = "1"
-    reads = ("video", "video_start", "video_end")
-    requires = {"torch": "vision", "transformers": "vision", "PIL": "vision"}
-    uses_torch = True
-    rows_per_batch = 8
-
-    #: Hub id or local folder of a Qwen2-VL-style model.
-    model: str = "Qwen/Qwen2-VL-2B-Instruct"
-    num_frames: int = 8
-    width: int = 320
-    height: int = 180
-    batch_size: int = 8
-    question: str = QUESTION
-    #: "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16" or "float16".
-    dtype: str = "auto"
-
-    def validate(self) -> None:
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise SettingError(f"talking_head.dtype={self.dtype!r}: use auto, float32, bfloat16 or float16")
-        if not isinstance(self.model, str) or not self.model:
-            raise SettingError("talking_head.model: give a hub id or a local Qwen2-VL folder")
-        if is_embedded(self.model):
-            raise SettingError(
-                f"talking_head.model={self.model!r}: no vision-language model ships in a package; "
-                "use a hub id/folder, or the face-based scorer (talking_head.method=face)"
-            )
-        for key in ("num_frames", "width", "height", "batch_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise SettingError(f"talking_head.{key}={value!r}: use an integer >= 1")
-        if "{n}" not in self.question and "Yes" not in self.question:
-            raise SettingError("talking_head.question should ask for a Yes/No answer")
-
-    def features(self) -> Features:
-        return Features({"talking_head": F.LIVECC["talking_head"]})
-
-    def model_key(self) -> tuple:
-        return (self.model, self.dtype)
-
-    def load_model(self, device: str) -> VisionModel:
-        return load_vision_model(self.model, device, self.dtype)
-
-    @property
-    def vision(self) -> VisionModel:
-        return self.loaded_model
-
-    def frames(self, row: dict[str, Any]) -> list[np.ndarray]:
-        start, end = clip_range(row)
-        return media.sample_frames(row["video"], self.num_frames, (self.width, self.height), start, end)
-
-    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
-        results: list[Any] = [None] * len(rows)
-        ready: list[tuple[int, list[np.ndarray]]] = []
-        for i, row in enumerate(rows):
-            try:
-                ready.append((i, self.frames(row)))
-            except Exception as exc:
-                results[i] = exc
-        if not ready:
-            return results
-        vm = self.vision
-        for b in range(0, len(ready), self.batch_size):
-            chunk = ready[b : b + self.batch_size]
-            try:
-                probs = yes_probabilities(vm, [f for _, f in chunk], self.question)
-            except Exception as exc:
-                for i, _ in chunk:
-                    results[i] = exc
-                continue
-            for (i, _), p in zip(chunk, probs):
-                results[i] = {"talking_head": float(p)}
-        return results
-
-
 # --------------------------------------------------------------------------------------------
 # Face-based score
 # --------------------------------------------------------------------------------------------
@@ -278,32 +192,149 @@ def speech_share(words: list[dict[str, Any]] | None, start: float, end: float) -
     return min(1.0, covered / (end - start))
 
 
+# --------------------------------------------------------------------------------------------
+# The stage: one dataclass, the method a setting
+# --------------------------------------------------------------------------------------------
+
+_COMMON = ("device", "method", "num_frames")
+_OWN = {
+    "vlm": ("model", "width", "height", "batch_size", "question", "dtype"),
+    "face": ("min_face_ratio", "use_speech"),
+}
+
+
 @dataclass
-class TalkingHeadFace(Stage):
-    """Writes ``face_share`` (share of ``num_frames`` frames with a face at least
-    ``min_face_ratio`` of the frame height), ``speech_share`` (share of the clip covered by
-    ASR words, ``None`` without words) and ``talking_head`` = ``face_share``, times
-    ``speech_share`` when ``use_speech``."""
+class TalkingHead(Stage):
+    """Writes ``talking_head`` by ``method``: ``"vlm"`` = P("Yes") of a vision-language model
+    asked whether someone is always showing their face and talking (the seed: Qwen2-VL-2B-Instruct,
+    8 frames at low resolution); ``"face"`` = the share of ``num_frames`` frames with a face at
+    least ``min_face_ratio`` of the frame height (``face_share``), times the share of the clip
+    covered by ASR words (``speech_share``, ``None`` without words) when ``use_speech``.
+
+    No vision-language model ships in a package, so ``--embedded`` selects ``face``.
+    ``TalkingHead(method="face")`` is a ``TalkingHeadFace`` (and ``"vlm"`` a ``TalkingHeadVLM``):
+    the same settings, with that method's default; each lists only its method's settings.
+    A setting of the other method (a recipe default such as ``use_speech``) is ignored.
+    """
 
     name = "talking_head"
     version = "1"
-    reads = ("video", "video_start", "video_end", "words", "content")
-    requires = {"cv2": "vision"}
+    reads = ("video",)  # and video_start, video_end, words, content, duration when present
+    start_method = "spawn"
     rows_per_batch = 8
+    embedded_setting = "method"
+    embedded_model = "face"
 
+    method: str = "vlm"
     num_frames: int = 8
+    #: vlm: hub id or local folder of a Qwen2-VL-style model.
+    model: str = "Qwen/Qwen2-VL-2B-Instruct"
+    width: int = 320
+    height: int = 180
+    batch_size: int = 8
+    question: str = QUESTION
+    #: vlm: "auto" (``stage.auto_precision``), "float32", "bfloat16" or "float16".
+    dtype: str = "auto"
+    #: face: smallest face height as a share of the frame height.
     min_face_ratio: float = 0.2
     use_speech: bool = False
 
+    def __new__(cls, *args: Any, **settings: Any) -> "TalkingHead":
+        if cls is TalkingHead:
+            cls = _BY_METHOD.get(settings.get("method", "vlm"), TalkingHead)  # unknown: validate says so
+        return super().__new__(cls)
+
+    def settings(self) -> dict[str, Any]:
+        own = _COMMON + _OWN.get(self.method, ())
+        return {k: v for k, v in super().settings().items() if k in own}
+
     def validate(self) -> None:
-        if not isinstance(self.num_frames, int) or self.num_frames < 1:
+        if self.method not in _OWN or _BY_METHOD[self.method] is not type(self):
+            raise SettingError(f"talking_head.method={self.method!r}: use 'vlm' or 'face'")
+        if not isinstance(self.num_frames, int) or isinstance(self.num_frames, bool) or self.num_frames < 1:
             raise SettingError(f"talking_head.num_frames={self.num_frames!r}: use an integer >= 1")
+        ignored = sorted(k for k, f in _field_defaults().items() if k not in _COMMON + _OWN[self.method] and getattr(self, k) != f)
+        if ignored:  # a recipe default for the other method does not apply
+            logger.info("talking_head.method=%s ignores settings %s", self.method, ignored)
+
+    def features(self) -> Features:
+        if self.method == "face":
+            return Features({k: F.LIVECC[k] for k in ("talking_head", "face_share", "speech_share")})
+        return Features({"talking_head": F.LIVECC["talking_head"]})
+
+
+def _field_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(TalkingHead)}
+
+
+@dataclass
+class TalkingHeadVLM(TalkingHead):
+    """``TalkingHead`` with ``method="vlm"`` (the A3 scorer)."""
+
+    requires = {"torch": "vision", "transformers": "vision", "PIL": "vision"}
+
+    method: str = "vlm"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise SettingError(f"talking_head.dtype={self.dtype!r}: use auto, float32, bfloat16 or float16")
+        if not isinstance(self.model, str) or not self.model:
+            raise SettingError("talking_head.model: give a hub id or a local Qwen2-VL folder")
+        if is_embedded(self.model):
+            raise SettingError(
+                f"talking_head.model={self.model!r}: no vision-language model ships in a package; "
+                "use a hub id/folder, or the face-based scorer (talking_head.method=face)"
+            )
+        for key in ("width", "height", "batch_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SettingError(f"talking_head.{key}={value!r}: use an integer >= 1")
+        if "{n}" not in self.question and "Yes" not in self.question:
+            raise SettingError("talking_head.question should ask for a Yes/No answer")
+
+    def model_key(self) -> tuple:
+        return (self.model, self.dtype)
+
+    def load_model(self, device: str) -> VisionModel:
+        return load_vision_model(self.model, device, self.dtype)
+
+    @property
+    def vision(self) -> VisionModel:
+        return self.loaded_model
+
+    def frames(self, row: dict[str, Any]) -> list[np.ndarray]:
+        start, end = clip_range(row)
+        return media.sample_frames(row["video"], self.num_frames, (self.width, self.height), start, end)
+
+    def prepare(self, row: dict[str, Any]) -> list[np.ndarray]:
+        return self.frames(row)
+
+    def run_batch(self, items: list[list[np.ndarray]]) -> list[float]:
+        probs: list[float] = []
+        for b in range(0, len(items), self.batch_size):
+            probs.extend(yes_probabilities(self.vision, items[b : b + self.batch_size], self.question))
+        return probs
+
+    def finish(self, row: dict[str, Any], prob: float) -> dict[str, Any]:
+        return {"talking_head": float(prob)}
+
+
+@dataclass
+class TalkingHeadFace(TalkingHead):
+    """``TalkingHead`` with ``method="face"`` (a lighter stand-in for B5's active-speaker
+    detection); rows are scored one by one (no batched model)."""
+
+    requires = {"cv2": "vision"}
+    start_method = None
+
+    method: str = "face"
+
+    def validate(self) -> None:
+        super().validate()
         if not isinstance(self.min_face_ratio, (int, float)) or not 0 < self.min_face_ratio <= 1:
             raise SettingError(f"talking_head.min_face_ratio={self.min_face_ratio!r}: use a share of the frame height in (0, 1]")
         face_cascade()  # a broken OpenCV install fails here, not per row
-
-    def features(self) -> Features:
-        return Features({k: F.LIVECC[k] for k in ("talking_head", "face_share", "speech_share")})
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         start, end = clip_range(row)
@@ -318,23 +349,7 @@ class TalkingHeadFace(Stage):
         return {"talking_head": score, "face_share": face, "speech_share": speech}
 
 
-def TalkingHead(method: str = "vlm", **settings: Any) -> Stage:
-    """Recipe factory: ``method="vlm"`` (``TalkingHeadVLM``) or ``"face"`` (``TalkingHeadFace``).
-    ``--embedded`` selects ``face``: no vision-language model ships in a package."""
-    classes = {"vlm": TalkingHeadVLM, "face": TalkingHeadFace}
-    if method not in classes:
-        raise SettingError(f"talking_head.method={method!r}: use 'vlm' or 'face'")
-    chosen = classes[method]
-    own = {f.name for f in dataclasses.fields(chosen)}
-    other = {f.name for cls in classes.values() for f in dataclasses.fields(cls)} - own
-    ignored = sorted(k for k in settings if k in other)
-    if ignored:  # a recipe default for the other method (e.g. use_speech) does not apply
-        logger.info("talking_head.method=%s ignores settings %s", method, ignored)
-    return chosen(**{k: v for k, v in settings.items() if k not in other})
-
-
-TalkingHead.embedded_setting = "method"  # type: ignore[attr-defined]
-TalkingHead.embedded_model = "face"  # type: ignore[attr-defined]
+_BY_METHOD: dict[str, type[TalkingHead]] = {"vlm": TalkingHeadVLM, "face": TalkingHeadFace}
 
 __all__ = [
     "TalkingHead",

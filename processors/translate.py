@@ -4,8 +4,10 @@
 the same list translated (``segments_en``): exactly one output line per input line, with the
 same ``start`` and ``end``. The lines of all rows in a batch go to the translator together
 (CTranslate2 sorts them by length and splits them into ``batch_size`` sub-batches), not one
-call per line. Empty lines stay empty and are not sent. If a batch call fails, the rows are
-retried one by one so only the row that broke it gets an error.
+call per line. Empty lines stay empty and are not sent. If a batch call fails, the stage
+contract retries the rows one by one so only the row that broke it gets an error.
+
+``TranslateToEnglish`` is the LoMo recipe's step: English speech is copied without a model.
 
 Model families and their conventions (``family="auto"`` reads the tokenizer's class):
 
@@ -41,7 +43,7 @@ from datasets import Features
 
 from lomo_datasets import features as F
 from lomo_datasets.models import resolve_model
-from lomo_datasets.stage import SettingError, Stage, split_device
+from lomo_datasets.stage import Ready, SettingError, Stage, auto_precision, split_device
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ class Translate(Stage):
     requires: ClassVar[dict[str, str]] = {"ctranslate2": "mt", "transformers": "mt", "sentencepiece": "mt"}
     rows_per_batch: ClassVar[int] = 32
     #: CTranslate2 (and the transformers tokenizer) hold thread pools: spawn workers, not fork.
-    uses_torch: ClassVar[bool] = True
+    start_method: ClassVar[str | None] = "spawn"
 
     #: Local folder or hub id of a CTranslate2 conversion (see the module docs).
     model: str = "michaelfeil/ct2fast-m2m100_1.2B"
@@ -141,6 +143,9 @@ class Translate(Stage):
             for key in ("source_language", "target_language"):
                 language_code(self.family, getattr(self, key))
 
+    def input_columns(self) -> tuple[str, ...]:
+        return (self.column,)
+
     def features(self) -> Features:
         return Features({self.output_column: F.SEGMENTS})
 
@@ -155,9 +160,7 @@ class Translate(Stage):
 
         path = self._local_model(resolve_model(self.model))
         kind, index = split_device(device)
-        compute_type = self.compute_type
-        if compute_type == "auto":
-            compute_type = "int8_float16" if kind == "cuda" else "int8"
+        compute_type = auto_precision(device, "ctranslate2", quantized=True) if self.compute_type == "auto" else self.compute_type
         translator = ctranslate2.Translator(
             path, device=kind, device_index=index, compute_type=compute_type, intra_threads=self.cpu_threads
         )
@@ -187,7 +190,7 @@ class Translate(Stage):
 
     # -- processing ------------------------------------------------------------------------
 
-    def _prepare(self, loaded: Translator) -> tuple[str | None, list[str] | None]:
+    def _target_prefix(self, loaded: Translator) -> tuple[str | None, list[str] | None]:
         tok = loaded.tokenizer
         if loaded.family == "marian":
             return None, None
@@ -202,7 +205,7 @@ class Translate(Stage):
     def translate_texts(self, texts: list[str]) -> list[str]:
         """Translations of ``texts``, one per text, in order (empty texts stay empty)."""
         loaded = self.translator
-        _, prefix = self._prepare(loaded)
+        _, prefix = self._target_prefix(loaded)
         tok = loaded.tokenizer
         todo = [i for i, t in enumerate(texts) if t and t.strip()]
         out = [""] * len(texts)
@@ -238,31 +241,20 @@ class Translate(Stage):
             raise ValueError(f"column '{column}' must be a list of {{start, end, text}}")
         return lines
 
-    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
-        self.translator  # load first: a model that cannot load is a setting error, not a row error
-        results: list[Any] = [None] * len(rows)
-        batch: list[tuple[int, list[dict[str, Any]]]] = []
-        for i, row in enumerate(rows):
-            try:
-                batch.append((i, self._lines(row, self.column)))
-            except Exception as exc:
-                results[i] = exc
-        texts = [line["text"] or "" for _, lines in batch for line in lines]
-        try:
-            translated = self.translate_texts(texts)
-        except Exception as exc:  # find the row that broke the batch: retry one row at a time
-            logger.warning("translate: batch of %d lines failed (%s); retrying row by row", len(texts), exc)
-            for i, lines in batch:
-                try:
-                    results[i] = self._output(lines, self.translate_texts([l["text"] or "" for l in lines]))
-                except Exception as row_exc:
-                    results[i] = row_exc
-            return results
-        position = 0
-        for i, lines in batch:
-            results[i] = self._output(lines, translated[position: position + len(lines)])
+    def prepare(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._lines(row, self.column)
+
+    def run_batch(self, items: list[list[dict[str, Any]]]) -> list[list[str]]:
+        """The lines of all rows in one translator call; per row, its translated texts."""
+        translated = self.translate_texts([line["text"] or "" for lines in items for line in lines])
+        out, position = [], 0
+        for lines in items:
+            out.append(translated[position: position + len(lines)])
             position += len(lines)
-        return results
+        return out
+
+    def finish(self, row: dict[str, Any], texts: list[str]) -> dict[str, Any]:
+        return self._output(self._lines(row, self.column), texts)
 
     def _output(self, lines: list[dict[str, Any]], texts: list[str]) -> dict[str, Any]:
         if len(texts) != len(lines):
@@ -274,4 +266,44 @@ class Translate(Stage):
         }
 
 
-__all__ = ["FAMILIES", "NLLB_CODES", "Translate", "Translator", "family_of", "language_code"]
+#: ``translate.model`` value that ``--embedded`` sets: no translation model ships in a package.
+NO_MODEL = "none"
+
+
+@dataclass
+class TranslateToEnglish(Translate):
+    """The LoMo recipe's translate step: rows whose speech is already English (``language``
+    starts with ``target_language``) are copied to ``segments_en`` without loading a model;
+    the other rows are translated by ``Translate``. With ``model="none"`` (what ``--embedded``
+    sets, since no translation model ships in a package) those rows get an error that says
+    which model setting to give, and the run goes on."""
+
+    embedded_setting: ClassVar[str | None] = "model"
+    embedded_model: ClassVar[str | None] = NO_MODEL
+
+    def validate(self) -> None:
+        super().validate()
+        if self.model == NO_MODEL:
+            logger.warning(
+                "translate: no translation model (translate.model=none, as under --embedded): English speech "
+                "is used as is; other languages get an error (give --set translate.model=<CTranslate2 folder>)"
+            )
+
+    def input_columns(self) -> tuple[str, ...]:
+        return (self.column, "language")
+
+    def prepare(self, row: dict[str, Any]) -> Any:
+        language = (row.get("language") or "").lower()
+        if language and language.split("-")[0] == self.target_language.lower():
+            return Ready({self.output_column: [dict(s) for s in (row.get(self.column) or [])]})
+        if not row.get(self.column):
+            return Ready({self.output_column: []})
+        if self.model == NO_MODEL:
+            raise ValueError(
+                f"speech is '{language or 'unknown'}' and translate.model=none: give a CTranslate2 "
+                "translation model (--set translate.model=FOLDER) to translate it"
+            )
+        return super().prepare(row)
+
+
+__all__ = ["FAMILIES", "NLLB_CODES", "NO_MODEL", "Translate", "TranslateToEnglish", "Translator", "family_of", "language_code"]

@@ -20,7 +20,7 @@ class ToyModelStage(Stage):
     name = "toy"
     version = "1"
     reads = ("x",)
-    uses_torch = True
+    start_method = "spawn"
     rows_per_batch = 2
 
     scale: float = 2.0

@@ -10,7 +10,7 @@ from datasets import Dataset
 from lomo_datasets import features as F
 from lomo_datasets import formats
 from lomo_datasets.pipeline import Runner
-from lomo_datasets.processors.aggregate import QualityControl, contains_phrase, export_lomo, keep_qc_filter
+from lomo_datasets.processors.aggregate import KeepQC, QualityControl, contains_phrase, export_lomo
 from lomo_datasets.stage import SettingError, apply_stage
 from tests.processors.test_qa import answers
 
@@ -68,10 +68,10 @@ def test_buckets_and_sampling_are_settings():
         QualityControl(sample={"nope": 0.5})
 
 
-def test_keep_qc_filter_and_export(tmp_path):
+def test_keep_qc_and_export(tmp_path):
     rows = [video("good"), video("other"), video("small", width=100, height=80)]
     runner = Runner(tmp_path / "work")
-    result = runner.run(qc_dataset(rows), [QualityControl(), keep_qc_filter()])
+    result = runner.run(qc_dataset(rows), [QualityControl(), KeepQC()])
     assert sorted(result.dataset["video_id"]) == ["good", "other"]
     assert result.dropped["video_id"] == ["small"]
     written = export_lomo(result.dataset, tmp_path / "out")

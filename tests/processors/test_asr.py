@@ -22,6 +22,7 @@ from lomo_datasets.models import resolve_model
 from lomo_datasets.pipeline import Filter, Recipe, build_steps
 from lomo_datasets.processors.asr import (
     PRESETS,
+    LomoTranscribe,
     QualityThresholds,
     Transcribe,
     assess,
@@ -141,7 +142,7 @@ def test_presets_and_embedded_factory():
     assert (livecc.model, livecc.batch_size, livecc.word_timestamps) == ("large-v3-turbo", 8, True)
     assert livecc.transcribe_options()["batch_size"] == 8
     # --embedded swaps in a model that can do the preset's language.
-    recipe = Recipe("t", "test", [("asr", Transcribe.factory("lomo"))])
+    recipe = Recipe("t", "test", [("asr", LomoTranscribe)])
     (stage,) = build_steps(recipe, embedded=True)
     assert stage.model == PRESETS["lomo"]["embedded_model"] == "embedded:whisper-base" and stage.language == "zh"
     (stage,) = build_steps(Recipe("t", "test", [("asr", Transcribe)]), embedded=True)

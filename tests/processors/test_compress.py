@@ -8,7 +8,8 @@ from datasets import Dataset
 
 from lomo_datasets import features as F
 from lomo_datasets import prompts as P
-from lomo_datasets.processors.compress import Compress, TranslateToEnglish, english_segments, usable_lines
+from lomo_datasets.processors.compress import Compress, english_segments, usable_lines
+from lomo_datasets.processors.translate import TranslateToEnglish
 from lomo_datasets.stage import SettingError, apply_stage
 
 LINES = [

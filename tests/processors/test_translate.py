@@ -86,7 +86,7 @@ def test_matches_transformers_greedy_with_target_prefix(family, build, src_lang,
     translate = stage(str(folder / "ct2"), max_decoding_length=10)  # zh -> en, family "auto"
     loaded = translate.translator
     assert loaded.family == family
-    assert translate._prepare(loaded) == (src_lang, [target_token])
+    assert translate._target_prefix(loaded) == (src_lang, [target_token])
     ours = translate.translate_texts(ZH[:4])
     tok = AutoTokenizer.from_pretrained(folder / "transformers")
     tok.src_lang = src_lang

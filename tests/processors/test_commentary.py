@@ -10,7 +10,7 @@ from datasets import Dataset
 
 from lomo_datasets.llm import validate_json
 from lomo_datasets.pipeline import Filter
-from lomo_datasets.processors.prompt import SCHEMA, TASK, MakePrompt, to_columns
+from lomo_datasets.processors.commentary import SCHEMA, TASK, MakePrompt, to_columns
 from lomo_datasets.stage import SettingError, apply_stage, split_by_threshold
 
 pytestmark = pytest.mark.slow

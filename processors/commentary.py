@@ -1,4 +1,4 @@
-"""Prompt making for LiveCC SFT (B6): an LLM judges whether a clip's speech is real-time
+"""Commentary judging for LiveCC SFT (B6, "prompt making"): an LLM judges whether a clip's speech is real-time
 commentary on what the video shows, and for those clips writes a generic user query that the
 commentary answers (for example "Please commentate on this match as it happens.").
 
@@ -17,7 +17,8 @@ from typing import Any
 from datasets import Features
 
 from lomo_datasets import features as F
-from lomo_datasets.llm import LLMStage, Messages, TaskSpec
+from lomo_datasets.llm import LLMStage, Messages, Requests, TaskSpec
+from lomo_datasets.processors.clip import join_words
 from lomo_datasets.stage import SettingError
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ TASK = TaskSpec("commentary_prompt", SCHEMA, max_new_tokens=96, check=_check)
 
 
 def clip_transcript(row: dict[str, Any], max_words: int | None) -> str:
-    words = [w["word"].strip() for w in (row.get("content") or []) if w["word"].strip()]
+    words = join_words(row.get("content") or []).split()
     if not words:
         text = " ".join(s["text"].strip() for s in (row.get("segments") or []))
         words = text.split()
@@ -73,7 +74,7 @@ class MakePrompt(LLMStage):
 
     name = "prompt"
     version = "1"
-    reads = ("content", "title", "category")
+    reads = ("content",)  # and title, category when present
 
     max_words: int | None = 400
 
@@ -94,19 +95,11 @@ class MakePrompt(LLMStage):
         )
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
-    def process(self, rows: list[dict[str, Any]]) -> list[Any]:
-        results: list[Any] = [None] * len(rows)
-        todo: list[tuple[int, Messages]] = []
-        for i, row in enumerate(rows):
-            try:
-                todo.append((i, self.messages(row)))
-            except Exception as exc:
-                results[i] = exc
-        if todo:
-            answers = self.generate_json([m for _, m in todo], TASK)
-            for (i, _), answer in zip(todo, answers):
-                results[i] = answer if isinstance(answer, BaseException) else to_columns(answer)
-        return results
+    def requests(self, row: dict[str, Any]) -> Requests:
+        return {"prompt": (self.messages(row), TASK)}
+
+    def finish(self, row: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:
+        return to_columns(answers["prompt"])
 
 
 def to_columns(answer: dict[str, Any]) -> dict[str, Any]:
