@@ -8,7 +8,8 @@
   exist: refused, with the fix;
 - a Hub repo (``org/name``, or what the stage maps a short name such as ``large-v2`` to, via
   its ``model_repo()``): fine when it is in the local Hub cache; refused when it is not and
-  ``HF_HUB_OFFLINE`` forbids fetching it; otherwise it is fetched when the model loads.
+  ``HF_HUB_OFFLINE`` forbids fetching it; otherwise it is fetched when the model loads;
+- a stage whose model lives elsewhere (``model_is_remote``: an LLM server) is not checked.
 
 ``model_error(step, exc)`` is the one-line ``SettingError`` for a model that failed to load.
 """
@@ -64,7 +65,7 @@ def check_model(step: Any) -> None:
     from lomo_datasets import models
 
     name = getattr(step, "model", None)
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name or getattr(step, "model_is_remote", False):
         return
     step_name = getattr(step, "name", "step")
     where = f"{step_name}.model={shorten(name)}"

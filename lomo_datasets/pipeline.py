@@ -36,7 +36,9 @@ from typing import Any, Callable
 from datasets import Dataset, concatenate_datasets, load_from_disk
 
 from lomo_datasets import outputs, progress, safe_yaml
+from lomo_datasets.bounds import did_you_mean
 from lomo_datasets.errors import shorten
+from lomo_datasets.model_check import check_model
 from lomo_datasets.stage import Filter, SettingError, Stage, apply_stage, split_by_threshold
 
 logger = logging.getLogger(__name__)
@@ -122,13 +124,20 @@ def build_steps(
         target = getattr(step_class, "embedded_setting", None)
         if embedded and target and target not in chosen:
             settings[target] = step_class.embedded_model
+        valid = _valid_settings(step_class)
+        unknown = [key for key in settings if key not in valid]
+        if unknown:
+            hint = did_you_mean(str(unknown[0]), valid)
+            raise SettingError(
+                f"step '{name}': unknown setting {shorten(unknown[0], 40)}{hint}; valid settings: {valid}"
+            )
         if isinstance(step_class, type) and issubclass(step_class, Filter):
             settings["name"] = name
         try:
             step = step_class(**settings)
         except TypeError as exc:
-            valid = _valid_settings(step_class)
-            raise SettingError(f"step '{name}': {exc}; valid settings: {valid}") from None
+            raise SettingError(f"step '{name}': {shorten(str(exc), 200)}; valid settings: {valid}") from None
+        check_model(step)  # a model that cannot be had fails here, before any row
         steps.append(step)
     return steps
 

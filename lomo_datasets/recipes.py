@@ -282,7 +282,7 @@ def run_recipe(
     data = result.dataset
     summary = _summarize(recipe.name, out, data, result)
     if summary.failed:
-        logger.warning("%d rows failed; their errors are listed in %s", summary.failed, out / "failed.jsonl")
+        logger.info("%d rows failed; their errors are listed in %s", summary.failed, out / "failed.jsonl")  # the summary says it too
     if summary.empty:
         logger.warning("nothing survived: 0 of %d inputs made it into %s", summary.inputs, out)
     if push_to_hub:

@@ -246,7 +246,10 @@ class Stage:
     # -- construction ----------------------------------------------------------------------
 
     def __post_init__(self) -> None:
+        from lomo_datasets.bounds import check_settings
+
         self.check_requirements()
+        check_settings(self)  # types and ranges of every setting, from one table (bounds.py)
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu") or self.device.startswith(("cuda", "mps"))
         ):
@@ -326,7 +329,14 @@ class Stage:
         with _MODELS_LOCK:
             if key not in _MODELS:
                 logger.info("%s: loading model on %s (pid %d)", self.name, device, os.getpid())
-                _MODELS[key] = self.load_model(device)
+                try:
+                    _MODELS[key] = self.load_model(device)
+                except (SettingError, MissingDependencyError):
+                    raise
+                except Exception as exc:  # a model that cannot be had: one setting error with the fix
+                    from lomo_datasets.model_check import model_error
+
+                    raise model_error(self, exc) from exc
             return _MODELS[key]
 
     # Only settings are pickled: no model, no device picked by a worker.
@@ -404,7 +414,7 @@ class Stage:
         except Exception as exc:
             if len(items) == 1:
                 return [exc]
-            logger.warning("%s: a batch of %d failed (%s); running its items one by one", self.name, len(items), format_error(exc))
+            logger.info("%s: a batch of %d failed (%s); running its items one by one", self.name, len(items), format_error(exc))
             outs = []
             for item in items:
                 try:
@@ -459,7 +469,8 @@ class Stage:
         for row, res in zip(rows, results):
             errors = list(row.get("errors") or [])
             if isinstance(res, BaseException):
-                logger.warning("%s: row %s failed: %s", self.name, row.get("video_id", "?"), format_error(res))
+                # per row only with -v (INFO); the run's summary counts failures per step and kind
+                logger.info("%s: row %s failed: %s", self.name, row.get("video_id", "?"), format_error(res))
                 errors.append({"stage": self.name, "error": format_error(res)})
                 produced = [empty]
             elif res is None:
@@ -588,6 +599,9 @@ class Filter:
     enabled: bool = True
 
     def __post_init__(self) -> None:
+        from lomo_datasets.bounds import check_settings
+
+        check_settings(self)  # finite numbers ('nan' and 'inf' are refused), as for stages
         for bound in ("low", "high"):
             value = getattr(self, bound)
             if value is not None and not isinstance(value, (int, float)):

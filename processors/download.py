@@ -56,7 +56,7 @@ class _YtdlpLogger:
         logger.debug("yt-dlp: %s", redact(message))
 
     def warning(self, message: str) -> None:
-        logger.warning("yt-dlp: %s", redact(message))
+        logger.info("yt-dlp: %s", redact(message))  # per video: only with -v
 
     def error(self, message: str) -> None:
         # The failure also becomes the row's error (and the contract logs that once).

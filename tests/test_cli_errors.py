@@ -143,6 +143,47 @@ def test_yaml_alias_bomb_and_huge_values_are_refused_fast(two_videos, tmp_path):
     assert len(line) <= 700 and len(result.stderr) < 1000
 
 
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("asr.modle=tiny", "step 'asr': unknown setting 'modle' (did you mean 'model'?); valid settings: ['device', 'model'"),
+        ("keep_qc.hgih=1", "step 'keep_qc': unknown setting 'hgih' (did you mean 'high'?); valid settings: ['column', 'low', 'high', 'enabled']"),
+        ("qa.max_tries=100000", "qa.max_tries=100000: use a whole number of tries from 1 to 50"),
+        ("qa.max_tries=2.5", "qa.max_tries=2.5: use a whole number"),
+        ("compress.temperature=nan", "compress.temperature=nan: use a finite number (a temperature from 0 to 2)"),
+        ("compress.temperature=-5", "compress.temperature=-5: use a temperature from 0 to 2"),
+        ("compress.timeout=0", "compress.timeout=0: use seconds above 0 and at most 3600"),
+        ("compress.http_retries=1000", "compress.http_retries=1000: use a whole number of retries from 0 to 20"),
+        ("asr.batch_size=0", "asr.batch_size=0: use rows per batch from 1 to 4096"),
+        ("asr.vad_filter=maybe", "asr.vad_filter='maybe': use true or false"),
+        ("keep_qc.low=.inf", "keep_qc.low=inf: use a finite number"),
+        ("asr.model=/no/such/dir", "asr.model='/no/such/dir': no such file or folder; give --set asr.model=PATH"),
+    ],
+)
+def test_hostile_settings_fail_at_once_with_the_fix(two_videos, tmp_path, setting, message):
+    out = tmp_path / "out"
+    result = _cli("run", "lomo", "--embedded", "--videos", two_videos, "--out", out, "--set", setting)
+    _one_error_line(result, 2, message)
+    assert "probe:" not in result.stderr  # nothing ran: no step started
+    assert not (out / "data").exists()
+
+
+def test_a_model_that_cannot_be_had_is_reported_with_the_fix(two_videos, tmp_path):
+    # Offline and not in the (empty) local Hub cache: refused before any row.
+    env = _env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"))
+    result = _cli("run", "lomo", "--videos", two_videos, "--out", tmp_path / "out", "--set", "asr.model=large-v2", env=env)
+    _one_error_line(
+        result, 2, "asr.model='large-v2': not a local path and not in the local Hub cache (Systran/faster-whisper-large-v2)",
+        "--set asr.model=PATH", "--embedded", "HF_HUB_OFFLINE",
+    )
+    assert "probe:" not in result.stderr
+    # A folder that is not a model: the step cannot tell in advance; its load fails as one setting error.
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    result = _cli("run", "lomo", "--embedded", "--videos", two_videos, "--out", tmp_path / "out2", "--set", f"asr.model={empty}", "--num-proc", 2)
+    _one_error_line(result, 2, f"asr.model='{empty}': the model cannot be loaded (", "--set asr.model=PATH", "--embedded")
+
+
 def test_manifest_line_that_is_not_an_object(two_videos, tmp_path):
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text(json.dumps({"video": str(two_videos / "english.mp4")}) + "\n[1, 2]\n")
@@ -193,8 +234,12 @@ def test_progress_is_one_bar_per_step_and_failures_are_summarised(test_media, tm
     for internal in ("Saving the dataset", "Flattening", "Casting", "Creating parquet", "Map", "Filter"):
         assert internal not in result.stderr, result.stderr
     assert "probe: 100%" in result.stderr and "4/4" in result.stderr
+    assert " row " not in result.stderr and "WARNING" not in result.stderr  # no per-row warnings
     assert "probe: 1 x CorruptMediaError" in result.stdout and "probe: 1 x EmptyMediaError" in result.stdout
     assert str(tmp_path / "out" / "failed.jsonl") in result.stdout
+    verbose = _cli("-v", "run", "probe", "--videos", folder, "--out", tmp_path / "verbose")
+    assert verbose.returncode == 0 and "probe: row corrupt failed: CorruptMediaError" in verbose.stderr
+    assert "Saving the dataset" in verbose.stderr  # the library's own bars, with -v only
     quiet = _cli("-q", "run", "probe", "--videos", folder, "--out", tmp_path / "out")
     assert quiet.returncode == 0 and "probe:" not in quiet.stderr and "%|" not in quiet.stderr
     assert "rows with errors: 2" in quiet.stdout
