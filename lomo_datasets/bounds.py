@@ -77,15 +77,18 @@ def range_for(name: str) -> Range | None:
     return next((r for r in RANGES if r.matches(name)), None)
 
 
-def check_settings(step: Any, prefix: str | None = None) -> None:
-    """Check (and normalise: numeric strings become numbers) every dataclass field of ``step``."""
+def check_settings(step: Any, prefix: str | None = None, ranges: bool = True) -> None:
+    """Check (and normalise: numeric strings become numbers) every dataclass field of ``step``.
+
+    ``ranges=False`` checks types and finiteness only: the contract does that before a stage's
+    own ``validate()`` and the ranges after it, so a stage's narrower range speaks first."""
     prefix = prefix or getattr(step, "name", type(step).__name__)
     hints = _hints(type(step))
     for f in dataclasses.fields(step):
         if f.name == "name" and prefix == getattr(step, "name", None):
             continue
         value = getattr(step, f.name)
-        checked = check_value(f"{prefix}.{f.name}", f.name, value, hints.get(f.name, Any))
+        checked = check_value(f"{prefix}.{f.name}", f.name, value, hints.get(f.name, Any), ranges=ranges)
         if checked is not value:
             object.__setattr__(step, f.name, checked)
 
@@ -133,17 +136,17 @@ def _kind_name(kinds: set, optional: bool) -> str:
     return " or ".join(sorted(parts)) + (" or null" if optional else "")
 
 
-def check_value(where: str, name: str, value: Any, hint: Any = Any) -> Any:
+def check_value(where: str, name: str, value: Any, hint: Any = Any, ranges: bool = True) -> Any:
     """``value`` checked against ``hint`` and the range of ``name``; numeric strings for a
     number setting become numbers. Raises ``SettingError`` saying what to use."""
     kinds, optional = _kinds(hint)
     if value is None:
         if optional or Any in kinds:
             return value
-        raise SettingError(f"{where} is null: use {_kind_name(kinds, optional)}")
+        raise SettingError(f"{where} must be {_kind_name(kinds, optional)}, got null")
     if Any not in kinds:
         value = _check_type(where, value, kinds, optional)
-    return _check_range(where, name, value)
+    return _check_range(where, name, value, ranges)
 
 
 def _check_type(where: str, value: Any, kinds: set, optional: bool) -> Any:
@@ -151,43 +154,43 @@ def _check_type(where: str, value: Any, kinds: set, optional: bool) -> Any:
     if isinstance(value, bool):
         if bool in kinds:
             return value
-        raise SettingError(f"{where}={shorten(value)}: use {wanted}")
+        raise SettingError(f"{where} must be {wanted}, got {shorten(value)}")
     if isinstance(value, int) and (int in kinds or float in kinds):
         return value
     if isinstance(value, float) and float in kinds:
         return value
     if isinstance(value, float) and int in kinds:
-        raise SettingError(f"{where}={shorten(value)}: use a whole number")
+        raise SettingError(f"{where} must be a whole number, got {shorten(value)}")
     if isinstance(value, str):
         if (float in kinds or int in kinds) and str not in kinds:
             number = _number_text(value)
             if number is None:
-                raise SettingError(f"{where}={shorten(value)}: use {wanted}")
+                raise SettingError(f"{where} must be {wanted}, got {shorten(value)}")
             if int in kinds and float not in kinds:
                 if not (math.isfinite(number) and number.is_integer()):
-                    raise SettingError(f"{where}={shorten(value)}: use a whole number")
+                    raise SettingError(f"{where} must be a whole number, got {shorten(value)}")
                 return int(number)
             return number
         if str in kinds:
             if len(value) > MAX_TEXT:
                 raise SettingError(f"{where}: {len(value)} characters is too long (at most {MAX_TEXT})")
             return value
-        raise SettingError(f"{where}={shorten(value)}: use {wanted}")
+        raise SettingError(f"{where} must be {wanted}, got {shorten(value)}")
     if isinstance(value, (list, tuple)):
         if list in kinds:
             if len(value) > MAX_ITEMS:
                 raise SettingError(f"{where}: {len(value)} items is too many (at most {MAX_ITEMS})")
             return value
-        raise SettingError(f"{where}={shorten(value)}: use {wanted}")
+        raise SettingError(f"{where} must be {wanted}, got {shorten(value)}")
     if isinstance(value, dict):
         if dict in kinds:
             if len(value) > MAX_ITEMS:
                 raise SettingError(f"{where}: {len(value)} entries is too many (at most {MAX_ITEMS})")
             return value
-        raise SettingError(f"{where}={shorten(value)}: use {wanted}")
+        raise SettingError(f"{where} must be {wanted}, got {shorten(value)}")
     if any(isinstance(value, k) for k in kinds if isinstance(k, type)):
         return value
-    raise SettingError(f"{where}={shorten(value)}: use {wanted}")
+    raise SettingError(f"{where} must be {wanted}, got {shorten(value)}")
 
 
 def _number_text(text: str) -> float | None:
@@ -198,7 +201,8 @@ def _number_text(text: str) -> float | None:
         return None
 
 
-def _check_range(where: str, name: str, value: Any) -> Any:
+def _check_range(where: str, name: str, value: Any, ranges: bool = True) -> Any:
+    """Finite numbers always; with ``ranges`` also within the range of ``name``."""
     numbers = value if isinstance(value, (list, tuple)) else [value]
     bound = range_for(name)
     for number in numbers:
@@ -206,6 +210,8 @@ def _check_range(where: str, name: str, value: Any) -> Any:
             continue
         if not math.isfinite(number):
             raise SettingError(f"{where}={shorten(value)}: use a finite number" + (f" ({bound.describe()})" if bound else ""))
+        if not ranges:
+            continue
         if bound is not None and not bound.holds(number):
             raise SettingError(f"{where}={shorten(value)}: use {bound.describe()}")
         if bound is None and abs(number) > MAX_NUMBER:

@@ -249,7 +249,7 @@ class Stage:
         from lomo_datasets.bounds import check_settings
 
         self.check_requirements()
-        check_settings(self)  # types and ranges of every setting, from one table (bounds.py)
+        check_settings(self, ranges=False)  # types of every setting (finite numbers), bounds.py
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu") or self.device.startswith(("cuda", "mps"))
         ):
@@ -258,6 +258,7 @@ class Stage:
                 "'cpu' or 'cuda:N'"
             )
         self.validate()
+        check_settings(self)  # and their ranges, from one table (a stage's own narrower check spoke first)
 
     def check_requirements(self) -> None:
         for module, extra in self.requires.items():
