@@ -6,7 +6,8 @@ the preview JSON, into one typed row per clip.
 
 Each conversation (user turn: a video item with ``video_start``/``video_end`` and a text item
 with the query, ``previous``, ``title``, ``category``; assistant turn: one ``text_stream`` of
-``[start, end, word]``) becomes a row of ``lomo_datasets.formats.LIVECC_FEATURES``.
+``[start, end, word]``) becomes a row of ``lomo_datasets.formats.livecc.LIVECC_FEATURES``, read
+by ``lomo_datasets.formats.livecc`` (the module the exporter writes with).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ _OFFSETS = ("auto", "require", "none")
 
 @dataclass
 class LiveCCConfig(datasets.BuilderConfig):
-    """``offsets``: "auto" (a trailing list-of-ints line is the index), "require" (fail without
-    it) or "none" (every line is a conversation). ``min_words``: drop clips with fewer words."""
+    """``offsets``: "auto" (a trailing list-of-ints line is the index and must match the lines'
+    byte offsets; an index of character offsets is ignored with a warning), "require" (fail
+    without it) or "none" (skip such a line unchecked). ``min_words``: drop clips with fewer words."""
 
     offsets: str = "auto"
     min_words: int = 0

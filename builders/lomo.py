@@ -1,12 +1,15 @@
-"""Builder for LoMo benchmark files: the aggregated JSON and the per-task JSON files.
+"""Builder for LoMo files: LoMo-Pipe's per-task files, its aggregated and QC files, the metadata
+CSV, and the files earlier versions of this project wrote.
 
     from lomo_datasets import load
-    ds = load("lomo", data_files={"test": ["GVQA.json", "SVS.json", ...]})        # one row per video
+    ds = load("lomo", data_files={"test": ["GVQA.json", "SVS_format.json", ..., "VTG.json"]})  # per video
     ds = load("lomo", data_files="lomo.json", layout="question")                 # one row per question
 
-Reads every shape ``lomo_datasets.formats.lomo_videos_from_file`` knows (the aggregated list,
-per-task lists of question items, ``{video_id: [...]}`` dicts, JSON Lines); the questions of a
-video spread over several per-task files are merged into one row.
+Reads every shape ``lomo_datasets.formats.lomo.read_lomo_file`` knows; the items of a video
+spread over several files are merged into one row (items of different tasks never collapse; an
+item two files both hold, such as the aggregated file beside the per-task files, is kept once).
+Rows have the Hub's names: task ``SVS`` for LoMo-Pipe's ``SVS_format``, question ids unique in
+the video (LoMo-Pipe's ``<stem>_01`` in every task becomes ``<stem>_01`` .. ``<stem>_06``).
 """
 
 from __future__ import annotations
@@ -40,10 +43,10 @@ class LomoConfig(datasets.BuilderConfig):
         if self.tasks is not None:
             if isinstance(self.tasks, str):
                 self.tasks = (self.tasks,)
-            self.tasks = tuple(str(t).upper() for t in self.tasks)
-            unknown = sorted(set(self.tasks) - set(formats.TASKS))
+            self.tasks = tuple(formats.lomo.hub_task(t) or str(t).upper() for t in self.tasks)  # SVS_format = SVS
+            unknown = sorted(set(self.tasks) - set(formats.ALL_TASKS))
             if unknown:
-                raise ValueError(f"LomoConfig.tasks: unknown task(s) {unknown}; tasks are {formats.TASKS}")
+                raise ValueError(f"LomoConfig.tasks: unknown task(s) {unknown}; tasks are {formats.ALL_TASKS}")
 
 
 class Lomo(datasets.GeneratorBasedBuilder):
@@ -63,13 +66,12 @@ class Lomo(datasets.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         if not self.config.data_files:
-            raise ValueError("load('lomo') needs data_files: the aggregated JSON or the per-task JSON files")
+            raise ValueError("load('lomo') needs data_files: LoMo-Pipe's per-task files, the aggregated JSON or the metadata CSV")
         files = dl_manager.download(self.config.data_files)
         return [datasets.SplitGenerator(name=split, gen_kwargs={"files": list(paths)}) for split, paths in files.items()]
 
     def _generate_examples(self, files):
-        videos = formats.merge_videos(v for path in files for v in formats.lomo_videos_from_file(path))
-        for video in videos:
+        for video in formats.read_lomo_files(files):
             questions = [q for q in video["questions"] if self.config.tasks is None or q["task"] in self.config.tasks]
             if self.config.layout == "video":
                 yield video["video_id"], {**video, "questions": questions}

@@ -37,13 +37,18 @@ def builder_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
+#: The format modules every builder reads through (their code is part of the cache key).
+FORMAT_MODULES = ("common", "lomo", "livecc")
+
+
 def _code_hash(cls) -> str:
     digest = hashlib.sha256()
-    for obj in (cls, importlib.import_module("lomo_datasets.formats")):
+    modules = [inspect.getmodule(cls)] + [importlib.import_module(f"lomo_datasets.formats.{m}") for m in FORMAT_MODULES]
+    for module in modules:
         try:
-            digest.update(inspect.getsource(inspect.getmodule(obj)).encode())
+            digest.update(inspect.getsource(module).encode())
         except (OSError, TypeError):
-            digest.update(repr(obj).encode())
+            digest.update(repr(module).encode())
     return digest.hexdigest()[:16]
 
 

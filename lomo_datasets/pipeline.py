@@ -36,7 +36,7 @@ from typing import Any, Callable
 from datasets import Dataset, concatenate_datasets, load_from_disk
 
 from lomo_datasets import outputs, progress, safe_yaml
-from lomo_datasets.bounds import did_you_mean
+from lomo_datasets.bounds import check_settings, did_you_mean
 from lomo_datasets.errors import shorten
 from lomo_datasets.model_check import check_model
 from lomo_datasets.stage import Filter, SettingError, Stage, apply_stage, split_by_threshold
@@ -51,19 +51,25 @@ class Recipe:
     """An ordered list of steps. ``steps`` holds (name, step class) pairs: a ``Stage`` or a
     ``Filter`` dataclass whose fields are the step's settings (``defaults`` fill them; a
     ``Filter`` step's name is its recipe name). ``exports`` write extra files beside the
-    published folder (``(dataset, out_folder) -> None``); ``demo_settings`` are what
-    ``lomo-datasets demo`` adds so the recipe gives a useful result on the short sample videos
-    with the small embedded models."""
+    published folder: a function ``(dataset, out_folder) -> None``, or a dataclass whose fields
+    are the settings of the ``export`` section (``--set export.video_root=...``) and whose
+    instances are such functions; ``demo_settings`` are what ``lomo-datasets demo`` adds so
+    the recipe gives a useful result on the short sample videos with the small embedded models."""
 
     name: str
     description: str
     steps: list[tuple[str, type[Stage] | type[Filter]]]
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
-    exports: list[Callable[[Dataset, Path], Any]] = field(default_factory=list)
+    exports: list[Callable[[Dataset, Path], Any] | type] = field(default_factory=list)
     demo_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def step_names(self) -> list[str]:
         return [name for name, _ in self.steps]
+
+    def setting_sections(self) -> list[str]:
+        """The names ``--set`` and ``--config`` take: the steps, and ``export`` when an export
+        has settings."""
+        return self.step_names() + (["export"] if any(isinstance(e, type) for e in self.exports) else [])
 
 
 def load_config(path: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
@@ -110,7 +116,7 @@ def build_steps(
     embedded: bool = False,
 ) -> list[Stage | Filter]:
     """Construct every step of ``recipe`` with its settings; unknown names fail here."""
-    names = recipe.step_names()
+    names = recipe.setting_sections()
     for source, given in (("--config", config or {}), ("--set", overrides or {})):
         unknown = sorted(set(given) - set(names))
         if unknown:
@@ -125,12 +131,7 @@ def build_steps(
         if embedded and target and target not in chosen:
             settings[target] = step_class.embedded_model
         valid = _valid_settings(step_class)
-        unknown = [key for key in settings if key not in valid]
-        if unknown:
-            hint = did_you_mean(str(unknown[0]), valid)
-            raise SettingError(
-                f"step '{name}': unknown setting {shorten(unknown[0], 40)}{hint}; valid settings: {valid}"
-            )
+        _refuse_unknown(name, settings, valid)
         if isinstance(step_class, type) and issubclass(step_class, Filter):
             settings["name"] = name
         try:
@@ -140,6 +141,35 @@ def build_steps(
         check_model(step)  # a model that cannot be had fails here, before any row
         steps.append(step)
     return steps
+
+
+def build_exports(
+    recipe: Recipe, config: dict[str, dict[str, Any]] | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> list[Callable[[Dataset, Path], Any]]:
+    """The recipe's exports, those with settings constructed from the ``export`` section (a bad
+    setting fails here, before anything runs)."""
+    settings = {**(config or {}).get("export", {}), **(overrides or {}).get("export", {})}
+    exports = []
+    for export in recipe.exports:
+        if isinstance(export, type):
+            valid = _valid_settings(export)
+            _refuse_unknown("export", settings, valid)
+            try:
+                export = export(**settings)
+            except TypeError as exc:
+                raise SettingError(f"step 'export': {shorten(str(exc), 200)}; valid settings: {valid}") from None
+            if dataclasses.is_dataclass(export):
+                check_settings(export, "export")
+        exports.append(export)
+    return exports
+
+
+def _refuse_unknown(step: str, settings: dict[str, Any], valid: list[str]) -> None:
+    """A ``SettingError`` naming the first unknown setting, a near miss and the valid ones."""
+    unknown = [key for key in settings if key not in valid]
+    if unknown:
+        hint = did_you_mean(str(unknown[0]), valid)
+        raise SettingError(f"step '{step}': unknown setting {shorten(unknown[0], 40)}{hint}; valid settings: {valid}")
 
 
 def _valid_settings(step_class: type) -> list[str]:

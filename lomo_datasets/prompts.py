@@ -97,11 +97,12 @@ GVS_QUESTIONS = (
     "Which option summarizes the video best?",
 )
 
-#: SVS questions: what happens in a window.
+#: SVS questions: what happens in a window; every template says "between START and END
+#: seconds", as LoMo-Pipe's SVS questions do.
 SVS_QUESTIONS = (
     "What happens between {start} and {end} seconds in the video?",
-    "Which event takes place from {start} seconds to {end} seconds?",
-    "What can be seen in the video between second {start} and second {end}?",
+    "Which event takes place between {start} and {end} seconds?",
+    "What can be seen in the video between {start} and {end} seconds?",
 )
 
 #: The SVQA prefix (VVQA is the same question without it).
@@ -126,9 +127,9 @@ def _norm(text: str) -> str:
 
 
 def format_seconds(value: float) -> str:
-    """Seconds as written in questions: one decimal, no trailing ``.0``."""
-    text = f"{value:.1f}"
-    return text[:-2] if text.endswith(".0") else text
+    """Seconds as written in questions: the number in the item's ``window`` itself (``str`` of
+    the float, as LoMo-Pipe writes it), so text and window always agree."""
+    return str(float(value))
 
 
 def digest() -> str:

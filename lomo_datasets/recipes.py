@@ -25,8 +25,11 @@ from lomo_datasets import outputs
 from lomo_datasets import publish
 from lomo_datasets.card import Provenance
 from lomo_datasets.errors import error_kind
+from lomo_datasets.formats.livecc import LiveCCExport
 from lomo_datasets.redact import mask_url_credentials
-from lomo_datasets.pipeline import Recipe, Runner, build_steps, load_config, parse_overrides, parse_shard, write_failed_report
+from lomo_datasets.pipeline import (
+    Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard, write_failed_report,
+)
 from lomo_datasets.stage import Filter, SettingError
 
 logger = logging.getLogger(__name__)
@@ -46,12 +49,6 @@ def _probe_recipe() -> Recipe:
 
 
 register(_probe_recipe())
-
-def _livecc_export(data: Dataset, out: Path) -> None:
-    from lomo_datasets.processors.conversation import export_jsonl
-
-    export_jsonl(data, out / "livecc.jsonl")
-
 
 #: The sample videos last 10-20 s: shorter clips than LiveCC's 30-240 s, so the demo has some.
 _LIVECC_DEMO = {"clip": {"min_clip_sec": 3.0, "max_clip_sec": 20.0}}
@@ -91,7 +88,7 @@ def _livecc_pretrain_recipe() -> Recipe:
             "talking_head": {"method": "vlm"},
             "drop_talking_head": {"column": "talking_head", "high": 0.5},
         },
-        exports=[_livecc_export],
+        exports=[LiveCCExport],
         demo_settings=_LIVECC_DEMO,
     )
 
@@ -125,7 +122,7 @@ def _livecc_sft_recipe() -> Recipe:
             # 12-word English sentence): keep clips more likely English than not.
             "keep_language": {"low": 0.5},
         },
-        exports=[_livecc_export],
+        exports=[LiveCCExport],
         demo_settings=_LIVECC_DEMO,
     )
 
@@ -169,7 +166,7 @@ def _lomo_recipe() -> Recipe:
 
 
 def _lomo_export(data: Dataset, out: Path) -> None:
-    from lomo_datasets.processors.aggregate import export_lomo
+    from lomo_datasets.formats.lomo import export_lomo
 
     export_lomo(data, out)
 
@@ -317,6 +314,7 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
     ds = ingest(videos)
     recipe = _with_download(recipe, ds, config, overrides, work / "downloads")
     steps = build_steps(recipe, config, overrides, embedded=embedded)
+    exports = build_exports(recipe, config, overrides)
     result = Runner(work, num_proc=num_proc, chunk_size=chunk_size).run(ds, steps, shard=shard)
     # Credentials in input URLs served the download; the published rows and reports get them masked.
     result.dataset, result.dropped = mask_credentials(result.dataset), mask_credentials(result.dropped)
@@ -330,7 +328,7 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
         if result.dropped is not None and len(result.dropped):
             result.dropped.to_json(str(folder / "dropped.jsonl"), force_ascii=False)
         write_failed_report(folder / "failed.jsonl", data, result.dropped)
-        for export in recipe.exports:
+        for export in exports:
             export(data, folder)
 
     outputs.publish(out, write)

@@ -1,4 +1,4 @@
-"""Aggregation, quality control and export of the LoMo recipe (after QA generation).
+"""Aggregation and quality control of the LoMo recipe (after QA generation).
 
 Rows are already one per video, so aggregation means: a video is kept only when it has an item
 of every task (as LoMo did), after quality control removed the bad ones:
@@ -15,22 +15,17 @@ Duration buckets are a setting (``buckets``: list of ``[name, low, high]``, ``hi
 silently: a video outside every bucket fails QC with that reason). ``sample`` maps a bucket
 name to the fraction of its videos to keep, chosen by a hash of the video id (reproducible).
 
-``export_lomo(data, out)`` writes the LoMo files beside the published folder:
-``lomo/lomo.json`` (aggregated, one entry per video), ``lomo/<TASK>.json`` (per task) and
-``lomo/buckets.json`` (videos and items per duration bucket), through
-``lomo_datasets.formats``.
+The LoMo files are written by ``lomo_datasets.formats.lomo.export_lomo`` (the recipe's export).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-from datasets import Dataset, Features
+from datasets import Features
 
 from lomo_datasets import features as F
 from lomo_datasets.formats import TASKS
@@ -158,23 +153,3 @@ class KeepQC(Filter):
     column: str = "qc_pass"
     low: float | None = 1.0
 
-
-def export_lomo(data: Dataset, out: str | Path) -> dict[str, Path]:
-    """Write ``lomo/lomo.json``, ``lomo/<TASK>.json`` and ``lomo/buckets.json`` under ``out``."""
-    from lomo_datasets import formats
-
-    folder = Path(out) / "lomo"
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in data.to_list() if not r.get("errors") and r.get("questions")]
-    written = {"lomo": formats.write_lomo_json(rows, folder / "lomo.json")}
-    written.update(formats.write_lomo_task_files(rows, folder))
-    buckets: dict[str, dict[str, int]] = {}
-    for row in rows:
-        b = buckets.setdefault(row.get("duration_bucket") or "none", {"videos": 0, "items": 0})
-        b["videos"] += 1
-        b["items"] += len(row["questions"])
-    path = folder / "buckets.json"
-    path.write_text(json.dumps(buckets, indent=2, sort_keys=True), encoding="utf-8")
-    written["buckets"] = path
-    logger.info("wrote LoMo files for %d videos to %s", len(rows), folder)
-    return written

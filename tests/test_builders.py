@@ -1,6 +1,7 @@
-"""Builders: hand-written fixtures in the documented upstream shapes give the same rows as the
-files our own exporters write (``lomo_datasets.formats`` for LoMo, the conversation exporter in
-``lomo_datasets.processors.conversation`` for LiveCC), through ``lomo_datasets.load``."""
+"""Builders: hand-written fixtures give the same rows as the files our own exporters write
+(``lomo_datasets.formats.lomo`` and ``lomo_datasets.formats.livecc``), through
+``lomo_datasets.load``. ``tests/fixtures/lomo/`` holds the flat shapes earlier versions of this
+project wrote (still read); LoMo-Pipe's own shapes are tested in ``tests/test_formats_lomo.py``."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from datasets import Dataset, DatasetDict
 
 import lomo_datasets
 from lomo_datasets import formats
-from lomo_datasets.formats import FormatError
-from lomo_datasets.processors import conversation
+from lomo_datasets.formats import FormatError, livecc
 from lomo_datasets.processors.ingest import ingest
 from lomo_datasets.stage import SettingError
+from tests.test_formats_lomo import records as lomo_records
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOMO = FIXTURES / "lomo"
+LOMO_PIPE = FIXTURES / "lomo_pipe"
 LIVECC = FIXTURES / "livecc"
 
 
@@ -32,55 +34,8 @@ def _by_qid(rows: list[dict]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------
-# Our records, as the pipeline holds them (extra columns, height/width, a failed row)
+# Our clip records, as the pipeline holds them (extra columns, a failed row)
 # --------------------------------------------------------------------------------------------
-
-OPTIONS_DISH = ["A: Mapo tofu", "B: Fried rice", "C: Dumplings", "D: Hot pot"]
-OPTIONS_ABOUT = ["A: A football match", "B: A cooking tutorial for a Sichuan dish", "C: A travel vlog", "D: A product review"]
-OPTIONS_SVS = ["A: The cook washes the wok", "B: The cook tastes the sauce",
-               "C: The cook cuts the tofu into cubes", "D: The cook plates the dish"]
-OPTIONS_VTG = ["A: [10.0, 20.0]", "B: [61.2, 74.8]", "C: [120.0, 131.5]", "D: [150.0, 160.0]"]
-OPTIONS_SINGER = ["A: A trench coat", "B: A red dress", "C: A tuxedo", "D: A hoodie"]
-
-
-def _question(qid, task, question, options, answer, window=(), descriptions=""):
-    return {"question_id": qid, "task": task, "question": question, "options": options, "answer": answer,
-            "window": list(window), "descriptions": descriptions}
-
-
-def lomo_records() -> list[dict]:
-    return [
-        {
-            "video_id": "BV1GJ411x7h7.mp4", "video": "/data/videos/BV1GJ411x7h7.mp4", "source": "bilibili",
-            "duration": 187.36, "height": 1080, "width": 1920, "fps": 30.0, "summary": "A cook makes mapo tofu.",
-            "errors": [],
-            "questions": [
-                _question("BV1GJ411x7h7_GVQA_0", "GVQA", "What dish does the cook prepare in the video?", OPTIONS_DISH, "A"),
-                _question("BV1GJ411x7h7_GVS_0", "GVS", "What is the video mainly about?", OPTIONS_ABOUT, "B"),
-                _question("BV1GJ411x7h7_SVS_0", "SVS", "What happens in the video between 35.0s and 52.5s?",
-                          OPTIONS_SVS, "C", (35.0, 52.5)),
-                _question("BV1GJ411x7h7_VTG_0", "VTG", "When does the cook add the chili bean paste (豆瓣酱)?",
-                          OPTIONS_VTG, "B", (61.2, 74.8),
-                          "The cook spoons chili bean paste into the hot oil and stirs it until it turns red."),
-            ],
-        },
-        {
-            "video_id": "yt_dQw4w9WgXcQ.mp4", "video": "/data/videos/yt_dQw4w9WgXcQ.mp4", "source": "youtube",
-            "duration": 212.0, "height": 720, "width": 1280, "fps": 25.0, "summary": "A music video.",
-            "errors": [],
-            "questions": [
-                _question("yt_dQw4w9WgXcQ_SVQA_0", "SVQA", "From 12.0s to 30.0s, what is the singer wearing?",
-                          OPTIONS_SINGER, "A", (12.0, 30.0)),
-                _question("yt_dQw4w9WgXcQ_VVQA_0", "VVQA", "What is the singer wearing?", OPTIONS_SINGER, "A", (12.0, 30.0)),
-            ],
-        },
-        {
-            "video_id": "broken.mp4", "video": "/data/videos/broken.mp4", "source": "local", "duration": None,
-            "height": None, "width": None, "fps": None, "summary": None, "questions": [],
-            "errors": [{"stage": "asr", "error": "NoAudioError: no audio stream"}],
-        },
-    ]
-
 
 def clip_records() -> list[dict]:
     def words(triples):
@@ -126,7 +81,7 @@ def test_lomo_fixture_aggregated_and_per_task_files_give_the_same_typed_rows(tmp
 
 
 def test_lomo_exporter_files_equal_the_fixture_rows(tmp_path):
-    records = lomo_records()
+    records = lomo_records()  # the pipeline's rows; LoMo-Pipe's files for them are the fixtures in lomo_pipe/
     formats.write_lomo_json(records, tmp_path / "export" / "lomo.json")
     task_files = formats.write_lomo_task_files(records, tmp_path / "export" / "tasks")
     assert sorted(task_files) == sorted(formats.TASKS)
@@ -135,7 +90,7 @@ def test_lomo_exporter_files_equal_the_fixture_rows(tmp_path):
     gvqa = exported[0]["questions"][0]
     assert "window" not in gvqa and "descriptions" not in gvqa  # window tasks only / VTG only
 
-    fixture = _by_qid(load(tmp_path, "lomo", str(LOMO / "lomo_benchmark.json")).to_list())
+    fixture = _by_qid(load(tmp_path, "lomo", str(LOMO_PIPE / "lomo.json")).to_list())
     ours_aggregated = load(tmp_path, "lomo", str(tmp_path / "export" / "lomo.json"))
     ours_per_task = load(tmp_path, "lomo", [str(p) for p in task_files.values()])
     assert _by_qid(ours_aggregated.to_list()) == fixture
@@ -217,10 +172,10 @@ def test_livecc_jsonl_without_offsets_line(tmp_path):
 def test_livecc_exporter_files_equal_the_fixture_rows(tmp_path):
     records = clip_records()
     out = tmp_path / "export" / "live_sft.jsonl"
-    assert conversation.export_jsonl(records, out) == 2  # the failed clip is skipped
+    assert livecc.export_jsonl(records, out) == 2  # the failed clip is skipped
     assert formats.read_livecc_file(out, offsets="require")  # our file carries a valid index line
     formats.write_livecc_preview(
-        conversation.conversations(r for r in records if not r["errors"]), tmp_path / "export" / "preview.json"
+        livecc.conversations(r for r in records if not r["errors"]), tmp_path / "export" / "preview.json"
     )
     fixture = load(tmp_path, "livecc", str(LIVECC / "live_sft.jsonl")).to_list()
     assert load(tmp_path, "livecc", str(out)).to_list() == fixture

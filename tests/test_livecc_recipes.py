@@ -11,8 +11,7 @@ import pytest
 from datasets import load_dataset
 
 from lomo_datasets.cli import main
-from lomo_datasets.formats import read_livecc_file
-from lomo_datasets.processors.conversation import read_jsonl, read_offsets, to_conversation
+from lomo_datasets.formats.livecc import read_jsonl, read_livecc_file, read_offsets, to_conversation
 
 pytestmark = pytest.mark.slow
 
@@ -32,18 +31,23 @@ def manifest(test_media, tmp_path_factory):
     return path
 
 
-def check_export(out, data):
+def check_export(out, data, video_root=None):
     """The JSONL export holds exactly the published clips, and its offsets seek to each line."""
     jsonl = out / "livecc.jsonl"
     records = read_jsonl(jsonl)
     good = [row for row in data if not row["errors"]]
-    assert records == [to_conversation(row) for row in good]
-    # The shared reader (lomo_datasets.formats, used by the builders) reads it the same way.
+    assert records == [to_conversation(row, video_root=video_root) for row in good]
+    # The shared reader (lomo_datasets.formats.livecc, used by the builders) reads it the same way.
     assert read_livecc_file(jsonl, offsets="require") == records
     raw = jsonl.read_bytes()
     for offset, record in zip(read_offsets(jsonl), records):
         line = raw[offset:].split(b"\n", 1)[0]
         assert json.loads(line) == record
+    # The intermediate clip records in LiveCC's shape, one per published clip.
+    with open(out / "livecc_clips.jsonl", encoding="utf-8") as fh:
+        clips = [json.loads(line) for line in fh]
+    assert [c["content"] for c in clips] == [r[1]["content"][0]["text_stream"] for r in records]
+    assert [c["video"] for c in clips] == [r[0]["content"][0]["video"] for r in records]
     return records
 
 
@@ -72,9 +76,11 @@ def test_livecc_pretrain_end_to_end(manifest, tmp_path, capsys):
     assert records[0][1]["content"][0]["text_stream"][0][2] == clips[0]["content"][0]["word"]
 
 
-def test_livecc_sft_end_to_end(manifest, tmp_path):
+def test_livecc_sft_end_to_end(manifest, test_media, tmp_path):
     out = tmp_path / "sft"
-    code = main(["run", "livecc-sft", "--videos", str(manifest), "--out", str(out), "--embedded", *SHORT_CLIPS])
+    root = test_media.english.parent  # `video` written relative to it, so the data can move with the videos
+    code = main(["run", "livecc-sft", "--videos", str(manifest), "--out", str(out), "--embedded", *SHORT_CLIPS,
+                 "--set", f"export.video_root={root}"])
     assert code == 0
     data = load_dataset(str(out), split="train")
     clips = [row for row in data if not row["errors"]]
@@ -86,8 +92,9 @@ def test_livecc_sft_end_to_end(manifest, tmp_path):
         assert row["language"] == "en"
         assert 1.5 <= row["lm_loss"] <= 5.0
         assert row["speech_share"] is not None and row["talking_head"] <= 0.5
-    records = check_export(out, data)
+    records = check_export(out, data, video_root=root)
     assert all(r[0]["content"][1]["text"] for r in records)  # the user text is the query
+    assert {r[0]["content"][0]["video"] for r in records} <= {test_media.english.name, test_media.english2.name}
     # Dropped clips are kept aside with their reason.
     if (out / "dropped.jsonl").exists():
         reasons = {json.loads(line)["drop_reason"] for line in (out / "dropped.jsonl").read_text().splitlines()}

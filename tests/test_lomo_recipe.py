@@ -6,6 +6,7 @@ that `datasets.load_dataset` reads, plus the LoMo JSON files."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -57,8 +58,19 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path):
     assert [f.get("video_id") for f in failed] == ["cooking_zh"]
     assert "translate.model" in json.dumps(failed[0], ensure_ascii=False)
 
+    # LoMo-Pipe's files: the video's file name, <stem>_01 in every task, SVS_format.json, VTG windows
     videos = json.loads((out / "lomo" / "lomo.json").read_text())
-    assert [v["video_id"] for v in videos] == ["cooking_pasta"] and len(videos[0]["questions"]) == 6
-    for task in ("GVQA", "GVS", "SVS", "SVQA", "VVQA", "VTG"):
-        items = json.loads((out / "lomo" / f"{task}.json").read_text())
-        assert [i["task"] for i in items] == [task]
+    assert [v["video_id"] for v in videos] == ["cooking_pasta.mp4"] and len(videos[0]["questions"]) == 6
+    assert [q["task"] for q in videos[0]["questions"]] == [formats.FILE_STEMS[t] for t in formats.TASKS]
+    for task in formats.TASKS:
+        (video,) = json.loads((out / "lomo" / f"{formats.FILE_STEMS[task]}.json").read_text())
+        assert video["video_id"] == "cooking_pasta.mp4" and video["resolution"] == "[240, 320]"
+        (item,) = video["relevant_windows" if task == "VTG" else "questions"]
+        assert item.get("question_id", item.get("window_id")) == "cooking_pasta_01"
+        if task == "VTG":
+            assert set(item) == {"window_id", "window", "descriptions"} and item["descriptions"]
+        elif task in ("SVS", "SVQA"):  # the numbers in the text are the window's own
+            assert re.findall(r"\d+(?:\.\d+)?", item["question"])[:2] == [str(v) for v in item["window"]]
+    assert (out / "lomo" / "metadata.csv").read_text().splitlines()[0] == "video_id,duration,resolution"
+    back = formats.read_lomo_files(sorted(str(p) for p in (out / "lomo").iterdir()))
+    assert [q["task"] for q in back[0]["questions"]] == list(formats.TASKS)

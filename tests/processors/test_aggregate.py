@@ -10,7 +10,8 @@ from datasets import Dataset
 from lomo_datasets import features as F
 from lomo_datasets import formats
 from lomo_datasets.pipeline import Runner
-from lomo_datasets.processors.aggregate import KeepQC, QualityControl, contains_phrase, export_lomo
+from lomo_datasets.formats.lomo import export_lomo
+from lomo_datasets.processors.aggregate import KeepQC, QualityControl, contains_phrase
 from lomo_datasets.stage import SettingError, apply_stage
 from tests.processors.test_qa import answers
 
@@ -75,12 +76,20 @@ def test_keep_qc_and_export(tmp_path):
     assert sorted(result.dataset["video_id"]) == ["good", "other"]
     assert result.dropped["video_id"] == ["small"]
     written = export_lomo(result.dataset, tmp_path / "out")
-    assert sorted(written) == sorted(["lomo", "buckets", "GVQA", "GVS", "SVS", "SVQA", "VVQA", "VTG"])
+    assert sorted(written) == sorted(["lomo", "metadata", "buckets", "GVQA", "GVS", "SVS", "SVQA", "VVQA", "VTG"])
     videos = json.loads((tmp_path / "out" / "lomo" / "lomo.json").read_text())
     assert [v["video_id"] for v in videos] == ["good", "other"]
     assert videos[0]["resolution"] == "[240, 320]" and len(videos[0]["questions"]) == 6
-    svs = json.loads((tmp_path / "out" / "lomo" / "SVS.json").read_text())
-    assert len(svs) == 2 and all(item["task"] == "SVS" and len(item["window"]) == 2 for item in svs)
+    svs = json.loads((tmp_path / "out" / "lomo" / "SVS_format.json").read_text())  # LoMo-Pipe's file name
+    assert len(svs) == 2 and all(len(v["questions"]) == 1 and len(v["questions"][0]["window"]) == 2 for v in svs)
     # the builders' reader takes both shapes back
-    assert len(formats.lomo_videos_from_file(tmp_path / "out" / "lomo" / "lomo.json")) == 2
-    assert json.loads((tmp_path / "out" / "lomo" / "buckets.json").read_text()) == {"0-1min": {"videos": 2, "items": 12}}
+    assert len(formats.read_lomo_file(tmp_path / "out" / "lomo" / "lomo.json")) == 2
+    assert json.loads((tmp_path / "out" / "buckets.json").read_text()) == {"0-1min": {"videos": 2, "items": 12}}
+
+
+def test_qc_needs_no_what_and_how_in_an_item():
+    """LoMo-Pipe's QC kept only items containing both "what" and "how"; this QC has no such rule."""
+    items = [{**q, "question": q["question"].replace("What", "Which").replace("what", "which")} for q in answers("plain")]
+    assert not any("what" in q["question"].lower() or "how" in q["question"].lower() for q in items)
+    (row,) = apply_stage(qc_dataset([video("plain", items=items)]), QualityControl())
+    assert row["qc_pass"] == 1.0 and len(row["questions"]) == 6

@@ -5,6 +5,7 @@ OpenAI-compatible client against the loopback chat server of tests/test_llm.py."
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -13,7 +14,7 @@ from datasets import Dataset
 from lomo_datasets import features as F
 from lomo_datasets import prompts as P
 from lomo_datasets.processors.qa import LETTERS, TASKS, GenerateQA, build_items
-from lomo_datasets.stage import apply_stage
+from lomo_datasets.stage import SettingError, apply_stage
 from tests.processors.test_compress import segments
 from tests.test_llm import ChatServer, user_text
 
@@ -45,34 +46,48 @@ def check_items(video_id, items, duration=DURATION, segs=None):
     assert [q["task"] for q in items] == list(TASKS)
     assert [q["question_id"] for q in items] == [f"{video_id}_{k:02d}" for k in range(1, 7)]
     for q in items:
+        if q["task"] == "VTG":  # LoMo's grounding item: a window and its description, no choices
+            start, end = q["window"]
+            assert 0 <= start < end <= duration and (start, end) in bounds
+            assert q["descriptions"].strip() and q["question"] == "" and q["options"] == [] and q["answer"] == ""
+            continue
         assert q["question"].strip()
         assert [o[:3] for o in q["options"]] == ["A: ", "B: ", "C: ", "D: "]
         texts = [o[3:].strip().lower() for o in q["options"]]
         assert all(texts) and len(set(texts)) == 4
         assert q["answer"] in LETTERS
-        if q["task"] in ("SVS", "SVQA", "VVQA", "VTG"):
+        if q["task"] in ("SVS", "SVQA", "VVQA"):
             start, end = q["window"]
             assert 0 <= start < end <= duration and (start, end) in bounds
+            if q["task"] != "VVQA":  # the numbers in the text are the window's own
+                assert re.findall(r"\d+(?:\.\d+)?", q["question"])[:2] == [str(start), str(end)]
+            if q["task"] == "SVS":  # LoMo-Pipe's wording
+                assert f"between {start} and {end} seconds" in q["question"]
         else:
             assert q["window"] == []
-    return [q["answer"] for q in items]
+    return [q["answer"] for q in items if q["options"]]
 
 
-def answers(video_id):
+def answers(video_id, extra_tasks=()):
     gvqa = {"question": "What is cooked?", "answer": "Pasta", "wrong": ["Soup", "Bread", "Fish"]}
     gvs = {"answer": "Cooking pasta at home", "wrong": ["Fixing a car", "A football match", "A walk in town"]}
-    return build_items(video_id, temporal(), list(enumerate(segments())), gvqa, gvs)
+    return build_items(video_id, temporal(), list(enumerate(segments())), gvqa, gvs, extra_tasks)
 
 
 def test_items_are_structured_and_correct_answers_point_at_the_right_text():
     items = answers("vid")
     check_items("vid", items)
-    option = {q["task"]: dict(o.split(": ", 1) for o in q["options"])[q["answer"]] for q in items}
+    with_mc = answers("vid", extra_tasks=("VTG_MC",))
+    assert with_mc[:6] == items and [q["task"] for q in with_mc[6:]] == ["VTG_MC"]
+    assert with_mc[6]["question_id"] == "vid_07"
+    option = {q["task"]: dict(o.split(": ", 1) for o in q["options"])[q["answer"]] for q in with_mc if q["options"]}
     t = temporal()
     assert option["GVQA"] == "Pasta" and option["GVS"] == "Cooking pasta at home"
     assert option["SVS"] == t["subtitle"] and option["SVQA"] == option["VVQA"] == "Pasta"
-    assert option["VTG"] == "from 6.5 to 9.3 seconds"
+    assert option["VTG_MC"] == "from 6.5 to 9.3 seconds"
+    assert with_mc[6]["window"] == [6.5, 9.3] and with_mc[6]["descriptions"] == t["conclusion"]
     by_task = {q["task"]: q for q in items}
+    assert by_task["VTG"]["window"] == [6.5, 9.3] and by_task["VTG"]["options"] == []
     assert by_task["SVQA"]["question"] == "From 6.5 seconds to 9.3 seconds in the video, what is added to the pot?"
     assert by_task["VVQA"]["question"] == t["question"]
     assert by_task["VTG"]["descriptions"] == t["conclusion"]
@@ -100,7 +115,7 @@ def fake_reply(body):
 
 
 def test_letters_balanced_over_200_items_via_http_backend():
-    ids = [f"video{n:03d}" for n in range(36)] + ["broken1"]
+    ids = [f"video{n:03d}" for n in range(40)] + ["broken1"]  # five multiple-choice items each
     rows = [record(v, index=n % 5) for n, v in enumerate(ids)]
     with ChatServer(fake_reply) as server:
         stage = GenerateQA(backend="openai", model="served", base_url=server.url, max_tries=2, concurrency=4)
@@ -135,3 +150,18 @@ def test_qa_with_smollm2_every_item_validates():
         check_items(r["video_id"], r["questions"])
         done += 1
     assert done >= 1
+
+
+def test_extra_tasks_is_a_checked_setting_off_by_default():
+    assert GenerateQA(model="embedded:smollm2-135m").extra_tasks == []
+    assert GenerateQA(model="embedded:smollm2-135m", extra_tasks=["VTG_MC"]).extra_tasks == ["VTG_MC"]
+    with pytest.raises(SettingError, match=r"qa.extra_tasks=\['VTG'\]: use a list of \['VTG_MC'\]"):
+        GenerateQA(model="embedded:smollm2-135m", extra_tasks=["VTG"])
+    with pytest.raises(ValueError, match="VTG_MC distractors"):
+        few = [(k, s) for k, s in enumerate(segments()) if k in (1, 2, 3)]
+        few.append((4, {**few[0][1], "text": "Another line entirely"}))  # a fourth text, but a repeated window
+        build_items("v", temporal(2), few, {"question": "q", "answer": "a", "wrong": ["b", "c", "d"]},
+                    {"answer": "a", "wrong": ["b", "c", "d"]}, ("VTG_MC",))
+    six = build_items("v", temporal(2), few, {"question": "q", "answer": "a", "wrong": ["b", "c", "d"]},
+                      {"answer": "a", "wrong": ["b", "c", "d"]})
+    assert [q["task"] for q in six] == list(TASKS)  # only the multiple-choice VTG needs four windows
