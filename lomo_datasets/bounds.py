@@ -11,8 +11,10 @@ fields are the settings). From each field's declared type:
   backoff, batch sizes, workers and threads, temperatures, probabilities and thresholds, counts
   of frames, beams, characters, seconds, pixels); any other number is at most ``MAX_NUMBER``.
 
-A value that fails is named with a bounded rendering (``errors.shorten``), with the range to
-use. A stage's own ``validate()`` then checks what only it knows (choices, paths).
+A value that fails is named with a bounded rendering (``redact.shorten``), with the range to
+use, in the ``error`` class the caller gives (the contract passes ``SettingError``; this module
+imports nothing of the contract, which imports it). A stage's own ``validate()`` checks what
+only it knows (choices, paths).
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from lomo_datasets.errors import shorten
-from lomo_datasets.stage import SettingError
+from lomo_datasets.redact import shorten
 
 #: The most items a list or tuple setting may hold.
 MAX_ITEMS = 10_000
@@ -73,11 +74,15 @@ RANGES: tuple[Range, ...] = (
 )
 
 
+class _Bad(ValueError):
+    """A setting outside its type or range (re-raised as the caller's error class)."""
+
+
 def range_for(name: str) -> Range | None:
     return next((r for r in RANGES if r.matches(name)), None)
 
 
-def check_settings(step: Any, prefix: str | None = None, ranges: bool = True) -> None:
+def check_settings(step: Any, prefix: str | None = None, ranges: bool = True, error: type[Exception] = ValueError) -> None:
     """Check (and normalise: numeric strings become numbers) every dataclass field of ``step``.
 
     ``ranges=False`` checks types and finiteness only: the contract does that before a stage's
@@ -88,7 +93,10 @@ def check_settings(step: Any, prefix: str | None = None, ranges: bool = True) ->
         if f.name == "name" and prefix == getattr(step, "name", None):
             continue
         value = getattr(step, f.name)
-        checked = check_value(f"{prefix}.{f.name}", f.name, value, hints.get(f.name, Any), ranges=ranges)
+        try:
+            checked = check_value(f"{prefix}.{f.name}", f.name, value, hints.get(f.name, Any), ranges=ranges)
+        except _Bad as exc:
+            raise error(str(exc)) from None
         if checked is not value:
             object.__setattr__(step, f.name, checked)
 
@@ -138,12 +146,12 @@ def _kind_name(kinds: set, optional: bool) -> str:
 
 def check_value(where: str, name: str, value: Any, hint: Any = Any, ranges: bool = True) -> Any:
     """``value`` checked against ``hint`` and the range of ``name``; numeric strings for a
-    number setting become numbers. Raises ``SettingError`` saying what to use."""
+    number setting become numbers. Raises ``ValueError`` saying what to use."""
     kinds, optional = _kinds(hint)
     if value is None:
         if optional or Any in kinds:
             return value
-        raise SettingError(f"{where} must be {_kind_name(kinds, optional)}, got null")
+        raise _Bad(f"{where} must be {_kind_name(kinds, optional)}, got null")
     if Any not in kinds:
         value = _check_type(where, value, kinds, optional)
     return _check_range(where, name, value, ranges)
@@ -154,43 +162,43 @@ def _check_type(where: str, value: Any, kinds: set, optional: bool) -> Any:
     if isinstance(value, bool):
         if bool in kinds:
             return value
-        raise SettingError(f"{where} must be {wanted}, got {shorten(value)}")
+        raise _Bad(f"{where} must be {wanted}, got {shorten(value)}")
     if isinstance(value, int) and (int in kinds or float in kinds):
         return value
     if isinstance(value, float) and float in kinds:
         return value
     if isinstance(value, float) and int in kinds:
-        raise SettingError(f"{where} must be a whole number, got {shorten(value)}")
+        raise _Bad(f"{where} must be a whole number, got {shorten(value)}")
     if isinstance(value, str):
         if (float in kinds or int in kinds) and str not in kinds:
             number = _number_text(value)
             if number is None:
-                raise SettingError(f"{where} must be {wanted}, got {shorten(value)}")
+                raise _Bad(f"{where} must be {wanted}, got {shorten(value)}")
             if int in kinds and float not in kinds:
                 if not (math.isfinite(number) and number.is_integer()):
-                    raise SettingError(f"{where} must be a whole number, got {shorten(value)}")
+                    raise _Bad(f"{where} must be a whole number, got {shorten(value)}")
                 return int(number)
             return number
         if str in kinds:
             if len(value) > MAX_TEXT:
-                raise SettingError(f"{where}: {len(value)} characters is too long (at most {MAX_TEXT})")
+                raise _Bad(f"{where}: {len(value)} characters is too long (at most {MAX_TEXT})")
             return value
-        raise SettingError(f"{where} must be {wanted}, got {shorten(value)}")
+        raise _Bad(f"{where} must be {wanted}, got {shorten(value)}")
     if isinstance(value, (list, tuple)):
         if list in kinds:
             if len(value) > MAX_ITEMS:
-                raise SettingError(f"{where}: {len(value)} items is too many (at most {MAX_ITEMS})")
+                raise _Bad(f"{where}: {len(value)} items is too many (at most {MAX_ITEMS})")
             return value
-        raise SettingError(f"{where} must be {wanted}, got {shorten(value)}")
+        raise _Bad(f"{where} must be {wanted}, got {shorten(value)}")
     if isinstance(value, dict):
         if dict in kinds:
             if len(value) > MAX_ITEMS:
-                raise SettingError(f"{where}: {len(value)} entries is too many (at most {MAX_ITEMS})")
+                raise _Bad(f"{where}: {len(value)} entries is too many (at most {MAX_ITEMS})")
             return value
-        raise SettingError(f"{where} must be {wanted}, got {shorten(value)}")
+        raise _Bad(f"{where} must be {wanted}, got {shorten(value)}")
     if any(isinstance(value, k) for k in kinds if isinstance(k, type)):
         return value
-    raise SettingError(f"{where} must be {wanted}, got {shorten(value)}")
+    raise _Bad(f"{where} must be {wanted}, got {shorten(value)}")
 
 
 def _number_text(text: str) -> float | None:
@@ -209,13 +217,13 @@ def _check_range(where: str, name: str, value: Any, ranges: bool = True) -> Any:
         if isinstance(number, bool) or not isinstance(number, (int, float)):
             continue
         if not math.isfinite(number):
-            raise SettingError(f"{where}={shorten(value)}: use a finite number" + (f" ({bound.describe()})" if bound else ""))
+            raise _Bad(f"{where}={shorten(value)}: use a finite number" + (f" ({bound.describe()})" if bound else ""))
         if not ranges:
             continue
         if bound is not None and not bound.holds(number):
-            raise SettingError(f"{where}={shorten(value)}: use {bound.describe()}")
+            raise _Bad(f"{where}={shorten(value)}: use {bound.describe()}")
         if bound is None and abs(number) > MAX_NUMBER:
-            raise SettingError(f"{where}={shorten(value)}: use a number of at most {MAX_NUMBER:g} in size")
+            raise _Bad(f"{where}={shorten(value)}: use a number of at most {MAX_NUMBER:g} in size")
     return value
 
 

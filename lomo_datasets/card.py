@@ -21,7 +21,6 @@ from typing import Any, Iterable
 
 from datasets import Dataset, DatasetDict
 
-from lomo_datasets.errors import failure_reason
 from lomo_datasets.redact import redact
 from lomo_datasets.stage import Filter
 
@@ -193,6 +192,21 @@ def _nested_values(table, column: str, field: str) -> list:
     if not pa.types.is_struct(items.type) or items.type.get_field_index(field) < 0:
         return []
     return pc.struct_field(items, field).to_pylist()
+
+
+def error_kind(error: str) -> str:
+    """The kind of a row error: the exception name it starts with (``"CorruptMediaError: ..."``),
+    else ``"error"``."""
+    head, sep, _ = (error or "").partition(":")
+    return head if sep and head.isidentifier() else "error"
+
+
+def failure_reason(errors: list[dict] | None) -> str | None:
+    """Why a row with ``errors`` is gone: its first failure, ``"STAGE failed: KIND"``."""
+    if not errors:
+        return None
+    first = errors[0]
+    return f"{first.get('stage') or 'unknown'} failed: {error_kind(first.get('error') or '')}"
 
 
 def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -> Stats:

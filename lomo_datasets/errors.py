@@ -23,72 +23,18 @@ import signal
 import sys
 from typing import Any, Iterator
 
-from lomo_datasets.redact import redact
+from lomo_datasets.redact import redact, shorten  # noqa: F401  (shorten: part of the errors API)
 
 #: The longest error line the CLI prints (messages are cut with an ellipsis).
 MAX_MESSAGE = 600
-#: The longest rendering of one value inside a message.
-MAX_VALUE = 80
-
 INTERRUPTED = "interrupted; rerun the same command to resume"
 _MAIN_PID = "LOMO_DATASETS_MAIN_PID"
-
-
-def shorten(value: Any, limit: int = MAX_VALUE) -> str:
-    """``repr(value)`` cut to ``limit`` characters, without ever building a huge repr:
-    containers are rendered element by element until the limit is reached."""
-    text = _bounded_repr(value, limit + 1)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _bounded_repr(value: Any, limit: int, depth: int = 0) -> str:
-    if isinstance(value, str):
-        return repr(value[:limit])
-    if isinstance(value, (bytes, bytearray)):
-        return repr(bytes(value[:limit]))
-    if depth > 3:
-        return "..."
-    if isinstance(value, dict):
-        pairs = (f"{_bounded_repr(k, limit, depth + 1)}: {_bounded_repr(v, limit, depth + 1)}" for k, v in value.items())
-        return "{" + _join(pairs, limit) + "}"
-    if isinstance(value, (list, tuple, set, frozenset)):
-        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")") if isinstance(value, tuple) else ("{", "}")
-        return opening + _join((_bounded_repr(v, limit, depth + 1) for v in value), limit) + closing
-    text = repr(value)
-    return text[:limit]
-
-
-def _join(parts, limit: int) -> str:
-    out: list[str] = []
-    size = 0
-    for part in parts:
-        out.append(part)
-        size += len(part) + 2
-        if size > limit:
-            out.append("...")
-            break
-    return ", ".join(out)
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
     """``text`` as one line (newlines folded), secrets masked, at most ``limit`` characters."""
     text = " ".join(redact(str(text)).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def error_kind(error: str) -> str:
-    """The kind of a row error: the exception name it starts with (``"CorruptMediaError: ..."``),
-    else ``"error"``."""
-    head, sep, _ = (error or "").partition(":")
-    return head if sep and head.isidentifier() else "error"
-
-
-def failure_reason(errors: list[dict] | None) -> str | None:
-    """Why a row with ``errors`` is gone: its first failure, ``"STAGE failed: KIND"``."""
-    if not errors:
-        return None
-    first = errors[0]
-    return f"{first.get('stage') or 'unknown'} failed: {error_kind(first.get('error') or '')}"
 
 
 def _chain(exc: BaseException):
@@ -119,11 +65,7 @@ def explain(exc: BaseException, work_dir: str | None = None, out: str | None = N
         return INTERRUPTED, 130
     if isinstance(exc, (SettingError, MissingDependencyError)):
         return one_line(_first_line(exc)), 2
-    try:
-        from lomo_datasets.publish import PublishError
-    except ImportError:  # pragma: no cover - publish needs datasets, which is a dependency
-        PublishError = ()  # type: ignore[assignment]
-    if PublishError and isinstance(exc, PublishError):
+    if any(k.__name__ == "PublishError" and k.__module__ == "lomo_datasets.publish" for k in type(exc).__mro__):
         return one_line(_first_line(exc)), 1
     for err in _chain(exc):
         if _disk_full(err):

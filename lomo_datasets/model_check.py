@@ -11,7 +11,8 @@
   ``HF_HUB_OFFLINE`` forbids fetching it; otherwise it is fetched when the model loads;
 - a stage whose model lives elsewhere (``model_is_remote``: an LLM server) is not checked.
 
-``model_error(step, exc)`` is the one-line ``SettingError`` for a model that failed to load.
+A model that exists but fails to load is the contract's setting error (``Stage.loaded_model``),
+with the same fix (``stage.model_fix``).
 """
 
 from __future__ import annotations
@@ -21,20 +22,13 @@ import os
 import re
 from typing import Any
 
-from lomo_datasets.errors import shorten
-from lomo_datasets.stage import SettingError
+from lomo_datasets.redact import shorten
+from lomo_datasets.stage import SettingError, model_fix
 
 logger = logging.getLogger(__name__)
 
 _REPO = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
 _FILE_SUFFIXES = (".gguf", ".bin", ".safetensors", ".pt", ".pth", ".onnx", ".ckpt")
-
-
-def fix(step_name: str) -> str:
-    return (
-        f"give --set {step_name}.model=PATH (a local model folder), use --embedded (the small models "
-        "that ship in packages), or fetch it once while online (unset HF_HUB_OFFLINE)"
-    )
 
 
 def offline() -> bool:
@@ -79,7 +73,7 @@ def check_model(step: Any) -> None:
     if os.path.exists(path):
         return
     if os.path.isabs(path) or name.startswith((".", "~")) or name.endswith(_FILE_SUFFIXES) or name.count("/") > 1:
-        raise SettingError(f"{where}: no such file or folder; {fix(step_name)}")
+        raise SettingError(f"{where}: no such file or folder; {model_fix(step_name)}")
     repo = model_repo(step)
     if repo is None:
         return  # a name only the library knows: it is checked when the model loads
@@ -88,16 +82,6 @@ def check_model(step: Any) -> None:
     if offline():
         raise SettingError(
             f"{where}: not a local path and not in the local Hub cache ({repo}), and HF_HUB_OFFLINE "
-            f"forbids fetching it; {fix(step_name)}"
+            f"forbids fetching it; {model_fix(step_name)}"
         )
     logger.info("%s: %s is not in the local Hub cache; it is fetched when the model loads", step_name, repo)
-
-
-def model_error(step: Any, exc: BaseException) -> SettingError:
-    """The setting error for a model that failed to load (``exc``), with the fix."""
-    from lomo_datasets.stage import format_error
-
-    step_name = getattr(step, "name", "step")
-    name = getattr(step, "model", None)
-    where = f"{step_name}.model={shorten(name)}" if name else f"stage '{step_name}'"
-    return SettingError(f"{where}: the model cannot be loaded ({format_error(exc)}); {fix(step_name)}")

@@ -37,8 +37,8 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 
 from lomo_datasets import outputs, progress, safe_yaml
 from lomo_datasets.bounds import check_settings, did_you_mean
-from lomo_datasets.errors import shorten
 from lomo_datasets.model_check import check_model
+from lomo_datasets.redact import shorten
 from lomo_datasets.stage import Filter, SettingError, Stage, apply_stage, split_by_threshold
 
 logger = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def build_exports(
             except TypeError as exc:
                 raise SettingError(f"step 'export': {shorten(str(exc), 200)}; valid settings: {valid}") from None
             if dataclasses.is_dataclass(export):
-                check_settings(export, "export")
+                check_settings(export, "export", error=SettingError)
         exports.append(export)
     return exports
 

@@ -28,9 +28,8 @@ from datasets import Dataset, DatasetDict
 from lomo_datasets import outputs
 from lomo_datasets.card import PLOT_NAME, Provenance, compute_stats, plot_stats
 from lomo_datasets.card import render_card as _render_card
-from lomo_datasets.errors import shorten
 from lomo_datasets.hub import DEFAULT_ATTEMPTS, HubTimeouts, use_timeouts
-from lomo_datasets.redact import redact
+from lomo_datasets.redact import redact, shorten
 from lomo_datasets.stage import SettingError
 
 logger = logging.getLogger(__name__)

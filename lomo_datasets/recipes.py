@@ -23,8 +23,7 @@ from datasets import Dataset, DatasetDict
 
 from lomo_datasets import outputs
 from lomo_datasets import publish
-from lomo_datasets.card import Provenance
-from lomo_datasets.errors import error_kind
+from lomo_datasets.card import Provenance, error_kind
 from lomo_datasets.formats.livecc import LiveCCExport
 from lomo_datasets.redact import mask_url_credentials
 from lomo_datasets.pipeline import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from typing import Any
 
 #: Environment variables whose values are secrets wherever they appear.
 _SECRET_NAME = re.compile(r"(TOKEN|SESSDATA|COOKIE|SECRET|PASSWORD|API_KEY|APIKEY)", re.I)
@@ -15,6 +16,8 @@ _SECRET_SHAPES = [
     re.compile(r"(?i)(Authorization:\s*Bearer\s+)\S+"),
 ]
 MASK = "***"
+#: The longest rendering of one value inside a message.
+MAX_VALUE = 80
 #: Credentials inside URLs: ``scheme://user:password@host`` and secret-looking query
 #: parameters (``?token=``, ``access_token``, ``api_key``, ``sig``, ``X-Amz-Signature`` ...).
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#\s@]+@")
@@ -68,3 +71,39 @@ class RedactingFilter(logging.Filter):
         record.msg = redact(record.getMessage())
         record.args = ()
         return True
+
+
+def shorten(value: Any, limit: int = MAX_VALUE) -> str:
+    """``repr(value)`` cut to ``limit`` characters, without ever building a huge repr:
+    containers are rendered element by element until the limit is reached."""
+    text = _bounded_repr(value, limit + 1)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bounded_repr(value: Any, limit: int, depth: int = 0) -> str:
+    if isinstance(value, str):
+        return repr(value[:limit])
+    if isinstance(value, (bytes, bytearray)):
+        return repr(bytes(value[:limit]))
+    if depth > 3:
+        return "..."
+    if isinstance(value, dict):
+        pairs = (f"{_bounded_repr(k, limit, depth + 1)}: {_bounded_repr(v, limit, depth + 1)}" for k, v in value.items())
+        return "{" + _join(pairs, limit) + "}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")") if isinstance(value, tuple) else ("{", "}")
+        return opening + _join((_bounded_repr(v, limit, depth + 1) for v in value), limit) + closing
+    text = repr(value)
+    return text[:limit]
+
+
+def _join(parts, limit: int) -> str:
+    out: list[str] = []
+    size = 0
+    for part in parts:
+        out.append(part)
+        size += len(part) + 2
+        if size > limit:
+            out.append("...")
+            break
+    return ", ".join(out)
