@@ -27,12 +27,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", help="recipe name (see `lomo-datasets recipes`)")
     run.add_argument("--videos", required=True, help="folder of videos, text file of paths/URLs, or JSONL/CSV manifest")
     run.add_argument("--out", required=True, help="output folder (Hub layout: data/*.parquet + README.md)")
-    run.add_argument("--num-proc", type=int, default=1, help="worker processes (one per GPU)")
+    run.add_argument("--num-proc", type=int, default=1, help="worker processes (one per GPU); with --executor ray: actors per model stage")
     run.add_argument("--config", help="YAML file: step name -> settings")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.SETTING=VALUE")
     run.add_argument("--embedded", action="store_true", help="use the small models that ship in packages (offline)")
     run.add_argument("--work-dir", help="where step outputs persist for reruns (default OUT/.lomo-work)")
     run.add_argument("--chunk-size", type=int, default=256, help="rows per persisted chunk")
+    run.add_argument(
+        "--executor", choices=("local", "ray"), default="local",
+        help="local: worker processes on this machine; ray: Ray Data on a cluster (pip install 'lomo-datasets[ray]')",
+    )
+    run.add_argument("--ray-address", metavar="ADDRESS", help="with --executor ray: the cluster to join (default: start a local one)")
     run.add_argument("--push-to-hub", metavar="ORG/NAME", help="then push the folder to this Hub dataset repo")
     run.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     run.add_argument(
@@ -183,6 +188,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         push_to_hub=args.push_to_hub,
         private=args.private or None,
         shard=args.shard,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
     return _print_summary(summary)
 

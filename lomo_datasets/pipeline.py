@@ -232,10 +232,156 @@ class RunResult:
     work_dir: Path
     timings: dict[str, float]
     inputs: int = 0  #: rows the steps started from (after ``shard``)
+    #: Per model step: how many models each worker loaded for it (1 each when workers live
+    #: for the whole step).
+    model_loads: dict[str, list[int]] = field(default_factory=dict)
+
+
+def threads_per_worker(workers: int, cpus: float | None = None) -> int:
+    """CPU threads for each of ``workers`` processes that share ``cpus`` cores (default: this
+    machine's): together they use every core once. ``OMP_NUM_THREADS``, when set, wins."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, int(cpus // max(1, workers)))
+
+
+def models_loaded() -> int:
+    """How many models this process has loaded (the contract's per-process cache)."""
+    from lomo_datasets import stage as contract
+
+    return len(contract._MODELS)
+
+
+class StepPool:
+    """The workers of one stage step: ``num_proc`` processes that live for the whole step.
+
+    Each worker takes a rank (0..N-1, for the device rule) and a share of the CPU threads
+    (``threads_per_worker``) when it starts, and keeps its model for every chunk of the step:
+    one model load per worker per step, not per chunk. A chunk is cut into contiguous shards on
+    batch boundaries (so the stage sees the same batches as in one process), the shards go to
+    whichever worker is free, and the chunk is the shards' outputs in order; the runner saves
+    it as before, so crash safety per chunk is unchanged. A worker that dies fails the step
+    (rerun to resume from the finished chunks). With ``num_proc=1`` the stage runs in this
+    process. Workers start with the stage's ``start_method`` (``spawn`` for stages that hold
+    torch or CTranslate2 models), else with ``fork``.
+    """
+
+    #: Shards per worker and chunk: enough to even out rows of different lengths.
+    SHARDS_PER_WORKER = 4
+
+    def __init__(self, stage: Stage, num_proc: int):
+        self.stage = stage
+        self.num_proc = num_proc
+        self.used = False
+        self._executor: Any = None
+        self._loads: dict[int, int] = {}
+        self._loaded_before = models_loaded()
+
+    def __enter__(self) -> "StepPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _start(self) -> Any:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context(self.stage.start_method or "fork")
+        ranks = context.Queue()
+        for rank in range(self.num_proc):
+            ranks.put(rank)
+        threads = threads_per_worker(self.num_proc)
+        logger.info("%s: starting %d workers (%d CPU threads each)", self.stage.name, self.num_proc, threads)
+        started = context.Barrier(self.num_proc)
+        executor = ProcessPoolExecutor(
+            max_workers=self.num_proc, mp_context=context, initializer=_start_worker, initargs=(self.stage, ranks, threads, started)
+        )
+        # The executor starts workers only when none is idle: N tasks that wait for each other
+        # start all N now (every rank, every GPU), not one per small chunk.
+        for future in [executor.submit(_wait_for_all_workers) for _ in range(self.num_proc)]:
+            future.result()
+        return executor
+
+    def map(self, ds: Dataset, scratch: Path, desc: str) -> Dataset:
+        """``ds`` through the stage; the map's Arrow files go under ``scratch``."""
+        self.used = True
+        if self.num_proc == 1:
+            part = apply_stage(ds, self.stage, load_from_cache_file=False, desc=desc, cache_file_name=str(scratch / "map.arrow"))
+            self._loads[os.getpid()] = models_loaded() - self._loaded_before
+            return part
+        from concurrent.futures.process import BrokenProcessPool
+
+        batch = self.stage.rows_per_batch
+        size = max(batch, math.ceil(len(ds) / (self.num_proc * self.SHARDS_PER_WORKER) / batch) * batch)
+        bounds = [(i, min(len(ds), i + size)) for i in range(0, len(ds), size)]
+        from concurrent.futures import as_completed
+
+        from datasets.utils import tqdm
+
+        try:
+            if self._executor is None:
+                self._executor = self._start()
+            futures = [
+                self._executor.submit(_map_in_worker, _select(ds, a, b), str(scratch / f"shard-{k:05d}.arrow"))
+                for k, (a, b) in enumerate(bounds)
+            ]
+            with tqdm(total=len(ds), desc=desc, unit=" examples") as bar:
+                for future in as_completed(futures):
+                    bar.update(len(future.result()[0]))
+            results = [future.result() for future in futures]
+        except BrokenProcessPool:
+            raise RuntimeError(
+                f"{self.stage.name}: a worker process died (killed or out of memory) during {desc}; "
+                "rerun the same command to resume from the finished chunks"
+            ) from None
+        for _, pid, loads in results:
+            self._loads[pid] = max(self._loads.get(pid, 0), loads)
+        logger.info("%s: %d shards on %d workers", desc, len(bounds), len({pid for _, pid, _ in results}))
+        outputs = [part for part, _, _ in results]
+        return concatenate_datasets(outputs) if len(outputs) > 1 else outputs[0]
+
+    def loads(self) -> list[int]:
+        """Models each worker loaded for this step (one entry per worker that ran)."""
+        return sorted(self._loads.values())
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+#: What a step worker holds: its stage and its rank.
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(stage: Stage, ranks: Any, threads: int, started: Any) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before torch/CTranslate2 start their pools
+    # a forked worker starts with its parent's models: count only the ones it loads
+    _WORKER.update(stage=stage, rank=ranks.get(), started=started, loaded=models_loaded())
+    import datasets
+
+    datasets.disable_progress_bars()  # the parent reports progress per chunk
+
+
+def _wait_for_all_workers() -> None:
+    _WORKER["started"].wait(timeout=600)
+
+
+def _map_in_worker(shard: Dataset, cache_file: str) -> tuple[Dataset, int, int]:
+    stage, rank = _WORKER["stage"], _WORKER["rank"]
+    part = apply_stage(
+        shard, stage, with_rank=False, fn_kwargs={"rank": rank}, load_from_cache_file=False, cache_file_name=cache_file
+    )
+    return part, os.getpid(), models_loaded() - _WORKER["loaded"]
 
 
 class Runner:
-    """Runs steps over a dataset, persisting each step's output in chunks under ``work_dir``."""
+    """Runs steps over a dataset, persisting each step's output in chunks under ``work_dir``.
+
+    With ``num_proc > 1`` each stage step runs on one ``StepPool`` of that many workers."""
 
     def __init__(self, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256):
         if num_proc < 1:
@@ -254,6 +400,7 @@ class Runner:
         fingerprint = _fingerprint_dataset(ds)
         dropped_parts: list[Dataset] = []
         timings: dict[str, float] = {}
+        self.model_loads: dict[str, list[int]] = {}
         for index, step in enumerate(steps):
             fingerprint = step.fingerprint(fingerprint)
             step_dir = self.work_dir / f"{index:02d}-{step.name}-{fingerprint[:16]}"
@@ -270,7 +417,7 @@ class Runner:
             timings[step.name] = time.perf_counter() - started
             logger.info("%s: %d rows (%.1fs)", step.name, len(ds), timings[step.name])
         dropped = _join_dropped(dropped_parts)
-        return RunResult(ds, dropped, self.work_dir, timings, inputs)
+        return RunResult(ds, dropped, self.work_dir, timings, inputs, self.model_loads)
 
     def _stage(self, ds: Dataset, stage: Stage, step_dir: Path, bar=None) -> Dataset:
         bar = bar or progress.NO_BAR
@@ -282,32 +429,32 @@ class Runner:
         parts = []
         n_chunks = max(1, math.ceil(len(ds) / self.chunk_size))
         reused = 0
-        for chunk in range(n_chunks):
-            start, end = chunk * self.chunk_size, min(len(ds), (chunk + 1) * self.chunk_size)
-            chunk_dir = step_dir / f"chunk-{start:09d}-{end:09d}"
-            found = _reuse(chunk_dir, ("data",))
-            if found is not None:
-                parts.append(found[0])
-                reused += 1
-                bar.update(end - start)
-                continue
-            if end == start:  # an empty input (a shard with no rows) still gets the full schema
-                features = stage.output_features(ds.features)
-                parts.append(_save(Dataset.from_dict({k: [] for k in features}, features=features), chunk_dir))
-                continue
-            scratch = chunk_dir / "map.partial"
-            shutil.rmtree(scratch, ignore_errors=True)  # left by a crash
-            scratch.mkdir(parents=True)
-            part = apply_stage(
-                _select(ds, start, end), stage, num_proc=self.num_proc, load_from_cache_file=False,
-                desc=f"{stage.name} [{chunk + 1}/{n_chunks}]",
+        with StepPool(stage, self.num_proc) as pool:  # its workers start with the first computed chunk
+            for chunk in range(n_chunks):
+                start, end = chunk * self.chunk_size, min(len(ds), (chunk + 1) * self.chunk_size)
+                chunk_dir = step_dir / f"chunk-{start:09d}-{end:09d}"
+                found = _reuse(chunk_dir, ("data",))
+                if found is not None:
+                    parts.append(found[0])
+                    reused += 1
+                    bar.update(end - start)
+                    continue
+                if end == start:  # an empty input (a shard with no rows) still gets the full schema
+                    features = stage.output_features(ds.features)
+                    parts.append(_save(Dataset.from_dict({k: [] for k in features}, features=features), chunk_dir))
+                    continue
+                scratch = chunk_dir / "map.partial"
+                shutil.rmtree(scratch, ignore_errors=True)  # left by a crash
+                scratch.mkdir(parents=True)
                 # the map's own Arrow files go in the chunk folder, not beside the input's
-                cache_file_name=str(scratch / "map.arrow"),
-            )
-            parts.append(_save(part, chunk_dir))
-            bar.update(end - start)
-            del part
-            shutil.rmtree(scratch, ignore_errors=True)
+                part = pool.map(_select(ds, start, end), scratch, desc=f"{stage.name} [{chunk + 1}/{n_chunks}]")
+                parts.append(_save(part, chunk_dir))
+                bar.update(end - start)
+                del part
+                shutil.rmtree(scratch, ignore_errors=True)
+        if pool.used and stage.has_model:
+            self.model_loads[stage.name] = pool.loads()
+            logger.info("%s: model loads per worker: %s", stage.name, self.model_loads[stage.name])
         if reused:
             logger.info("%s: reused %d of %d finished chunks in %s", stage.name, reused, n_chunks, step_dir)
         result = concatenate_datasets(parts) if len(parts) > 1 else parts[0]

@@ -173,6 +173,25 @@ def _lomo_export(data: Dataset, out: Path) -> None:
 register(_lomo_recipe())
 
 
+EXECUTORS = ("local", "ray")
+
+
+def make_runner(
+    executor: str, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, ray_address: str | None = None
+) -> Any:
+    """The runner of ``executor``: ``Runner`` (this machine) or the Ray executor (a cluster),
+    both with ``run(ds, steps, shard) -> RunResult``. Checked before any work starts."""
+    if executor == "local":
+        if ray_address:
+            raise SettingError("--ray-address needs --executor ray")
+        return Runner(work_dir, num_proc=num_proc, chunk_size=chunk_size)
+    if executor == "ray":
+        from lomo_datasets.ray_executor import RayExecutor, RaySettings
+
+        return RayExecutor(work_dir, RaySettings(address=ray_address, workers=num_proc))
+    raise SettingError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
+
+
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise SettingError(f"unknown recipe '{name}'; available: {', '.join(sorted(RECIPES))}")
@@ -243,6 +262,8 @@ def run_recipe(
     push_to_hub: str | None = None,
     private: bool | None = None,
     shard: str | tuple[int, int] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> RunSummary:
     """Run recipe ``name`` over ``videos`` and write the Hub layout to ``out``.
 
@@ -254,7 +275,8 @@ def run_recipe(
     ``push_to_hub="org/name"`` then uploads it. When the input lists URLs or platform ids, a
     ``download`` step runs first (files go to ``WORK/downloads``). ``shard="i/n"`` runs part i
     of n of the input (merge the parts with ``lomo-datasets merge``). Rows with errors are
-    listed in ``OUT/failed.jsonl``.
+    listed in ``OUT/failed.jsonl``. ``executor="ray"`` runs the steps on Ray (``ray_address``:
+    a cluster; default a local instance) and publishes the same folder the same way.
     """
     if push_to_hub:
         publish.check_repo_id(push_to_hub)
@@ -264,6 +286,7 @@ def run_recipe(
     shard_spec = parse_shard(shard)
     out = Path(out)
     work = Path(work_dir or out / ".lomo-work")
+    runner = make_runner(executor, work, num_proc=num_proc, chunk_size=chunk_size, ray_address=ray_address)
     outputs.check_paths(out, videos, work)
     new_folders = [f for f in (out, work if work_dir else None) if f is not None and not f.exists()]
     outputs.claim(out)
@@ -271,7 +294,7 @@ def run_recipe(
         outputs.claim(work, "--work-dir")
     try:
         with outputs.Lock(out), (outputs.Lock(work, "--work-dir") if work_dir else nullcontext()):
-            recipe, steps, result = _run(recipe, videos, out, work, config_dict, override_dict, embedded, num_proc, chunk_size, shard_spec, push_to_hub)
+            recipe, steps, result = _run(recipe, videos, out, work, config_dict, override_dict, embedded, runner, shard_spec, push_to_hub)
     finally:
         for folder in new_folders:  # a run that failed before writing anything leaves no folder
             outputs.release_unused(folder)
@@ -306,7 +329,7 @@ def mask_credentials(data: Dataset | None) -> Dataset | None:
 
 
 def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides: dict, embedded: bool,
-         num_proc: int, chunk_size: int, shard, repo_id: str | None):
+         runner: Any, shard, repo_id: str | None):
     """Ingest, run every step, publish ``out`` in one swap (the caller holds the locks)."""
     from lomo_datasets.processors.ingest import ingest
 
@@ -314,7 +337,7 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
     recipe = _with_download(recipe, ds, config, overrides, work / "downloads")
     steps = build_steps(recipe, config, overrides, embedded=embedded)
     exports = build_exports(recipe, config, overrides)
-    result = Runner(work, num_proc=num_proc, chunk_size=chunk_size).run(ds, steps, shard=shard)
+    result = runner.run(ds, steps, shard=shard)
     # Credentials in input URLs served the download; the published rows and reports get them masked.
     result.dataset, result.dropped = mask_credentials(result.dataset), mask_credentials(result.dropped)
     data = result.dataset

@@ -569,6 +569,14 @@ def apply_stage(
         return ds.map(stage, **kwargs)
 
 
+def in_band(value: float | None, low: float | None, high: float | None) -> bool:
+    """Whether a filter keeps ``value``: ``low <= value <= high`` (a missing bound is open);
+    a missing value (a row that failed upstream) is not kept."""
+    if value is None:
+        return False
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
 def split_by_threshold(
     ds: Dataset,
     column: str,
@@ -587,9 +595,7 @@ def split_by_threshold(
     reason = reason or f"{column} outside [{low}, {high}]"
 
     def keep(value: float | None) -> bool:
-        if value is None:
-            return False
-        return (low is None or value >= low) and (high is None or value <= high)
+        return in_band(value, low, high)
 
     kept = ds.filter(keep, input_columns=column, num_proc=num_proc, desc=f"keep {column}")
     dropped = ds.filter(lambda v: not keep(v), input_columns=column, num_proc=num_proc, desc=f"drop {column}")

@@ -80,3 +80,68 @@ class ToyFanOut(Stage):
         if row["x"] < 0:
             raise ValueError("cannot split a negative count")
         return [{"part": i} for i in range(int(row["x"]))]
+
+
+@dataclass
+class ToySlowModel(Stage):
+    """A model stage that takes ``delay`` seconds per row; each model load (one per worker
+    process) writes the worker's pid into ``pid_dir``, so a test can find and kill a worker."""
+
+    name = "slow"
+    reads = ("x",)
+    rows_per_batch = 2
+
+    delay: float = 0.2
+    pid_dir: str = ""
+
+    def features(self) -> Features:
+        return Features({"y": Value("float64"), "pid": Value("int64")})
+
+    def load_model(self, device: str):
+        if self.pid_dir:
+            with open(os.path.join(self.pid_dir, str(os.getpid())), "w") as fh:
+                fh.write(device)
+        return {"scale": 3.0}
+
+    def process_row(self, row):
+        import time
+
+        time.sleep(self.delay)
+        return {"y": self.loaded_model["scale"] * row["x"], "pid": os.getpid()}
+
+
+@dataclass
+class ToyBatchRaises(Stage):
+    """A batched stage whose whole batch raises when one of its rows has x < 0 (the contract
+    then runs the batch item by item, so only that row fails)."""
+
+    name = "batch_raises"
+    reads = ("x",)
+    rows_per_batch = 4
+
+    def features(self) -> Features:
+        return Features({"z": Value("float64")})
+
+    def run_batch(self, items):
+        if any(item["x"] < 0 for item in items):
+            raise ValueError("a negative x in the batch")
+        return [{"z": item["x"] + 1} for item in items]
+
+
+@dataclass
+class ToyMissingModel(Stage):
+    """A model stage whose model is not there: loading it is a setting error."""
+
+    name = "missing_model"
+    reads = ("x",)
+
+    path: str = "/nonexistent/model"
+
+    def features(self) -> Features:
+        return Features({"y": Value("float64")})
+
+    def load_model(self, device: str):
+        raise SettingError(f"missing_model.path={self.path!r} does not exist: give the model's folder")
+
+    def process_row(self, row):
+        return {"y": row["x"]}

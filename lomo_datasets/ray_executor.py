@@ -1,0 +1,473 @@
+"""The Ray executor: a recipe's steps as Ray Data operators, streaming from step to step.
+
+It runs the same step objects as the local runner (``pipeline.Runner``) and returns the same
+``RunResult``, so ``recipes.run_recipe`` publishes its rows through the same code. Only this
+module imports Ray; the stage contract does not know it exists. A stage is used only through
+its public call ``stage(batch, rank)`` and its ``output_features(...)``.
+
+How steps map to Ray Data:
+
+- a stage that holds a model (``has_model``) runs in a fixed pool of actors
+  (``ActorPoolStrategy``): each actor loads the model once and keeps it for the whole run. An
+  actor asks Ray for ``gpus_per_actor`` GPUs when the cluster has GPUs and the stage's device
+  is not ``cpu``; Ray then sets ``CUDA_VISIBLE_DEVICES`` so the device rule gives ``cuda:0``.
+  Without a GPU the actor's copy of the stage is pinned to ``cpu`` (an actor that asked for no
+  GPU would otherwise see every GPU of its node);
+- a stage without a model runs as Ray tasks;
+- a filter marks the rows it drops instead of removing them: later steps pass marked rows
+  through without running on them, and the rows come back to the driver for the card and
+  ``dropped.jsonl`` (Ray Data has no side output; its ``filter`` would lose them).
+
+Batches are Arrow tables (``batch_format="pyarrow"``) typed by the stage's declared features,
+so nested list-of-struct columns (segments, words) survive; the numpy format loses them.
+
+Faults: a bad row is a row error (the contract's own: a batch that raises runs again item by
+item), so a bad row never fails a Ray task; a worker that dies (SIGKILL,
+out of memory) is restarted and its task retried, at most ``retries`` times (Ray Data's
+defaults retry forever). Every input row carries its index through the steps; the last
+operator writes each block to one Parquet file, atomically (written aside, then renamed). A
+rerun of the same input and settings, after the driver died, skips the rows those files hold
+and redoes only the blocks that were in flight (at most about ``2 x workers`` blocks of
+``block_rows`` input rows per step).
+
+Output order is the input's: the driver sorts the written rows by input index, so the result
+equals the local runner's row for row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetInfo, Features, Value
+
+from lomo_datasets.pipeline import RunResult, _fingerprint_dataset, _join_dropped, models_loaded, take_shard, threads_per_worker
+from lomo_datasets.stage import Filter, MissingDependencyError, SettingError, Stage, in_band
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "the Ray executor needs Ray Data: pip install 'lomo-datasets[ray]'"
+
+#: Hidden columns the executor adds (dropped before anything is returned).
+ROW = "_lomo_row"  #: index of the input row a row comes from
+DROPPED = "_lomo_dropped"  #: index of the filter step that dropped the row; KEPT while kept
+KEPT = -1
+VANISHED = -2  #: a placeholder for an input row a fan-out stage turned into no rows
+_HIDDEN = Features({ROW: Value("int64"), DROPPED: Value("int32")})
+_PID = "_lomo_pid_{}"  #: per model step: the worker that ran the row ...
+_LOADS = "_lomo_loads_{}"  #: ... and how many models that worker had loaded
+
+
+def import_ray() -> Any:
+    """``ray`` (with Ray Data), or a one-line error that says how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(INSTALL_HINT) from None
+    return ray
+
+
+@dataclass
+class RaySettings:
+    """How the executor uses the cluster; checked before Ray starts."""
+
+    #: Ray cluster address ("auto", "ray://host:10001", ...); None starts or joins a local one.
+    address: str | None = None
+    #: Actors per model stage (``--num-proc``): one per GPU on a GPU cluster.
+    workers: int = 1
+    gpus_per_actor: float = 1.0
+    #: Input rows per block: the unit of parallelism and of what a rerun may redo.
+    #: None: the largest batch of the recipe's stages.
+    block_rows: int | None = None
+    #: Restarts of a dead actor and retries of a lost task (never unbounded).
+    retries: int = 3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise SettingError(f"--num-proc must be >= 1 (actors per model stage under Ray), got {self.workers!r}")
+        if not isinstance(self.gpus_per_actor, (int, float)) or not 0 < self.gpus_per_actor <= 64:
+            raise SettingError(f"gpus_per_actor must be a number in (0, 64], got {self.gpus_per_actor!r}")
+        if self.block_rows is not None and (not isinstance(self.block_rows, int) or self.block_rows < 1):
+            raise SettingError(f"block_rows must be an integer >= 1 or null, got {self.block_rows!r}")
+        if not isinstance(self.retries, int) or not 0 <= self.retries <= 100:
+            raise SettingError(f"retries must be an integer in 0..100, got {self.retries!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# What runs on the workers
+# --------------------------------------------------------------------------------------------
+
+
+def _to_table(columns: dict[str, list], features: Features) -> Any:
+    import pyarrow as pa
+
+    return pa.Table.from_pydict(features.encode_batch(columns), schema=features.arrow_schema)
+
+
+def _nulls(n: int, features: Features) -> dict[str, list]:
+    return {k: [None] * n for k in features}
+
+
+class StageOp:
+    """One stage as a Ray Data batch function over Arrow tables.
+
+    ``carried`` are the executor's own columns on the way in (the row index, the drop mark,
+    earlier steps' load counters); they travel past the stage unchanged."""
+
+    def __init__(self, stage: Stage, index: int, in_features: Features, out_features: Features, carried: Features, count_loads: bool):
+        self.stage = stage
+        self.index = index
+        self.in_features = in_features
+        self.out_features = out_features
+        self.carried = carried
+        self.count_loads = count_loads
+        self.fan_out = bool(getattr(stage, "fan_out", False))
+
+    def columns(self) -> Features:
+        """The output schema: the stage's, the carried columns, and this step's load counters."""
+        own = {_PID.format(self.index): Value("int64"), _LOADS.format(self.index): Value("int64")} if self.count_loads else {}
+        return Features({**self.out_features, **self.carried, **own})
+
+    def __call__(self, table: Any) -> Any:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        schema = self.columns()
+        marked = pc.not_equal(table[DROPPED], KEPT)
+        parts = []
+        todo = table.filter(pc.invert(marked))
+        if todo.num_rows:
+            parts.append(self._run(todo))
+        passed = table.filter(marked)
+        if passed.num_rows:  # dropped by an earlier filter: carried along, not processed
+            columns = passed.to_pydict()
+            parts.append(_to_table({k: columns.get(k, [None] * passed.num_rows) for k in schema}, schema))
+        if not parts:
+            return _to_table(_nulls(0, schema), schema)
+        return pa.concat_tables(parts)
+
+    def _run(self, table: Any) -> Any:
+        columns = table.to_pydict()
+        carried = {k: columns.pop(k) for k in self.carried}
+        batch = self.in_features.decode_batch(columns)
+        n = table.num_rows
+        out = self._fan_out(batch, carried, n) if self.fan_out else {**batch, **self._call(batch, n), **carried}
+        rows = len(out[ROW])
+        if self.count_loads:
+            out[_PID.format(self.index)] = [os.getpid()] * rows
+            out[_LOADS.format(self.index)] = [models_loaded()] * rows
+        return _to_table({k: out.get(k, [None] * rows) for k in self.columns()}, self.columns())
+
+    def _call(self, batch: dict[str, list], n: int) -> dict[str, list]:
+        """The stage's outputs for ``batch``. The contract turns a bad row into a row error (a
+        batch that raises runs again item by item), so a Ray task fails only for what stops a
+        local run too: a model that cannot load, a missing input column, a bug in a stage."""
+        return self.stage(batch, None)
+
+    def _fan_out(self, batch: dict[str, list], carried: dict[str, list], n: int) -> dict[str, list]:
+        """A stage that makes any number of rows per input row. The carried columns travel
+        in the batch (a fan-out stage copies its input columns); an input row that makes no
+        rows leaves a placeholder, so that a rerun knows it is done."""
+        out = self._call({**batch, **carried}, n)
+        if ROW not in out:  # the stage did not copy its input columns: call it row by row
+            out = {}
+            for i in range(n):
+                part = self._call({k: v[i : i + 1] for k, v in batch.items()}, 1)
+                made = len(next(iter(part.values()), []))
+                for k, v in {**part, **{k: v[i : i + 1] * made for k, v in carried.items()}}.items():
+                    out.setdefault(k, []).extend(v)
+        missing = sorted(set(carried[ROW]) - set(out.get(ROW, [])))
+        if missing:
+            for k in {**self.out_features, **self.carried}:
+                out.setdefault(k, []).extend([None] * len(missing))
+            out[ROW][-len(missing):] = missing
+            out[DROPPED][-len(missing):] = [VANISHED] * len(missing)
+        return out
+
+
+class ActorStageOp:
+    """``StageOp`` as the callable class an actor pool needs (the model lives in the actor)."""
+
+    def __init__(self, op: StageOp):
+        self.op = op
+
+    def __call__(self, table: Any) -> Any:
+        return self.op(table)
+
+
+def filter_op(table: Any, flt: Filter, index: int) -> Any:
+    """Mark the kept rows that ``flt`` drops (rows with no value are dropped, as locally)."""
+    import pyarrow as pa
+
+    values = table[flt.column].to_pylist()
+    state = table[DROPPED].to_pylist()
+    marks = [
+        s if s != KEPT or in_band(v, flt.low, flt.high) else index for v, s in zip(values, state)
+    ]
+    return table.set_column(table.schema.get_field_index(DROPPED), DROPPED, pa.array(marks, pa.int32()))
+
+
+def write_block(table: Any, folder: str) -> Any:
+    """Write one block to ``folder/part-<rows>-<content>.parquet`` atomically; return its name.
+
+    ``<rows>`` hashes the input rows it holds and ``<content>`` its bytes (checked when a
+    rerun reuses it). A retried task rewrites the same rows: the older file of those rows goes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = sorted(set(table[ROW].to_pylist()))
+    digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:24]
+    tmp = Path(folder) / f".part-{digest}.{os.getpid()}.tmp"
+    pq.write_table(table, tmp)
+    path = Path(folder) / f"part-{digest}-{_file_digest(tmp)}.parquet"
+    os.replace(tmp, path)
+    for older in Path(folder).glob(f"part-{digest}-*.parquet"):
+        if older != path:
+            older.unlink(missing_ok=True)
+    return pa.table({"file": [path.name], "rows": [table.num_rows]})
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _parts(folder: Path) -> list[Path]:
+    """The part files whose bytes match the digest in their name; any other is removed (it is
+    the executor's own file, damaged after it was written), so its rows run again."""
+    good = []
+    for path in sorted(folder.glob("part-*-*.parquet")):
+        if path.stem.rsplit("-", 1)[1] == _file_digest(path):
+            good.append(path)
+        else:
+            logger.warning("work dir: %s does not match what was written; recomputing its rows", path)
+            path.unlink()
+    return good
+
+
+# --------------------------------------------------------------------------------------------
+# The driver
+# --------------------------------------------------------------------------------------------
+
+
+class RayExecutor:
+    """Runs steps over a dataset on a Ray cluster; ``run`` returns what ``Runner.run`` does."""
+
+    def __init__(self, work_dir: str | os.PathLike, settings: RaySettings | None = None):
+        self.work_dir = Path(work_dir)
+        self.settings = settings or RaySettings()
+        self.ray = import_ray()
+
+    # -- cluster ---------------------------------------------------------------------------
+
+    def _connect(self) -> bool:
+        """Join the running Ray (in this process, ``address`` or ``RAY_ADDRESS``) or start a
+        local one; True when this call started it (and should stop it)."""
+        ray = self.ray
+        if ray.is_initialized():
+            return False
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline machines: no usage reports
+        started = time.perf_counter()
+        ray.init(
+            address=self.settings.address, include_dashboard=False, logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
+        logger.info("ray: connected in %.1fs: %s", time.perf_counter() - started, ray.cluster_resources())
+        return True
+
+    def _context(self) -> None:
+        from ray.data import DataContext
+
+        ctx = DataContext.get_current()
+        # One block per task output: all rows of an input row (fan-out) stay in one file.
+        ctx.target_max_block_size = None
+        if not logger.isEnabledFor(logging.INFO):  # Ray Data logs every execution at INFO; -v shows it
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ctx.actor_task_retry_on_errors = False  # an error that stops a run is not retried
+        ctx.raise_original_map_exception = True  # a setting error reaches the user as itself
+        ctx.max_consecutive_actor_init_deaths = max(1, self.settings.retries)
+
+    # -- run -------------------------------------------------------------------------------
+
+    def run(self, ds: Dataset, steps: list[Stage | Filter], shard: tuple[int, int] | None = None) -> RunResult:
+        """Run ``steps`` over ``ds`` (or part ``shard = (i, n)`` of it) on Ray."""
+        ds = take_shard(ds, shard)
+        fingerprint = _fingerprint_dataset(ds)
+        features = [ds.features]  # the schema before each step, then after the last
+        for step in steps:
+            fingerprint = step.fingerprint(fingerprint)
+            if isinstance(step, Filter):
+                features.append(features[-1])
+            else:
+                features.append(step.output_features(features[-1]))
+        folder = self.work_dir / f"ray-{fingerprint[:16]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".part-*.tmp"):  # left by a killed writer
+            stale.unlink()
+        started = time.perf_counter()
+        done = _rows_written(_parts(folder))
+        todo = [i for i in range(len(ds)) if i not in done]
+        if done:
+            (logger.warning if todo else logger.info)(
+                "ray: %d of %d input rows already written in %s; running the other %d", len(done), len(ds), folder, len(todo)
+            )
+        loads: dict[str, dict[int, int]] = {}
+        if todo:
+            stop = self._connect()
+            try:
+                self._context()
+                self._execute(ds, steps, features, todo, folder)
+            except self.ray.exceptions.RayTaskError as exc:
+                # what stops a local run (a model that cannot load, a missing column) stops
+                # this one with the same one-line error; anything else keeps Ray's report
+                cause = exc.cause
+                if isinstance(cause, (SettingError, MissingDependencyError)):
+                    # Ray Data appends its retry advice to the message: keep the error's line
+                    raise type(cause)(str(cause).splitlines()[0]) from None
+                raise
+            finally:
+                if stop:
+                    self.ray.shutdown()
+        elapsed = time.perf_counter() - started
+        data, dropped, loads = _assemble(folder, steps, features)
+        logger.info("ray: %d rows (%.1fs)", len(data), elapsed)
+        model_loads = {name: sorted(per.values()) for name, per in loads.items()}
+        return RunResult(data, dropped, self.work_dir, {"all steps (ray)": elapsed}, len(ds), model_loads)
+
+    def _execute(self, ds: Dataset, steps: list, features: list[Features], todo: list[int], folder: Path) -> None:
+        with warnings.catch_warnings():
+            # Bounded retries (max_retries, max_restarts, max_task_retries) have no named
+            # parameter of map_batches yet; Ray 2.60 warns about the remote arguments.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+            warnings.filterwarnings("ignore", message=".*minimum number of concurrent actors")
+            self._stream(ds, steps, features, todo, folder)
+
+    def _stream(self, ds: Dataset, steps: list, features: list[Features], todo: list[int], folder: Path) -> None:
+        import pyarrow as pa
+        import ray.data
+        from ray.data import ActorPoolStrategy
+
+        s = self.settings
+        table = ds.with_format("arrow")[:]
+        table = table.append_column(ROW, pa.array(range(len(ds)), pa.int64()))
+        table = table.append_column(DROPPED, pa.array([KEPT] * len(ds), pa.int32())).take(todo)
+        model_stages = [st for st in steps if isinstance(st, Stage) and st.has_model]
+        block = s.block_rows or max([st.rows_per_batch for st in steps if isinstance(st, Stage)] or [8])
+        blocks = [table.slice(i, block) for i in range(0, table.num_rows, block)]
+        resources = self.ray.cluster_resources()
+        cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+        # Logical CPUs per operator: every actor pool plus two tasks fit at once, else fixed
+        # pools and tasks can wait for each other forever without an error.
+        share = min(1.0, cpus / (len(model_stages) * s.workers + 2))
+        # Ray gives a worker floor(its logical CPUs) threads (here 1); an actor gets its part of
+        # the cluster's cores instead, as a local worker does (CTranslate2, torch and OpenMP
+        # read OMP_NUM_THREADS).
+        threads = threads_per_worker(max(1, len(model_stages) * s.workers), cpus)
+        actor_env = {"env_vars": {"OMP_NUM_THREADS": str(threads)}}
+        logger.info(
+            "ray: %d rows in %d blocks; %d model stage(s) x %d actor(s) of %d thread(s); %.2f logical CPU per operator",
+            table.num_rows, len(blocks), len(model_stages), s.workers, threads, share,
+        )
+        data = ray.data.from_arrow(blocks)
+        carried = Features(_HIDDEN)
+        for index, step in enumerate(steps):
+            if isinstance(step, Filter):
+                if step.enabled:
+                    data = data.map_batches(
+                        filter_op, fn_kwargs={"flt": step, "index": index}, batch_format="pyarrow", batch_size=None,
+                        num_cpus=share, max_retries=s.retries,
+                    )
+                continue
+            modelled = step.has_model
+            wants_gpu = modelled and gpus > 0 and step.device != "cpu"
+            stage = step if wants_gpu or not modelled else _pinned_to_cpu(step)
+            if wants_gpu and step.device != "auto":
+                logger.warning("%s: device %s is replaced by the GPU Ray gives the actor (cuda:0 inside it)", step.name, step.device)
+                stage = _with_device(step, "auto")
+            op = StageOp(stage, index, features[index], features[index + 1], carried, count_loads=modelled)
+            carried = Features({k: f for k, f in op.columns().items() if k not in op.out_features})
+            common = dict(batch_format="pyarrow", batch_size=step.rows_per_batch, num_cpus=share)
+            if modelled:
+                data = data.map_batches(
+                    ActorStageOp, fn_constructor_kwargs={"op": op}, compute=ActorPoolStrategy(size=s.workers),
+                    num_gpus=s.gpus_per_actor if wants_gpu else 0, runtime_env=actor_env,
+                    max_restarts=s.retries, max_task_retries=s.retries,
+                    **common,
+                )
+            else:
+                data = data.map_batches(op, **common, max_retries=s.retries)
+        data = data.map_batches(write_block, fn_kwargs={"folder": str(folder)}, batch_format="pyarrow", batch_size=None, num_cpus=share, max_retries=s.retries)
+        written = data.take_all()
+        logger.info("ray: wrote %d blocks (%d rows) to %s", len(written), sum(r["rows"] for r in written), folder)
+
+
+def _with_device(stage: Stage, device: str) -> Stage:
+    import copy
+
+    clone = copy.copy(stage)
+    clone.device = device
+    return clone
+
+
+def _pinned_to_cpu(stage: Stage) -> Stage:
+    return stage if stage.device == "cpu" else _with_device(stage, "cpu")
+
+
+def _rows_written(parts: list[Path]) -> set[int]:
+    import pyarrow.parquet as pq
+
+    done: set[int] = set()
+    for path in parts:
+        done.update(pq.read_table(path, columns=[ROW])[ROW].to_pylist())
+    return done
+
+
+def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Dataset, Dataset | None, dict]:
+    """The kept rows (in input order, with the last step's features), the dropped rows of
+    each filter (with the columns that filter saw), and model loads per step and worker."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from datasets.table import InMemoryTable
+
+    tables = [pq.read_table(p) for p in _parts(folder)]
+    final = features[-1]
+    table = pa.concat_tables(tables, promote_options="default") if tables else None
+    loads: dict[str, dict[int, int]] = {}
+
+    def rows(where: Any, feats: Features) -> Dataset:
+        if table is None:
+            return Dataset.from_dict({k: [] for k in feats}, features=feats)
+        part = table.filter(where)
+        part = part.take(pc.sort_indices(part, sort_keys=[(ROW, "ascending")]))  # stable
+        return Dataset(InMemoryTable(part.select(list(feats)).cast(feats.arrow_schema)), info=DatasetInfo(features=feats))
+
+    if table is not None:
+        for index, step in enumerate(steps):
+            pid, count = _PID.format(index), _LOADS.format(index)
+            if pid in table.column_names:
+                for p, c in zip(table[pid].to_pylist(), table[count].to_pylist()):
+                    if p is not None:
+                        per = loads.setdefault(step.name, {})
+                        per[p] = max(per.get(p, 0), c)
+    state = table[DROPPED] if table is not None else None
+    data = rows(pc.equal(state, KEPT) if state is not None else None, final)
+    dropped_parts = []
+    for index, step in enumerate(steps):
+        if isinstance(step, Filter) and step.enabled:
+            part = rows(pc.equal(state, index) if state is not None else None, features[index])
+            if len(part):
+                dropped_parts.append(part.add_column("drop_reason", [step.name] * len(part)))
+    return data, _join_dropped(dropped_parts), loads
