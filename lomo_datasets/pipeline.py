@@ -282,8 +282,8 @@ class StepPool:
     def __enter__(self) -> "StepPool":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close(abort=exc_type is not None)
 
     def _start(self) -> Any:
         import multiprocessing
@@ -347,10 +347,21 @@ class StepPool:
         """Models each worker loaded for this step (one entry per worker that ran)."""
         return sorted(self._loads.values())
 
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+    def close(self, abort: bool = False) -> None:
+        """Stop the workers: after their work, or at once with ``abort`` (Ctrl-C, a failure:
+        waiting for the shards in progress would hang the interrupted run)."""
+        if self._executor is None:
+            return
+        executor, self._executor = self._executor, None
+        if not abort:
+            executor.shutdown(wait=True, cancel_futures=True)
+            return
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        for process in processes:
+            process.terminate()
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(timeout=10)
 
 
 #: What a step worker holds: its stage and its rank.
