@@ -22,6 +22,7 @@ folders in shard order, so shards 1..n merged equal one unsharded run.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -283,7 +284,8 @@ class StepPool:
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        self.close(abort=exc_type is not None)
+        # Ctrl-C stops the workers at once; after a failure they finish the shard in hand.
+        self.close(abort=exc_type is not None and not issubclass(exc_type, Exception))
 
     def _start(self) -> Any:
         import multiprocessing
@@ -348,8 +350,8 @@ class StepPool:
         return sorted(self._loads.values())
 
     def close(self, abort: bool = False) -> None:
-        """Stop the workers: after their work, or at once with ``abort`` (Ctrl-C, a failure:
-        waiting for the shards in progress would hang the interrupted run)."""
+        """Stop the workers: after their work, or at once with ``abort`` (Ctrl-C: waiting for
+        the shards in progress would hang the interrupted run)."""
         if self._executor is None:
             return
         executor, self._executor = self._executor, None
@@ -359,9 +361,11 @@ class StepPool:
         processes = list((getattr(executor, "_processes", None) or {}).values())
         for process in processes:
             process.terminate()
-        executor.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             process.join(timeout=10)
+        executor.shutdown(wait=True, cancel_futures=True)  # quick now: its workers are gone
+        del executor
+        gc.collect()  # release the pool's semaphores now (no "leaked semaphore" warning at exit)
 
 
 #: What a step worker holds: its stage and its rank.
