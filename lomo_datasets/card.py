@@ -203,6 +203,21 @@ def _nested_values(table, column: str, field: str) -> list:
     return pc.struct_field(items, field).to_pylist()
 
 
+def error_kind(error: str) -> str:
+    """The kind of a row error: the exception name it starts with (``"CorruptMediaError: ..."``),
+    else ``"error"``."""
+    head, sep, _ = (error or "").partition(":")
+    return head if sep and head.isidentifier() else "error"
+
+
+def failure_reason(errors: list[dict] | None) -> str | None:
+    """Why a row with ``errors`` is gone: its first failure, ``"STAGE failed: KIND"``."""
+    if not errors:
+        return None
+    first = errors[0]
+    return f"{first.get('stage') or 'unknown'} failed: {error_kind(first.get('error') or '')}"
+
+
 def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -> Stats:
     """Statistics of ``data`` from whatever columns it has."""
     import pyarrow.compute as pc
@@ -242,8 +257,12 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
     report = _audit(dsd) if tasks else None
     dropped_reasons: Counter = Counter()
     if dropped is not None and len(dropped):
-        reasons = _pylist(_table(dropped), "drop_reason") or ["unknown"] * len(dropped)
-        dropped_reasons.update(str(r or "unknown") for r in reasons)
+        # A row that failed in a stage and was then removed by a filter is counted under the
+        # stage and its error kind ("translate failed: LLMOutputError"), not the filter.
+        table = _table(dropped)
+        reasons = _pylist(table, "drop_reason") or ["unknown"] * len(dropped)
+        row_errors = _pylist(table, "errors") or [None] * len(dropped)
+        dropped_reasons.update(failure_reason(e) or str(r or "unknown") for r, e in zip(reasons, row_errors))
     return Stats(
         rows=rows,
         videos=len(video_ids),

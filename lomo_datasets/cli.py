@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from lomo_datasets import __version__
-from lomo_datasets.stage import MissingDependencyError, SettingError
+from lomo_datasets.stage import SettingError
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lomo-datasets", description="Turn raw videos into annotated video datasets.")
     parser.add_argument("--version", action="version", version=f"lomo-datasets {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="log at INFO level, show every library progress bar, per-row warnings and tracebacks",
+    )
+    noise.add_argument("-q", "--quiet", action="store_true", help="no progress bars (errors and the summary only)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a recipe over videos and write a dataset folder")
@@ -47,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("folder", help="folder written by `run` (data/*.parquet + README.md + stats.png)")
     pub.add_argument("--repo", required=True, metavar="ORG/NAME", help="Hub dataset repo (token: HF_TOKEN or `hf auth login`)")
     pub.add_argument("--private", action="store_true", help="create the repo private")
+    pub.add_argument(
+        "--timeout", type=float, default=None, metavar="SECONDS",
+        help=f"seconds to wait for the Hub to answer one request (default {_hub_default('read')})",
+    )
+    pub.add_argument(
+        "--attempts", type=int, default=None,
+        help=f"tries of the whole upload on transient errors (default {_hub_default('attempts')})",
+    )
 
     sub.add_parser("recipes", help="list recipes and their steps")
 
@@ -83,31 +97,50 @@ def _shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _hub_default(what: str):
+    from lomo_datasets import hub
+
+    return {"read": hub.HubTimeouts().read, "attempts": hub.DEFAULT_ATTEMPTS}[what]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    from lomo_datasets.publish import PublishError
-    from lomo_datasets.redact import RedactingFilter
+    from lomo_datasets import errors, progress
+    from lomo_datasets.cookies import remove_stale_cookie_files
 
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())
-    try:
-        return _dispatch(args)
-    except (SettingError, MissingDependencyError) as exc:
-        print(f"lomo-datasets: error: {exc}", file=sys.stderr)
-        return 2
-    except PublishError as exc:
-        print(f"lomo-datasets: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # disk full, permissions: the output folder keeps its previous contents
-        if args.verbose:
-            logging.getLogger(__name__).exception("failed")
-        where = f" (the previous contents of {args.out} are unchanged)" if getattr(args, "out", None) else ""
-        print(f"lomo-datasets: error: {exc}{where}; fix the cause and run again", file=sys.stderr)
-        return 1
+    progress.configure(verbose=args.verbose, quiet=args.quiet)
+    work_dir = _work_dir(args)
+    out = getattr(args, "out", None)
+    with errors.quiet_workers():
+        try:
+            remove_stale_cookie_files()
+            return _dispatch(args)
+        except BrokenPipeError:  # stdout went away (`| head`): nothing left to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        except Exception as exc:  # every failure ends as one line (the traceback with -v)
+            return _fail(exc, args.verbose, work_dir, out)
+        except KeyboardInterrupt as exc:
+            return _fail(exc, args.verbose, work_dir, out)
+
+
+def _fail(exc: BaseException, verbose: bool, work_dir: str | None, out: str | None = None) -> int:
+    import traceback
+
+    from lomo_datasets import errors
+    from lomo_datasets.redact import redact
+
+    message, status = errors.explain(exc, work_dir=work_dir, out=out)
+    if verbose:
+        sys.stderr.write(redact("".join(traceback.format_exception(exc))))
+    print(f"lomo-datasets: {'' if status == 130 else 'error: '}{message}", file=sys.stderr)
+    return status
+
+
+def _work_dir(args: argparse.Namespace) -> str | None:
+    if args.command != "run":
+        return None
+    return str(Path(args.work_dir or Path(args.out) / ".lomo-work"))
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -130,7 +163,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "publish":
         from lomo_datasets.publish import push_folder
 
-        print(f"pushed: {push_folder(args.folder, args.repo, private=args.private or None)}")
+        from lomo_datasets.hub import HubTimeouts
+        from lomo_datasets.publish import Retry
+
+        timeouts = HubTimeouts(read=args.timeout) if args.timeout is not None else None
+        retry = Retry(attempts=args.attempts) if args.attempts is not None else None
+        print(f"pushed: {push_folder(args.folder, args.repo, private=args.private or None, timeouts=timeouts, retry=retry)}")
         return 0
     if args.command == "merge":
         from lomo_datasets.pipeline import merge_outputs
@@ -139,6 +177,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"merged {len(args.parts)} parts into {out}")
         print(f"load it with: datasets.load_dataset({str(out)!r})")
         return 0
+    if args.command in ("run", "demo"):
+        _check_workers(args.num_proc)
     if args.command == "demo":
         from lomo_datasets import outputs
         from lomo_datasets.samples import make_samples
@@ -177,14 +217,14 @@ def _audit(args: argparse.Namespace) -> int:
 
     generate, model = None, None
     if not args.no_blind:
-        import yaml
+        from lomo_datasets import safe_yaml
 
         values = {}
         for item in args.llm:
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise SettingError(f"--llm {item!r}: use SETTING=VALUE, e.g. --llm model=Qwen/Qwen2.5-7B-Instruct")
-            values[key.strip()] = yaml.safe_load(value) if value.strip() else None
+            values[key.strip()] = safe_yaml.load(value, f"--llm {key.strip()}") if value.strip() else None
         settings = audit.blind_settings(values, embedded=args.embedded)
         generate, model = audit.llm_answerer(settings), f"{settings.backend}:{settings.model}"
     report = audit.audit_folder(args.folder, generate, blind_model=model)
@@ -209,6 +249,25 @@ def _view(args: argparse.Namespace) -> int:
         return 0
     print(f"review page: {view.write_page(args.folder, args.html, per_page=args.per_page)}")
     return 0
+
+
+def _check_workers(num_proc: int) -> None:
+    """Warn when --num-proc asks for more workers than there are CPU cores (and GPUs): the
+    workers then share the cores, and each loads its own models, so the run gets slower."""
+    from lomo_datasets.stage import cuda_device_count
+
+    if num_proc < 1:
+        raise SettingError(f"--num-proc {num_proc}: use 1 or more worker processes")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if num_proc <= cores:
+        return
+    gpus = cuda_device_count()
+    if num_proc > max(cores, gpus):
+        logging.getLogger("lomo_datasets.cli").warning(
+            "--num-proc %d is more than the %d CPU cores%s here: the workers share them and each loads "
+            "its own models, so the run gets slower, not faster; use --num-proc %d or fewer",
+            num_proc, cores, f" and {gpus} GPUs" if gpus else "", max(cores, gpus),
+        )
 
 
 def _print_summary(summary) -> int:

@@ -88,6 +88,11 @@ class LLMStage(Stage, LLMSettings):
         return make_backend(self.llm_settings(), device)
 
     @property
+    def model_is_remote(self) -> bool:
+        """With ``backend=openai`` the model is the server's: nothing to find locally."""
+        return self.backend == "openai"
+
+    @property
     def llm(self) -> Backend:
         """The backend for this process and device (``Stage.loaded_model``)."""
         return self.loaded_model

@@ -23,8 +23,9 @@ from datasets import Dataset, DatasetDict
 
 from lomo_datasets import outputs
 from lomo_datasets import publish
-from lomo_datasets.card import Provenance
+from lomo_datasets.card import Provenance, error_kind
 from lomo_datasets.formats.livecc import LiveCCExport
+from lomo_datasets.redact import mask_url_credentials
 from lomo_datasets.pipeline import (
     Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard, write_failed_report,
 )
@@ -213,6 +214,8 @@ class RunSummary:
     timings: dict[str, float]
     hours: float
     pushed: str | None = None
+    #: ``(stage, error kind) -> rows``: the kind is the exception's name (``CorruptMediaError``).
+    errors_by_kind: dict[tuple[str, str], int] = field(default_factory=dict)
     inputs: int = 0
     #: (cause, rows) for the commonest errors and filter drops, most frequent first
     causes: list[tuple[str, int]] = field(default_factory=list)
@@ -236,6 +239,10 @@ class RunSummary:
                 f"recipe {self.recipe}: {self.rows} rows written to {self.out} ({self.hours * 60:.1f} min of video)",
                 f"rows with errors: {self.failed}" + (f" ({dict(self.errors_by_stage)})" if self.failed else ""),
             ]
+            for (stage, kind), count in sorted(self.errors_by_kind.items()):
+                lines.append(f"  {stage}: {count} x {kind}")
+            if self.failed:
+                lines.append(f"  every failed row and its error: {self.out / 'failed.jsonl'}")
             if self.dropped:
                 lines.append(f"rows dropped by filters: {self.dropped}")
         if self.audit:
@@ -304,12 +311,31 @@ def run_recipe(
     summary = _summarize(recipe.name, out, data, result)
     summary.audit = audit_line(out)
     if summary.failed:
-        logger.warning("%d rows failed; their errors are listed in %s", summary.failed, out / "failed.jsonl")
+        logger.info("%d rows failed; their errors are listed in %s", summary.failed, out / "failed.jsonl")  # the summary says it too
     if summary.empty:
         logger.warning("nothing survived: 0 of %d inputs made it into %s", summary.inputs, out)
     if push_to_hub:
         summary.pushed = publish.push_folder(out, push_to_hub, private=private)
     return summary
+
+
+def mask_credentials(data: Dataset | None) -> Dataset | None:
+    """``data`` with URL credentials (``user:pass@``, ``?token=``) masked in its text columns
+    (the dataset itself when there are none, so nothing is recomputed)."""
+    if data is None or not len(data):
+        return data
+    columns = [name for name, feature in data.features.items() if getattr(feature, "dtype", None) == "string"]
+    found = [
+        name for name in columns
+        if any(v and mask_url_credentials(v) != v for v in data[name])
+    ]
+    if not found:
+        return data
+
+    def mask(batch: dict[str, list]) -> dict[str, list]:
+        return {name: [mask_url_credentials(v) if v else v for v in batch[name]] for name in found}
+
+    return data.map(mask, batched=True, desc="mask URL credentials")
 
 
 def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides: dict, embedded: bool,
@@ -322,6 +348,8 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
     steps = build_steps(recipe, config, overrides, embedded=embedded)
     exports = build_exports(recipe, config, overrides)
     result = runner.run(ds, steps, shard=shard)
+    # Credentials in input URLs served the download; the published rows and reports get them masked.
+    result.dataset, result.dropped = mask_credentials(result.dataset), mask_credentials(result.dropped)
     data = result.dataset
 
     def write(folder: Path) -> None:
@@ -390,6 +418,7 @@ def _causes(data: Dataset, dropped: Dataset | None, top: int = 5) -> list[tuple[
 
 def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
     errors = Counter()
+    kinds = Counter()
     failed = 0
     # Rows with errors may have been dropped by a later filter (e.g. QC): count them too.
     for part in (data, result.dropped):
@@ -397,6 +426,7 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
             if row_errors:
                 failed += 1
                 errors.update(e["stage"] for e in row_errors)
+                kinds.update((e["stage"], error_kind(e["error"])) for e in row_errors)
     # Video seconds once per video (after clipping, several rows share a video_id).
     per_video: dict[Any, float] = {}
     if "duration" in data.column_names:
@@ -414,6 +444,7 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
         failed=failed,
         dropped=len(result.dropped) if result.dropped is not None else 0,
         errors_by_stage=dict(errors),
+        errors_by_kind=dict(kinds),
         timings=result.timings,
         hours=seconds / 3600,
     )

@@ -95,7 +95,7 @@ def test_audit_step_drop_setting_moves_flagged_items_aside():
     assert len(out["audit_flags"][1]) == 2  # the flags of dropped items stay, with their reasons
     with pytest.raises(SettingError, match="unknown reason.*blind_answerble.*reasons: blind_answerable"):
         AuditQuestions(drop=["blind_answerble"])
-    with pytest.raises(SettingError, match="list of reasons"):
+    with pytest.raises(SettingError, match="audit.drop must be a list"):
         AuditQuestions(drop="blind_answerable")
 
 
