@@ -10,6 +10,10 @@ __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+from lomo_datasets.errors import worker_setup as _worker_setup  # noqa: E402
+
+_worker_setup()  # a worker process of a CLI run leaves Ctrl-C to the main process
+
 from lomo_datasets.stage import (  # noqa: E402
     Filter,
     MissingDependencyError,

@@ -161,14 +161,23 @@ class Stats:
     videos_in: int = 0
     videos_complete: int = 0
     failed_per_step: dict[str, int] = field(default_factory=dict)
+    #: QA data: the audit's summary for the card (``audit.card_summary``), else None
+    audit: dict[str, Any] | None = None
+    #: QA data: the full ``audit.AuditReport`` (``write_folder`` writes it as audit.md / .json)
+    audit_report: Any = field(default=None, repr=False)
 
     @property
     def total_rows(self) -> int:
         return sum(self.rows.values())
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        report, self.audit_report = self.audit_report, None
+        try:
+            data = dataclasses.asdict(self)
+        finally:
+            self.audit_report = report
         data.pop("durations")
+        data.pop("audit_report")
         data["total_rows"] = self.total_rows
         return data
 
@@ -226,6 +235,19 @@ def yield_counts(parts: Iterable[Dataset | None], dropped: Dataset | None = None
             elif kept:
                 complete.add(vid)
     return len(seen), len(complete - broken), dict(failed.most_common())
+def error_kind(error: str) -> str:
+    """The kind of a row error: the exception name it starts with (``"CorruptMediaError: ..."``),
+    else ``"error"``."""
+    head, sep, _ = (error or "").partition(":")
+    return head if sep and head.isidentifier() else "error"
+
+
+def failure_reason(errors: list[dict] | None) -> str | None:
+    """Why a row with ``errors`` is gone: its first failure, ``"STAGE failed: KIND"``."""
+    if not errors:
+        return None
+    first = errors[0]
+    return f"{first.get('stage') or 'unknown'} failed: {error_kind(first.get('error') or '')}"
 
 
 def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -> Stats:
@@ -264,10 +286,15 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
             lengths = pc.list_value_length(table.column("errors").combine_chunks())
             failed += int(pc.sum(pc.greater(pc.fill_null(lengths, 0), 0)).as_py() or 0)
             errors.update(str(stage or "unknown") for stage in _nested_values(table, "errors", "stage"))
+    report = _audit(dsd) if tasks else None
     dropped_reasons: Counter = Counter()
     if dropped is not None and len(dropped):
-        reasons = _pylist(_table(dropped), "drop_reason") or ["unknown"] * len(dropped)
-        dropped_reasons.update(str(r or "unknown") for r in reasons)
+        # A row that failed in a stage and was then removed by a filter is counted under the
+        # stage and its error kind ("translate failed: LLMOutputError"), not the filter.
+        table = _table(dropped)
+        reasons = _pylist(table, "drop_reason") or ["unknown"] * len(dropped)
+        row_errors = _pylist(table, "errors") or [None] * len(dropped)
+        dropped_reasons.update(failure_reason(e) or str(r or "unknown") for r, e in zip(reasons, row_errors))
     return Stats(
         rows=rows,
         videos=len(video_ids),
@@ -280,7 +307,26 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
         errors_per_stage=dict(errors.most_common()),
         durations=clip_lengths if is_clips else list(video_seconds.values()),
         **dict(zip(("videos_in", "videos_complete", "failed_per_step"), yield_counts(dsd.values(), dropped))),
+        audit=_audit_summary(report) if report is not None else None,
+        audit_report=report,
     )
+
+
+def _audit(dsd: DatasetDict):
+    """The QA audit of every split's rows (questions, windows, the blind step's picks)."""
+    from lomo_datasets import audit
+
+    rows: list[dict] = []
+    for ds in dsd.values():
+        table = _table(ds)
+        rows.extend(table.select([c for c in audit.ROW_COLUMNS if c in table.column_names]).to_pylist())
+    return audit.report_from_rows(rows)
+
+
+def _audit_summary(report) -> dict[str, Any]:
+    from lomo_datasets import audit
+
+    return audit.card_summary(report)
 
 
 def _number(value: Any) -> float | None:
@@ -308,7 +354,9 @@ def plot_stats(stats: Stats, path: str | Path, title: str = "") -> Path | None:
         logger.warning("no stats plot: matplotlib is missing (pip install 'lomo-datasets[publish]')")
         return None
     counts, count_title = _count_panel(stats)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80)
+    blind = (stats.audit or {}).get("blind") or {}
+    fig, axes = plt.subplots(1, 3 if blind else 2, figsize=(15 if blind else 10, 3.6), dpi=80)
+    left, right = axes[0], axes[1]
     durations = [d for d in stats.durations if d is not None]
     if durations:
         left.hist(durations, bins=min(30, max(5, len(durations))), color="#4C72B0")
@@ -324,6 +372,8 @@ def plot_stats(stats: Stats, path: str | Path, title: str = "") -> Path | None:
     else:
         right.text(0.5, 0.5, "nothing to count", ha="center", va="center", transform=right.transAxes)
     right.set_title(count_title)
+    if blind:
+        _blind_panel(axes[2], blind)
     if title:
         fig.suptitle(redact(title))
     fig.tight_layout()
@@ -331,6 +381,23 @@ def plot_stats(stats: Stats, path: str | Path, title: str = "") -> Path | None:
     fig.savefig(path, format="png", metadata={"Software": "lomo-datasets"})
     plt.close(fig)
     return path
+
+
+def _blind_panel(ax, blind: dict[str, dict[str, Any]]) -> None:
+    """Blind accuracy per task with its 95% interval, against the chance level."""
+    names = list(blind)
+    acc = [100 * blind[n]["accuracy"] for n in names]
+    low = [a - 100 * blind[n]["ci_low"] for a, n in zip(acc, names)]
+    high = [100 * blind[n]["ci_high"] - a for a, n in zip(acc, names)]
+    colors = ["#C44E52" if blind[n]["ci_low"] > blind[n]["chance"] else "#8172B2" for n in names]
+    ax.barh(names, acc, xerr=[low, high], color=colors, capsize=3)
+    chance = 100 * blind[names[0]]["chance"]
+    ax.axvline(chance, color="#333333", linestyle="--", linewidth=1, label=f"chance {chance:.0f}%")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.invert_yaxis()
+    ax.set_xlabel("% answered right without the video")
+    ax.set_title("blind answerability per task (95% CI)")
 
 
 def _count_panel(stats: Stats) -> tuple[dict[str, int], str]:

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from lomo_datasets import __version__
-from lomo_datasets.stage import MissingDependencyError, SettingError
+from lomo_datasets.stage import SettingError
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lomo-datasets", description="Turn raw videos into annotated video datasets.")
     parser.add_argument("--version", action="version", version=f"lomo-datasets {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="log at INFO level, show every library progress bar, per-row warnings and tracebacks",
+    )
+    noise.add_argument("-q", "--quiet", action="store_true", help="no progress bars (errors and the summary only)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a recipe over videos and write a dataset folder")
@@ -47,8 +53,30 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("folder", help="folder written by `run` (data/*.parquet + README.md + stats.png)")
     pub.add_argument("--repo", required=True, metavar="ORG/NAME", help="Hub dataset repo (token: HF_TOKEN or `hf auth login`)")
     pub.add_argument("--private", action="store_true", help="create the repo private")
+    pub.add_argument(
+        "--timeout", type=float, default=None, metavar="SECONDS",
+        help=f"seconds to wait for the Hub to answer one request (default {_hub_default('read')})",
+    )
+    pub.add_argument(
+        "--attempts", type=int, default=None,
+        help=f"tries of the whole upload on transient errors (default {_hub_default('attempts')})",
+    )
 
     sub.add_parser("recipes", help="list recipes and their steps")
+
+    aud = sub.add_parser("audit", help="QA quality audit of a LoMo dataset folder: writes OUT/audit.md and OUT/audit.json")
+    aud.add_argument("folder", help="folder written by `run lomo` (data/*.parquet)")
+    aud.add_argument("--embedded", action="store_true", help="the embedded chat model answers blind (offline)")
+    aud.add_argument("--llm", dest="llm", action="append", default=[], metavar="SETTING=VALUE",
+                     help="blind answerer setting, e.g. --llm backend=openai --llm base_url=http://127.0.0.1:8000/v1 --llm model=NAME")
+    aud.add_argument("--no-blind", action="store_true", help="skip the blind answerer (no LLM)")
+
+    view = sub.add_parser("view", help="write a review page (OUT/review.html, offline) of a LoMo or LiveCC folder")
+    view.add_argument("folder", help="folder written by `run` (data/*.parquet)")
+    view.add_argument("--html", help="where to write the page (default FOLDER/review.html)")
+    view.add_argument("--per-page", type=int, default=20, help="videos or clips per page")
+    view.add_argument("--serve", action="store_true", help="serve the page and its videos on 127.0.0.1 until Ctrl-C")
+    view.add_argument("--port", type=int, default=0, help="with --serve: the port (default: a free one)")
 
     sample = sub.add_parser("sample", help="write the sample videos (synthetic frames + espeak-ng speech)")
     sample.add_argument("folder")
@@ -71,31 +99,50 @@ def _shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _hub_default(what: str):
+    from lomo_datasets import hub
+
+    return {"read": hub.HubTimeouts().read, "attempts": hub.DEFAULT_ATTEMPTS}[what]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    from lomo_datasets.publish import PublishError
-    from lomo_datasets.redact import RedactingFilter
+    from lomo_datasets import errors, progress
+    from lomo_datasets.cookies import remove_stale_cookie_files
 
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())
-    try:
-        return _dispatch(args)
-    except (SettingError, MissingDependencyError) as exc:
-        print(f"lomo-datasets: error: {exc}", file=sys.stderr)
-        return 2
-    except PublishError as exc:
-        print(f"lomo-datasets: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # disk full, permissions: the output folder keeps its previous contents
-        if args.verbose:
-            logging.getLogger(__name__).exception("failed")
-        where = f" (the previous contents of {args.out} are unchanged)" if getattr(args, "out", None) else ""
-        print(f"lomo-datasets: error: {exc}{where}; fix the cause and run again", file=sys.stderr)
-        return 1
+    progress.configure(verbose=args.verbose, quiet=args.quiet)
+    work_dir = _work_dir(args)
+    out = getattr(args, "out", None)
+    with errors.quiet_workers():
+        try:
+            remove_stale_cookie_files()
+            return _dispatch(args)
+        except BrokenPipeError:  # stdout went away (`| head`): nothing left to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        except Exception as exc:  # every failure ends as one line (the traceback with -v)
+            return _fail(exc, args.verbose, work_dir, out)
+        except KeyboardInterrupt as exc:
+            return _fail(exc, args.verbose, work_dir, out)
+
+
+def _fail(exc: BaseException, verbose: bool, work_dir: str | None, out: str | None = None) -> int:
+    import traceback
+
+    from lomo_datasets import errors
+    from lomo_datasets.redact import redact
+
+    message, status = errors.explain(exc, work_dir=work_dir, out=out)
+    if verbose:
+        sys.stderr.write(redact("".join(traceback.format_exception(exc))))
+    print(f"lomo-datasets: {'' if status == 130 else 'error: '}{message}", file=sys.stderr)
+    return status
+
+
+def _work_dir(args: argparse.Namespace) -> str | None:
+    if args.command != "run":
+        return None
+    return str(Path(args.work_dir or Path(args.out) / ".lomo-work"))
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -105,6 +152,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         for name, recipe in sorted(recipes.RECIPES.items()):
             print(f"{name}: {recipe.description}\n  steps: {' -> '.join(recipe.step_names())}")
         return 0
+    if args.command == "audit":
+        return _audit(args)
+    if args.command == "view":
+        return _view(args)
     if args.command == "sample":
         from lomo_datasets.samples import make_samples
 
@@ -114,7 +165,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "publish":
         from lomo_datasets.publish import push_folder
 
-        print(f"pushed: {push_folder(args.folder, args.repo, private=args.private or None)}")
+        from lomo_datasets.hub import HubTimeouts
+        from lomo_datasets.publish import Retry
+
+        timeouts = HubTimeouts(read=args.timeout) if args.timeout is not None else None
+        retry = Retry(attempts=args.attempts) if args.attempts is not None else None
+        print(f"pushed: {push_folder(args.folder, args.repo, private=args.private or None, timeouts=timeouts, retry=retry)}")
         return 0
     if args.command == "merge":
         from lomo_datasets.pipeline import merge_outputs
@@ -123,6 +179,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"merged {len(args.parts)} parts into {out}")
         print(f"load it with: datasets.load_dataset({str(out)!r})")
         return 0
+    if args.command in ("run", "demo"):
+        _check_workers(args.num_proc)
     if args.command == "demo":
         from lomo_datasets import outputs
         from lomo_datasets.samples import make_samples
@@ -159,6 +217,64 @@ def _dispatch(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
     )
     return _print_summary(summary)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from lomo_datasets import audit
+
+    generate, model = None, None
+    if not args.no_blind:
+        from lomo_datasets import safe_yaml
+
+        values = {}
+        for item in args.llm:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise SettingError(f"--llm {item!r}: use SETTING=VALUE, e.g. --llm model=Qwen/Qwen2.5-7B-Instruct")
+            values[key.strip()] = safe_yaml.load(value, f"--llm {key.strip()}") if value.strip() else None
+        settings = audit.blind_settings(values, embedded=args.embedded)
+        generate, model = audit.llm_answerer(settings), f"{settings.backend}:{settings.model}"
+    report = audit.audit_folder(args.folder, generate, blind_model=model)
+    json_path, md_path = audit.write_report(report, args.folder)
+    print(audit.audit_table(report))
+    print(f"flagged items: {len(report.flags_by_item())}; details in {md_path} and {json_path}")
+    return 0
+
+
+def _view(args: argparse.Namespace) -> int:
+    from lomo_datasets import view
+
+    if args.serve:
+        server = view.ReviewServer(args.folder, port=args.port, per_page=args.per_page)
+        print(f"review page: {server.url} (Ctrl-C stops)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.close()
+        return 0
+    print(f"review page: {view.write_page(args.folder, args.html, per_page=args.per_page)}")
+    return 0
+
+
+def _check_workers(num_proc: int) -> None:
+    """Warn when --num-proc asks for more workers than there are CPU cores (and GPUs): the
+    workers then share the cores, and each loads its own models, so the run gets slower."""
+    from lomo_datasets.stage import cuda_device_count
+
+    if num_proc < 1:
+        raise SettingError(f"--num-proc {num_proc}: use 1 or more worker processes")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if num_proc <= cores:
+        return
+    gpus = cuda_device_count()
+    if num_proc > max(cores, gpus):
+        logging.getLogger("lomo_datasets.cli").warning(
+            "--num-proc %d is more than the %d CPU cores%s here: the workers share them and each loads "
+            "its own models, so the run gets slower, not faster; use --num-proc %d or fewer",
+            num_proc, cores, f" and {gpus} GPUs" if gpus else "", max(cores, gpus),
+        )
 
 
 def _print_summary(summary) -> int:

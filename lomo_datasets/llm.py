@@ -94,6 +94,11 @@ class LLMStage(Stage, LLMSettings):
         return make_backend(self.llm_settings(), device)
 
     @property
+    def model_is_remote(self) -> bool:
+        """With ``backend=openai`` the model is the server's: nothing to find locally."""
+        return self.backend == "openai"
+
+    @property
     def llm(self) -> Backend:
         """The backend for this process and device (``Stage.loaded_model``)."""
         return self.loaded_model
@@ -108,16 +113,21 @@ class LLMStage(Stage, LLMSettings):
         return self.requests(row)
 
     def run_batch(self, items: list[Requests]) -> list[Any]:
-        """Per item, ``{key: parsed object}``, or the error of its first failed key. Every key
-        goes out for every item that has it (one call per key), so batches do not depend on
-        which answers failed."""
+        """Per item, ``{key: parsed object}``, or the error of its first failed key."""
+        answers = self.answers_per_key(items)
+        return [next((a for a in per.values() if isinstance(a, BaseException)), per) for per in answers]
+
+    def answers_per_key(self, items: list[Requests]) -> list[dict[str, Any]]:
+        """Per item, ``{key: parsed object or its error}``. Every key goes out for every item
+        that has it (one call per key), so batches do not depend on which answers failed. A
+        stage whose rows may keep some failed answers returns this from ``run_batch``."""
         answers: list[dict[str, Any]] = [{} for _ in items]
         for key in dict.fromkeys(k for item in items for k in item):
             todo = [n for n, item in enumerate(items) if key in item]
             outputs = self.llm.generate_json([items[n][key][0] for n in todo], [items[n][key][1] for n in todo])
             for n, output in zip(todo, outputs):
                 answers[n][key] = output
-        return [next((a for a in per.values() if isinstance(a, BaseException)), per) for per in answers]
+        return answers
 
     def finish(self, row: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:
         """The row's output columns from its validated answers (one per request key)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import asdict, dataclass
 
 import av
@@ -47,6 +48,21 @@ class NoVideoError(MediaError):
     pass
 
 
+class NotAFileError(MediaError):
+    """The path is a directory, a device (``/dev/zero``), a FIFO or a socket."""
+
+
+def special_file_kind(mode: int) -> str:
+    """What a path that is not a regular file is ("a character device", "a named pipe (FIFO)" ...)."""
+    for test, name in (
+        (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 @dataclass
 class MediaInfo:
     duration: float
@@ -66,8 +82,15 @@ class MediaInfo:
 
 def _open(path: str) -> av.container.InputContainer:
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise MediaNotFoundError(f"no such file: {path}")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise MediaNotFoundError(f"no such file: {path}") from None
+    except OSError as exc:
+        raise MediaNotFoundError(f"cannot read ({exc.strerror}): {path}") from None
+    if not stat.S_ISREG(mode):
+        # Never opened: a FIFO would block forever, /dev/zero and /dev/urandom never end.
+        raise NotAFileError(f"{special_file_kind(mode)}, not a video file: {path}")
     if os.path.getsize(path) == 0:
         raise EmptyMediaError(f"file is empty (0 bytes): {path}")
     try:

@@ -75,11 +75,15 @@ def read_marker(folder: str | os.PathLike) -> dict | None:
 
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # disk full, Ctrl-C: no half-written marker is left to block the rerun
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def claim(folder: str | os.PathLike, flag: str = "--out") -> Path:
@@ -115,7 +119,8 @@ def release_unused(folder: str | os.PathLike) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while process ``pid`` exists (also another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -196,7 +201,7 @@ class Lock:
         if holder.get("pid"):
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
             who = f" (pid {holder['pid']} on {holder.get('host', '?')}, since {since})"
-            if holder.get("host") == socket.gethostname() and not _alive(int(holder["pid"])):
+            if holder.get("host") == socket.gethostname() and not process_alive(int(holder["pid"])):
                 who += "; that process has ended, so the lock frees itself in a moment: retry"
         return (
             f"{self.what} {self.path.parent} is being written by another lomo-datasets run{who}; "

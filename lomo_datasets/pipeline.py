@@ -22,6 +22,7 @@ folders in shard order, so shards 1..n merged equal one unsharded run.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -33,10 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from datasets import Dataset, concatenate_datasets, load_from_disk
 
-from lomo_datasets import outputs
+from lomo_datasets import outputs, progress, safe_yaml
+from lomo_datasets.bounds import check_settings, did_you_mean
+from lomo_datasets.model_check import check_model
+from lomo_datasets.redact import shorten
 from lomo_datasets.stage import Filter, SettingError, Stage, apply_stage, split_by_threshold
 
 logger = logging.getLogger(__name__)
@@ -71,25 +74,39 @@ class Recipe:
 
 
 def load_config(path: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
-    """A YAML file mapping step name -> {setting: value}."""
+    """A YAML file mapping step name -> {setting: value} (plain YAML: no anchors, aliases, tags)."""
     if not path:
         return {}
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise SettingError(f"{path}: the config must map step names to settings, e.g. 'probe: {{verify: true}}'")
+    source = f"--config {path}"
+    if not os.path.exists(path):
+        raise SettingError(f"{source}: no such file; give a YAML file that maps step names to settings")
+    if not os.path.isfile(path):
+        kind = "a directory" if os.path.isdir(path) else "not a regular file"
+        raise SettingError(f"{source}: is {kind}; give a YAML file that maps step names to settings")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(safe_yaml.MAX_CHARS + 1)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise SettingError(f"{source}: not UTF-8 text; save the config as UTF-8 YAML") from None
+    except OSError as exc:
+        raise SettingError(f"{source}: cannot read it ({exc.strerror}); check the path and its permissions") from None
+    data = safe_yaml.load(text, source) or {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in data.items()):
+        raise SettingError(f"{source}: the config must map step names to settings, e.g. 'probe: {{verify: true}}'")
     return data
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """``["asr.batch_size=8", ...]`` -> ``{"asr": {"batch_size": 8}}`` (values parsed as YAML)."""
+    """``["asr.batch_size=8", ...]`` -> ``{"asr": {"batch_size": 8}}`` (values parsed as plain YAML)."""
     result: dict[str, dict[str, Any]] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         step, dot, setting = key.strip().partition(".")
         if not sep or not dot or not step or not setting:
-            raise SettingError(f"--set {item!r}: use STEP.SETTING=VALUE, e.g. --set probe.verify=false")
-        result.setdefault(step, {})[setting] = yaml.safe_load(value) if value.strip() else None
+            raise SettingError(f"--set {shorten(item)}: use STEP.SETTING=VALUE, e.g. --set probe.verify=false")
+        parsed = safe_yaml.load(value, f"--set {shorten(key.strip(), 40)}") if value.strip() else None
+        result.setdefault(step, {})[setting] = parsed
     return result
 
 
@@ -104,7 +121,7 @@ def build_steps(
     for source, given in (("--config", config or {}), ("--set", overrides or {})):
         unknown = sorted(set(given) - set(names))
         if unknown:
-            raise SettingError(f"{source}: unknown step(s) {unknown} for recipe '{recipe.name}'; its steps are {names}")
+            raise SettingError(f"{source}: unknown step(s) {shorten(unknown)} for recipe '{recipe.name}'; its steps are {names}")
     steps = []
     for name, step_class in recipe.steps:
         settings: dict[str, Any] = dict(recipe.defaults.get(name, {}))
@@ -116,13 +133,15 @@ def build_steps(
             settings[target] = step_class.embedded_model
             # what that model needs with it (the 1.5B LLM runs on CTranslate2), unless set
             settings.update({k: v for k, v in getattr(step_class, "embedded_settings", {}).items() if k not in chosen})
+        valid = _valid_settings(step_class)
+        _refuse_unknown(name, settings, valid)
         if isinstance(step_class, type) and issubclass(step_class, Filter):
             settings["name"] = name
         try:
             step = step_class(**settings)
         except TypeError as exc:
-            valid = _valid_settings(step_class)
-            raise SettingError(f"step '{name}': {exc}; valid settings: {valid}") from None
+            raise SettingError(f"step '{name}': {shorten(str(exc), 200)}; valid settings: {valid}") from None
+        check_model(step)  # a model that cannot be had fails here, before any row
         steps.append(step)
     return steps
 
@@ -136,12 +155,24 @@ def build_exports(
     exports = []
     for export in recipe.exports:
         if isinstance(export, type):
+            valid = _valid_settings(export)
+            _refuse_unknown("export", settings, valid)
             try:
                 export = export(**settings)
             except TypeError as exc:
-                raise SettingError(f"step 'export': {exc}; valid settings: {_valid_settings(export)}") from None
+                raise SettingError(f"step 'export': {shorten(str(exc), 200)}; valid settings: {valid}") from None
+            if dataclasses.is_dataclass(export):
+                check_settings(export, "export", error=SettingError)
         exports.append(export)
     return exports
+
+
+def _refuse_unknown(step: str, settings: dict[str, Any], valid: list[str]) -> None:
+    """A ``SettingError`` naming the first unknown setting, a near miss and the valid ones."""
+    unknown = [key for key in settings if key not in valid]
+    if unknown:
+        hint = did_you_mean(str(unknown[0]), valid)
+        raise SettingError(f"step '{step}': unknown setting {shorten(unknown[0], 40)}{hint}; valid settings: {valid}")
 
 
 def _valid_settings(step_class: type) -> list[str]:
@@ -254,8 +285,9 @@ class StepPool:
     def __enter__(self) -> "StepPool":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        # Ctrl-C stops the workers at once; after a failure they finish the shard in hand.
+        self.close(abort=exc_type is not None and not issubclass(exc_type, Exception))
 
     def _start(self) -> Any:
         import multiprocessing
@@ -319,10 +351,23 @@ class StepPool:
         """Models each worker loaded for this step (one entry per worker that ran)."""
         return sorted(self._loads.values())
 
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+    def close(self, abort: bool = False) -> None:
+        """Stop the workers: after their work, or at once with ``abort`` (Ctrl-C: waiting for
+        the shards in progress would hang the interrupted run)."""
+        if self._executor is None:
+            return
+        executor, self._executor = self._executor, None
+        if not abort:
+            executor.shutdown(wait=True, cancel_futures=True)
+            return
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=10)
+        executor.shutdown(wait=True, cancel_futures=True)  # quick now: its workers are gone
+        del executor
+        gc.collect()  # release the pool's semaphores now (no "leaked semaphore" warning at exit)
 
 
 #: What a step worker holds: its stage and its rank.
@@ -377,21 +422,26 @@ class Runner:
             fingerprint = step.fingerprint(fingerprint)
             step_dir = self.work_dir / f"{index:02d}-{step.name}-{fingerprint[:16]}"
             started = time.perf_counter()
-            if isinstance(step, Filter):
-                ds, dropped = self._filter(ds, step, step_dir)
-                if dropped is not None and len(dropped):
-                    dropped_parts.append(dropped)
-            else:
-                ds = self._stage(ds, step, step_dir)
+            with progress.step_bar(step.name, len(ds)) as bar:
+                if isinstance(step, Filter):
+                    rows = len(ds)
+                    ds, dropped = self._filter(ds, step, step_dir)
+                    bar.update(rows)
+                    if dropped is not None and len(dropped):
+                        dropped_parts.append(dropped)
+                else:
+                    ds = self._stage(ds, step, step_dir, bar)
             timings[step.name] = time.perf_counter() - started
             logger.info("%s: %d rows (%.1fs)", step.name, len(ds), timings[step.name])
         dropped = _join_dropped(dropped_parts)
         return RunResult(ds, dropped, self.work_dir, timings, inputs, self.model_loads)
 
-    def _stage(self, ds: Dataset, stage: Stage, step_dir: Path) -> Dataset:
+    def _stage(self, ds: Dataset, stage: Stage, step_dir: Path, bar=None) -> Dataset:
+        bar = bar or progress.NO_BAR
         reused_step = _reuse(step_dir, ("data",))
         if reused_step is not None:
             logger.info("%s: reusing %s", stage.name, step_dir)
+            bar.update(len(ds))
             return reused_step[0]
         parts = []
         n_chunks = max(1, math.ceil(len(ds) / self.chunk_size))
@@ -404,6 +454,7 @@ class Runner:
                 if found is not None:
                     parts.append(found[0])
                     reused += 1
+                    bar.update(end - start)
                     continue
                 if end == start:  # an empty input (a shard with no rows) still gets the full schema
                     features = stage.output_features(ds.features)
@@ -415,6 +466,7 @@ class Runner:
                 # the map's own Arrow files go in the chunk folder, not beside the input's
                 part = pool.map(_select(ds, start, end), scratch, desc=f"{stage.name} [{chunk + 1}/{n_chunks}]")
                 parts.append(_save(part, chunk_dir))
+                bar.update(end - start)
                 del part
                 shutil.rmtree(scratch, ignore_errors=True)
         if pool.used and stage.has_model:

@@ -28,7 +28,8 @@ from datasets import Dataset, DatasetDict
 from lomo_datasets import outputs
 from lomo_datasets.card import PLOT_NAME, Provenance, compute_stats, plot_stats
 from lomo_datasets.card import render_card as _render_card
-from lomo_datasets.redact import redact
+from lomo_datasets.hub import DEFAULT_ATTEMPTS, HubTimeouts, use_timeouts
+from lomo_datasets.redact import redact, shorten
 from lomo_datasets.stage import SettingError
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ DEFAULT_SHARD_BYTES = 500 * 1024 * 1024
 #: re-renders of the card can say it again; read it with ``read_provenance``.
 PROVENANCE_FILE = ".lomo-provenance.json"
 #: The files of a dataset folder that are published (work dirs, dropped rows stay local).
-PUBLISHED_PATTERNS = ["README.md", PLOT_NAME, "data/*.parquet"]
+PUBLISHED_PATTERNS = ["README.md", PLOT_NAME, "data/*.parquet", "audit.md"]
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -152,6 +153,11 @@ def write_layout(
     plot_path = None
     if plot:
         plot_path = plot_stats(stats, out / PLOT_NAME, title=pretty_name or (provenance.recipe if provenance else ""))
+    if stats.audit_report is not None:  # QA data: the audit table the card links
+        from lomo_datasets.audit import blind_model, write_report
+
+        stats.audit_report.blind_model = stats.audit["blind_model"] = blind_model(provenance)
+        write_report(stats.audit_report, out)
     text = _render_card(
         dsd,
         card_header(dsd, header, patterns),
@@ -235,13 +241,13 @@ def check_folder(folder: str | os.PathLike) -> Path:
 class Retry:
     """Bounded exponential backoff for transient upload errors."""
 
-    attempts: int = 5
+    attempts: int = DEFAULT_ATTEMPTS
     base_delay: float = 2.0
     max_delay: float = 60.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.attempts, int) or self.attempts < 1:
-            raise SettingError(f"retry attempts must be an integer >= 1, got {self.attempts!r}")
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or not 1 <= self.attempts <= 20:
+            raise SettingError(f"retry attempts must be a whole number from 1 to 20, got {shorten(self.attempts)}")
         if self.base_delay < 0 or self.max_delay < 0:
             raise SettingError("retry delays must be >= 0 seconds")
 
@@ -286,14 +292,17 @@ def push_folder(
     commit_message: str | None = None,
     retry: Retry | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    timeouts: HubTimeouts | None = None,
 ) -> str:
     """Upload a dataset folder (README.md, stats.png, data/*.parquet) to the dataset repo
     ``repo_id`` in one commit; shards no longer in the folder are deleted from the repo.
 
-    ``token`` None uses ``HF_TOKEN`` or the huggingface_hub login. Returns the commit URL.
+    ``token`` None uses ``HF_TOKEN`` or the huggingface_hub login. Every request has connect
+    and read ``timeouts`` (``HubTimeouts()`` by default). Returns the commit URL.
     """
     from huggingface_hub import HfApi
 
+    use_timeouts(timeouts)
     folder = check_folder(folder)
     check_repo_id(repo_id)
     retry = retry or Retry()

@@ -23,8 +23,9 @@ from datasets import Dataset, DatasetDict
 
 from lomo_datasets import outputs
 from lomo_datasets import publish
-from lomo_datasets.card import Provenance, yield_counts
+from lomo_datasets.card import Provenance, error_kind, yield_counts
 from lomo_datasets.formats.livecc import LiveCCExport
+from lomo_datasets.redact import mask_url_credentials
 from lomo_datasets.pipeline import (
     Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard, write_failed_report,
 )
@@ -132,6 +133,7 @@ register(_livecc_sft_recipe())
 def _lomo_recipe() -> Recipe:
     from lomo_datasets.processors.aggregate import KeepQC, QualityControl
     from lomo_datasets.processors.asr import LomoTranscribe
+    from lomo_datasets.processors.audit import AuditQuestions, BlindAnswer
     from lomo_datasets.processors.compress import Compress
     from lomo_datasets.processors.ingest import Probe
     from lomo_datasets.processors.qa import GenerateQA
@@ -141,7 +143,8 @@ def _lomo_recipe() -> Recipe:
         "lomo",
         "LoMo video-QA benchmark: ASR, translation to English (skipped for English speech), "
         "summary + temporal view, six QA items per video (GVQA, GVS, SVS, SVQA, VVQA, VTG), "
-        "quality control; also writes lomo/lomo.json and the per-task files",
+        "quality control, the QA audit (an LLM answers blind, every item checked and flagged); also "
+        "writes lomo/lomo.json, the per-task files and audit.md",
         [
             ("probe", Probe),
             ("asr", LomoTranscribe),
@@ -150,6 +153,8 @@ def _lomo_recipe() -> Recipe:
             ("qa", GenerateQA),
             ("qc", QualityControl),
             ("keep_qc", KeepQC),
+            ("blind", BlindAnswer),
+            ("audit", AuditQuestions),
         ],
         exports=[_lomo_export],
         # The ASR preset detects the language (the demo's manifest gives its Mandarin sample's),
@@ -158,6 +163,7 @@ def _lomo_recipe() -> Recipe:
             "asr": {"temperature": 0},
             "compress": {"summary_max_chars": 240, "text_max_chars": 100, "max_tries": 4},
             "qa": {"option_max_chars": 60, "max_tries": 4},
+            "blind": {"cpu_threads": 1},
         },
     )
 
@@ -207,9 +213,13 @@ class RunSummary:
     timings: dict[str, float]
     hours: float
     pushed: str | None = None
+    #: ``(stage, error kind) -> rows``: the kind is the exception's name (``CorruptMediaError``).
+    errors_by_kind: dict[tuple[str, str], int] = field(default_factory=dict)
     inputs: int = 0
     #: (cause, rows) for the commonest errors and filter drops, most frequent first
     causes: list[tuple[str, int]] = field(default_factory=list)
+    #: QA data: one line on the audit (flagged questions, blind accuracy), from OUT/audit.json
+    audit: str | None = None
     #: videos with rows and no error (for ``lomo``: all six items), and failed rows per step
     #: (dropped ones included)
     complete: int = 0
@@ -237,9 +247,15 @@ class RunSummary:
                 f"recipe {self.recipe}: {self.rows} rows written to {self.out} ({self.hours * 60:.1f} min of video)",
                 f"rows with errors: {self.failed}" + (f" ({dict(self.errors_by_stage)})" if self.failed else ""),
             ]
+            for (stage, kind), count in sorted(self.errors_by_kind.items()):
+                lines.append(f"  {stage}: {count} x {kind}")
+            if self.failed:
+                lines.append(f"  every failed row and its error: {self.out / 'failed.jsonl'}")
             if self.dropped:
                 lines.append(f"rows dropped by filters: {self.dropped}")
         lines.append(self.yield_line())
+        if self.audit:
+            lines.append(self.audit)
         lines.append("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
         if self.pushed:
             lines.append(f"pushed: {self.pushed}")
@@ -302,13 +318,33 @@ def run_recipe(
             outputs.release_unused(folder)
     data = result.dataset
     summary = _summarize(recipe.name, out, data, result)
+    summary.audit = audit_line(out)
     if summary.failed:
-        logger.warning("%d rows failed; their errors are listed in %s", summary.failed, out / "failed.jsonl")
+        logger.info("%d rows failed; their errors are listed in %s", summary.failed, out / "failed.jsonl")  # the summary says it too
     if summary.empty:
         logger.warning("nothing survived: 0 of %d inputs made it into %s", summary.inputs, out)
     if push_to_hub:
         summary.pushed = publish.push_folder(out, push_to_hub, private=private)
     return summary
+
+
+def mask_credentials(data: Dataset | None) -> Dataset | None:
+    """``data`` with URL credentials (``user:pass@``, ``?token=``) masked in its text columns
+    (the dataset itself when there are none, so nothing is recomputed)."""
+    if data is None or not len(data):
+        return data
+    columns = [name for name, feature in data.features.items() if getattr(feature, "dtype", None) == "string"]
+    found = [
+        name for name in columns
+        if any(v and mask_url_credentials(v) != v for v in data[name])
+    ]
+    if not found:
+        return data
+
+    def mask(batch: dict[str, list]) -> dict[str, list]:
+        return {name: [mask_url_credentials(v) if v else v for v in batch[name]] for name in found}
+
+    return data.map(mask, batched=True, desc="mask URL credentials")
 
 
 def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides: dict, embedded: bool,
@@ -321,6 +357,8 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
     steps = build_steps(recipe, config, overrides, embedded=embedded)
     exports = build_exports(recipe, config, overrides)
     result = runner.run(ds, steps, shard=shard)
+    # Credentials in input URLs served the download; the published rows and reports get them masked.
+    result.dataset, result.dropped = mask_credentials(result.dataset), mask_credentials(result.dropped)
     data = result.dataset
 
     def write(folder: Path) -> None:
@@ -336,6 +374,22 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
 
     outputs.publish(out, write)
     return recipe, steps, result
+
+
+def audit_line(out: Path) -> str | None:
+    """``audit: 9 of 12 questions flagged, blind accuracy 42% [19%, 68%] (chance 25%); see OUT/audit.md``."""
+    from lomo_datasets import audit
+
+    report = audit.read_report(out)
+    overall = ((report or {}).get("tasks") or {}).get("all")
+    if not overall:
+        return None
+    text = f"audit: {overall['flagged_items']} of {overall['items']} questions flagged"
+    blind = overall.get("blind")
+    if blind and blind.get("answered"):
+        text += (f", blind accuracy {100 * blind['accuracy']:.0f}% [{100 * blind['ci_low']:.0f}%, "
+                 f"{100 * blind['ci_high']:.0f}%] (chance {100 * blind['chance']:.0f}%)")
+    return f"{text}; see {out / audit.AUDIT_MD}"
 
 
 def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, folder: Path) -> Recipe:
@@ -373,6 +427,7 @@ def _causes(data: Dataset, dropped: Dataset | None, top: int = 5) -> list[tuple[
 
 def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
     errors = Counter()
+    kinds = Counter()
     failed = 0
     # Rows with errors may have been dropped by a later filter (e.g. QC): count them too.
     for part in (data, result.dropped):
@@ -380,6 +435,7 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
             if row_errors:
                 failed += 1
                 errors.update(e["stage"] for e in row_errors)
+                kinds.update((e["stage"], error_kind(e["error"])) for e in row_errors)
     # Video seconds once per video (after clipping, several rows share a video_id).
     per_video: dict[Any, float] = {}
     if "duration" in data.column_names:
@@ -400,6 +456,7 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
         failed=failed,
         dropped=len(result.dropped) if result.dropped is not None else 0,
         errors_by_stage=dict(errors),
+        errors_by_kind=dict(kinds),
         timings=result.timings,
         hours=seconds / 3600,
     )

@@ -47,7 +47,7 @@ from typing import Any, ClassVar, Iterator
 from datasets import Dataset, Features
 
 from lomo_datasets import features as F
-from lomo_datasets.redact import redact
+from lomo_datasets.redact import redact, shorten
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +176,14 @@ class StageContractError(TypeError):
     """A stage class breaks the contract (a programming error, not a row error)."""
 
 
+def model_fix(step: str) -> str:
+    """What to do about a step's model that cannot be had."""
+    return (
+        f"give --set {step}.model=PATH (a local model folder), use --embedded (the small models "
+        "that ship in packages), or fetch it once while online (unset HF_HUB_OFFLINE)"
+    )
+
+
 def format_error(exc: BaseException) -> str:
     """One line for a row's ``errors`` entry: exception type and message, secrets masked."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -248,7 +256,10 @@ class Stage:
     # -- construction ----------------------------------------------------------------------
 
     def __post_init__(self) -> None:
+        from lomo_datasets.bounds import check_settings
+
         self.check_requirements()
+        check_settings(self, ranges=False, error=SettingError)  # types of every setting (finite numbers), bounds.py
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu") or self.device.startswith(("cuda", "mps"))
         ):
@@ -257,6 +268,7 @@ class Stage:
                 "'cpu' or 'cuda:N'"
             )
         self.validate()
+        check_settings(self, error=SettingError)  # and their ranges, from one table (a stage's own narrower check spoke first)
 
     def check_requirements(self) -> None:
         for module, extra in self.requires.items():
@@ -328,7 +340,16 @@ class Stage:
         with _MODELS_LOCK:
             if key not in _MODELS:
                 logger.info("%s: loading model on %s (pid %d)", self.name, device, os.getpid())
-                _MODELS[key] = self.load_model(device)
+                try:
+                    _MODELS[key] = self.load_model(device)
+                except (SettingError, MissingDependencyError):
+                    raise
+                except Exception as exc:  # a model that cannot be had: one setting error with the fix
+                    model = getattr(self, "model", None)
+                    where = f"{self.name}.model={shorten(model)}" if model else f"stage '{self.name}'"
+                    raise SettingError(
+                        f"{where}: the model cannot be loaded ({format_error(exc)}); {model_fix(self.name)}"
+                    ) from exc
             return _MODELS[key]
 
     # Only settings are pickled: no model, no device picked by a worker.
@@ -406,7 +427,7 @@ class Stage:
         except Exception as exc:
             if len(items) == 1:
                 return [exc]
-            logger.warning("%s: a batch of %d failed (%s); running its items one by one", self.name, len(items), format_error(exc))
+            logger.info("%s: a batch of %d failed (%s); running its items one by one", self.name, len(items), format_error(exc))
             outs = []
             for item in items:
                 try:
@@ -461,7 +482,8 @@ class Stage:
         for row, res in zip(rows, results):
             errors = list(row.get("errors") or [])
             if isinstance(res, BaseException):
-                logger.warning("%s: row %s failed: %s", self.name, row.get("video_id", "?"), format_error(res))
+                # per row only with -v (INFO); the run's summary counts failures per step and kind
+                logger.info("%s: row %s failed: %s", self.name, row.get("video_id", "?"), format_error(res))
                 errors.append({"stage": self.name, "error": format_error(res)})
                 produced = [empty]
             elif res is None:
@@ -596,6 +618,9 @@ class Filter:
     enabled: bool = True
 
     def __post_init__(self) -> None:
+        from lomo_datasets.bounds import check_settings
+
+        check_settings(self, error=SettingError)  # finite numbers ('nan' and 'inf' are refused), as for stages
         for bound in ("low", "high"):
             value = getattr(self, bound)
             if value is not None and not isinstance(value, (int, float)):

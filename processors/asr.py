@@ -351,6 +351,14 @@ class Transcribe(Stage):
     def model_key(self) -> tuple:
         return (self.model, self.compute_type, self.cpu_threads, self.models_per_gpu)
 
+    def model_repo(self) -> str | None:
+        """The Hub repo of ``model`` (a Whisper size maps to faster-whisper's conversion), for
+        the check before any row (``lomo_datasets.model_check``)."""
+        from faster_whisper import utils
+
+        sizes = getattr(utils, "_MODELS", {})
+        return sizes.get(self.model) or (self.model if self.model.count("/") == 1 else None)
+
     def load_model(self, device: str) -> Any:
         from faster_whisper import WhisperModel
 

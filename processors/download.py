@@ -7,9 +7,11 @@ manifest gave wins). Local rows pass through untouched. A failed download is a r
 URL so the failed-rows report says what to fetch again.
 
 Cookies never come from code, settings values, logs or rows: ``cookiefile`` names a Netscape
-cookies.txt, or the environment variable ``cookies_env`` (default ``SESSDATA``, Bilibili's login
-cookie) is written to a temporary 0600 cookies file that is deleted after the batch. yt-dlp's
-messages go to ``logging`` with secrets masked.
+cookies.txt (checked to be one before use, never echoed), or the environment variable
+``cookies_env`` (default ``SESSDATA``, Bilibili's login cookie) is written to a temporary 0600
+cookies file that is deleted after the batch (or at the next start, after a kill). yt-dlp's
+messages go to ``logging`` with secrets masked. Credentials inside a URL (``user:pass@``,
+``?token=``) are used for the download and masked everywhere else.
 
 A video already downloaded (its file and the ``<video_id>.download.json`` note written after
 a complete download) is not fetched again, so reruns and resumed runs cost no network.
@@ -21,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ from typing import Any, Iterator
 from datasets import Features
 
 from lomo_datasets import features as F
-from lomo_datasets.redact import redact
+from lomo_datasets.cookies import check_cookie_file, temporary_cookie_file
+from lomo_datasets.redact import mask_url_credentials, redact
 from lomo_datasets.stage import SettingError, Stage
 from lomo_datasets.processors.ingest import is_url, make_video_id
 
@@ -54,7 +56,7 @@ class _YtdlpLogger:
         logger.debug("yt-dlp: %s", redact(message))
 
     def warning(self, message: str) -> None:
-        logger.warning("yt-dlp: %s", redact(message))
+        logger.info("yt-dlp: %s", redact(message))  # per video: only with -v
 
     def error(self, message: str) -> None:
         # The failure also becomes the row's error (and the contract logs that once).
@@ -69,28 +71,19 @@ def default_output_dir() -> str:
 
 @contextlib.contextmanager
 def cookie_file(cookiefile: str | None, env_name: str | None, domain: str) -> Iterator[str | None]:
-    """The cookies file yt-dlp gets: ``cookiefile`` as is, else a temporary Netscape file
-    holding the cookie named ``env_name`` from the environment (mode 0600, deleted on exit),
-    else ``None``."""
+    """The cookies file yt-dlp gets: ``cookiefile`` once checked to be a Netscape cookies file,
+    else a temporary private file holding the cookie named ``env_name`` from the environment
+    (``lomo_datasets.cookies``: removed on exit, or at the next start after a kill), else ``None``."""
     if cookiefile:
+        check_cookie_file(cookiefile)
         yield cookiefile
         return
     value = os.environ.get(env_name or "") if env_name else None
     if not value:
         yield None
         return
-    fd, path = tempfile.mkstemp(prefix="lomo-cookies-", suffix=".txt")  # created 0600
-    try:
-        os.chmod(path, 0o600)
-        subdomains = "TRUE" if domain.startswith(".") else "FALSE"
-        expires = int(time.time()) + 24 * 3600
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("# Netscape HTTP Cookie File\n")
-            fh.write(f"{domain}\t{subdomains}\t/\tFALSE\t{expires}\t{env_name}\t{value}\n")
+    with temporary_cookie_file(env_name, value, domain) as path:
         yield path
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
 
 
 def _permanent(exc: BaseException) -> bool:
@@ -138,8 +131,8 @@ class Download(Stage):
     def validate(self) -> None:
         if self.resolution not in RESOLUTIONS:
             raise SettingError(f"download.resolution={self.resolution!r}: use one of {list(RESOLUTIONS)} (LoMo used 720 or 1080)")
-        if self.cookiefile is not None and not Path(self.cookiefile).is_file():
-            raise SettingError(f"download.cookiefile={self.cookiefile!r}: no such file; export a Netscape cookies.txt from your browser")
+        if self.cookiefile is not None:
+            check_cookie_file(self.cookiefile)
         if not isinstance(self.attempts, int) or not 1 <= self.attempts <= 10:
             raise SettingError(f"download.attempts={self.attempts!r}: use a whole number from 1 to 10")
         if not isinstance(self.retries, int) or not 0 <= self.retries <= 20:
@@ -227,7 +220,7 @@ class Download(Stage):
         note = self.folder / f"{video_id}{NOTE}"
         if note.is_file():
             known = json.loads(note.read_text(encoding="utf-8"))
-            if known.get("url") == url and os.path.isfile(known.get("video", "")):
+            if known.get("url") in (url, mask_url_credentials(url)) and os.path.isfile(known.get("video", "")):
                 logger.debug("download: %s already downloaded", video_id)
                 return {k: known.get(k) for k in F.DOWNLOAD}
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -243,7 +236,7 @@ class Download(Stage):
                 logger.info("download: %s failed (attempt %d of %d), retrying in %.1fs", video_id, attempt, self.attempts, wait)
                 time.sleep(wait)
         tmp = note.with_name(note.name + ".partial")
-        tmp.write_text(json.dumps({"url": url, **result}, ensure_ascii=False), encoding="utf-8")
+        tmp.write_text(json.dumps({"url": mask_url_credentials(url), **result}, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, note)
         return result
 

@@ -130,6 +130,9 @@ def _entry(video: str, base: Path | None, **meta: Any) -> dict[str, Any]:
     return {"video": url, **meta}
 
 
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
 def _read_manifest(path: Path) -> list[dict[str, Any]]:
     text = _decode(path.read_bytes())
     base = path.parent
@@ -140,9 +143,15 @@ def _read_manifest(path: Path) -> list[dict[str, Any]]:
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise SettingError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise SettingError(
+                        f"{path}:{number}: a JSON {_JSON_TYPES.get(type(row), 'value')}, not an object; "
+                        'write one object per line, e.g. {"video": "clip.mp4"}'
+                    )
+                rows.append(row)
     entries = []
     for number, row in enumerate(rows, 1):
         video = row.get("video") or row.get("path") or row.get("url")

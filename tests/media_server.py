@@ -4,6 +4,9 @@ with direct URLs), plus the failures a real download meets:
 - ``/media/<name>``: the file, with Content-Type video/mp4 and its Content-Length;
 - ``/truncated/<name>``: headers promise the whole file, the body stops at a third and the
   connection closes;
+- ``/slow/<name>``: headers promise the whole file, the body comes 1 KiB every half second
+  (a download that takes minutes: long enough to interrupt or kill the run during it);
+- ``/hang/<name>``: the connection is accepted and never answered;
 - anything else: 404.
 
 Every request is recorded (method, path, Cookie header) so tests can count them.
@@ -22,6 +25,7 @@ class MediaServer:
     files: dict[str, Path]
     requests: list[tuple[str, str, str]] = field(default_factory=list)
     _server: http.server.ThreadingHTTPServer | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
     def base(self) -> str:
@@ -53,7 +57,11 @@ class MediaServer:
                 owner.requests.append((self.command, self.path, self.headers.get("Cookie") or ""))
                 kind, _, name = self.path.lstrip("/").partition("/")
                 path = owner.files.get(name.split("?")[0])
-                if kind not in ("media", "truncated") or path is None:
+                if kind == "hang":
+                    while not owner.stopping.wait(0.2):
+                        pass
+                    return
+                if kind not in ("media", "truncated", "slow") or path is None:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
                     self.send_header("Connection", "close")
@@ -69,7 +77,17 @@ class MediaServer:
                 self.end_headers()
                 if not body:
                     return
-                if kind == "truncated":
+                if kind == "slow":
+                    for start in range(0, len(data), 1024):
+                        if owner.stopping.wait(0.5):
+                            return
+                        try:
+                            self.wfile.write(data[start : start + 1024])
+                            self.wfile.flush()
+                        except OSError:  # the client went away (interrupted, killed)
+                            self.close_connection = True
+                            return
+                elif kind == "truncated":
                     self.wfile.write(data[: len(data) // 3])
                     self.wfile.flush()
                     self.close_connection = True
@@ -82,6 +100,7 @@ class MediaServer:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

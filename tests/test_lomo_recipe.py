@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from lomo_datasets import cli, formats
+from lomo_datasets import cli, formats, outputs
 from lomo_datasets.recipes import get_recipe
 from lomo_datasets.samples import SAMPLES, make_speech_video
 from tests.processors.test_qa import check_items
@@ -48,6 +48,7 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     argv = ["run", "lomo", "--videos", str(lomo_videos), "--out", str(out), "--embedded"]
     for item in demo_sets():
         argv += ["--set", item]
+    argv += ["--set", "blind.model=embedded:smollm2-135m"]  # the fast embedded model answers blind
     assert cli.main(argv) == 0
     assert "yield: 2 of 2 videos with all items (100%); failed per step: none" in capsys.readouterr().out
 
@@ -91,3 +92,22 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     assert (out / "lomo" / "metadata.csv").read_text().splitlines()[0] == "video_id,duration,resolution"
     back = formats.read_lomo_files(sorted(str(p) for p in (out / "lomo").iterdir()))
     assert [q["task"] for q in back[0]["questions"]] == list(formats.TASKS)
+
+    # The QA audit: the blind step's pick for every item, the flags column, audit.md/json and
+    # the card's section, all from the same picks.
+    picks = {a["question_id"]: a["answer"] for a in row["blind_answers"]}
+    multiple_choice = {q["question_id"] for q in row["questions"] if q["options"]}  # VTG is grounding: not asked
+    assert set(picks) == multiple_choice and len(picks) == 5 and set(picks.values()) <= set("ABCD")
+    right = sorted(q["question_id"] for q in row["questions"] if picks.get(q["question_id"]) == q["answer"])
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["blind_model"] == "transformers:embedded:smollm2-135m"
+    assert audit["tasks"]["all"]["blind"]["correct_ids"] == right
+    assert {(f["question_id"], f["reason"]) for f in row["audit_flags"]} <= {(f["question_id"], f["reason"]) for f in audit["flags"]}
+    assert sorted(f["question_id"] for f in row["audit_flags"] if f["reason"] == "blind_answerable") == right
+    card = (out / "README.md").read_text()
+    section = card.split("## Quality audit")[1]
+    assert f"| **all** | 6 | {100 * len(right) / 5:.0f}% [" in section and "[audit.md](audit.md)" in section
+    assert (out / "audit.md").read_text().startswith("<!-- written by lomo-datasets audit -->")
+    assert "audit.md" in outputs.read_marker(out)["files"]
+    flagged = len({f["question_id"] for f in row["audit_flags"]})
+    assert f"audit: {flagged} of 6 questions flagged, blind accuracy {100 * len(right) / 5:.0f}% [" in capsys.readouterr().out
