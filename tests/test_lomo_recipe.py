@@ -50,7 +50,8 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
         argv += ["--set", item]
     argv += ["--set", "blind.model=embedded:smollm2-135m"]  # the fast embedded model answers blind
     assert cli.main(argv) == 0
-    assert "yield: 2 of 2 videos with all items (100%); failed per step: none" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "yield: 2 of 2 videos with all items (100%); failed per step: none" in printed
 
     ds = datasets.load_dataset(str(out), split="train")
     assert ds.features["questions"] == datasets.List(formats.QUESTION_FEATURES)
@@ -95,19 +96,22 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
 
     # The QA audit: the blind step's pick for every item, the flags column, audit.md/json and
     # the card's section, all from the same picks.
-    picks = {a["question_id"]: a["answer"] for a in row["blind_answers"]}
-    multiple_choice = {q["question_id"] for q in row["questions"] if q["options"]}  # VTG is grounding: not asked
-    assert set(picks) == multiple_choice and len(picks) == 5 and set(picks.values()) <= set("ABCD")
-    right = sorted(q["question_id"] for q in row["questions"] if picks.get(q["question_id"]) == q["answer"])
+    right = []
+    for r in (row, zh):  # both videos are audited
+        picks = {a["question_id"]: a["answer"] for a in r["blind_answers"]}
+        multiple_choice = {q["question_id"] for q in r["questions"] if q["options"]}  # VTG is grounding: not asked
+        assert set(picks) == multiple_choice and len(picks) == 5 and set(picks.values()) <= set("ABCD")
+        right += [q["question_id"] for q in r["questions"] if picks.get(q["question_id"]) == q["answer"]]
+    right = sorted(right)
     audit = json.loads((out / "audit.json").read_text())
     assert audit["blind_model"] == "transformers:embedded:smollm2-135m"
     assert audit["tasks"]["all"]["blind"]["correct_ids"] == right
-    assert {(f["question_id"], f["reason"]) for f in row["audit_flags"]} <= {(f["question_id"], f["reason"]) for f in audit["flags"]}
-    assert sorted(f["question_id"] for f in row["audit_flags"] if f["reason"] == "blind_answerable") == right
+    assert {(f["question_id"], f["reason"]) for r in (row, zh) for f in r["audit_flags"]} <= {(f["question_id"], f["reason"]) for f in audit["flags"]}
+    assert sorted(f["question_id"] for r in (row, zh) for f in r["audit_flags"] if f["reason"] == "blind_answerable") == right
     card = (out / "README.md").read_text()
     section = card.split("## Quality audit")[1]
-    assert f"| **all** | 6 | {100 * len(right) / 5:.0f}% [" in section and "[audit.md](audit.md)" in section
+    assert f"| **all** | 12 | {100 * len(right) / 10:.0f}% [" in section and "[audit.md](audit.md)" in section
     assert (out / "audit.md").read_text().startswith("<!-- written by lomo-datasets audit -->")
     assert "audit.md" in outputs.read_marker(out)["files"]
-    flagged = len({f["question_id"] for f in row["audit_flags"]})
-    assert f"audit: {flagged} of 6 questions flagged, blind accuracy {100 * len(right) / 5:.0f}% [" in capsys.readouterr().out
+    flagged = len({f["question_id"] for r in (row, zh) for f in r["audit_flags"]})
+    assert f"audit: {flagged} of 12 questions flagged, blind accuracy {100 * len(right) / 10:.0f}% [" in printed
