@@ -148,7 +148,11 @@ def parse_output(text: str, task: TaskSpec) -> dict[str, Any]:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc.msg} at {exc.pos})") from None
+        hint = ""
+        if exc.msg.startswith("Expecting") and "delimiter" in exc.msg and text[: exc.pos].rstrip().endswith('"'):
+            # A string closed early: most often an unescaped double quote inside it.
+            hint = '; a double quote inside a string must be written as \\" (or use single quotes)'
+        raise ValueError(f"not JSON ({exc.msg} at {exc.pos}, near {text[max(0, exc.pos - 24):exc.pos + 8]!r}){hint}") from None
     validate_json(obj, task.schema)
     if task.check is not None:
         task.check(obj)

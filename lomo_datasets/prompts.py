@@ -89,11 +89,12 @@ GVS = Prompt(
 
 TRANSLATE = Prompt(
     "translate",
-    "1",
+    "2",
     "You translate video subtitles. Answer with JSON only.",
     "Translate these {count} numbered subtitle lines of a video from {source} to {target}. Translate "
     "every line on its own and keep their order, one {target} line per numbered line (speech "
-    "recognition wrote them and may have made mistakes: translate what is written).\n{lines}",
+    "recognition wrote them and may have made mistakes: translate what is written). Write every "
+    "word in {target}, names in Latin letters, and no double quotes inside a line.\n{lines}",
 )
 
 PROMPTS = {p.name: p for p in (SUMMARY, TEMPORAL, GVQA, GVS, TRANSLATE)}

@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 #: Characters that end a sentence, in Latin and CJK scripts.
 SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
+#: Characters that end a clause: where a line that grows too long is cut (Latin and CJK).
+CLAUSE_END = (",", ";", ":", "，", "、", "；", "：")
 #: Words with a period that do not end a sentence.
 ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "e.g", "i.e", "approx"})
 
@@ -92,26 +94,29 @@ def split_lines(
     """Subtitle lines ``{start, end, text}`` from timed words.
 
     A line ends after a word that ends a sentence (``.?!。？！``, not "Mr." or an initial, and
-    not before a lower-case word), before a silence of at least ``pause`` seconds, or before
-    the word that would make it longer than ``max_seconds``. Word texts are joined as Whisper
-    wrote them (English words carry their leading space, Chinese characters none), so the same
-    rule works for both scripts.
+    not before a lower-case word), before a silence of at least ``pause`` seconds, or when the
+    next word would make it longer than ``max_seconds``: then after its last clause mark
+    (``,;:，、；：``) if it has one (the rest starts the next line), else before that word.
+    Word texts are joined as Whisper wrote them (English words carry their leading space,
+    Chinese characters none), so the same rule works for both scripts.
     """
     lines: list[dict[str, Any]] = []
     current: list[dict[str, Any]] = []
 
-    def close() -> None:
-        if current:
-            text = "".join(w["word"] for w in current).strip()
-            if text:
-                lines.append({"start": current[0]["start"], "end": current[-1]["end"], "text": text})
-            current.clear()
+    def close(upto: int | None = None) -> None:
+        part = current[:upto] if upto is not None else current[:]
+        del current[: len(part)]
+        text = "".join(w["word"] for w in part).strip()
+        if text:
+            lines.append({"start": part[0]["start"], "end": part[-1]["end"], "text": text})
 
     for i, word in enumerate(words):
-        if current:
-            gap = word["start"] - current[-1]["end"]
-            too_long = word["end"] - current[0]["start"] > max_seconds
-            if gap >= pause or too_long:
+        if current and word["start"] - current[-1]["end"] >= pause:
+            close()
+        if current and word["end"] - current[0]["start"] > max_seconds:
+            marks = [k for k, w in enumerate(current) if w["word"].strip().endswith(CLAUSE_END)]
+            close(marks[-1] + 1 if marks else None)
+            if current and word["end"] - current[0]["start"] > max_seconds:
                 close()
         current.append(word)
         following = words[i + 1]["word"] if i + 1 < len(words) else None

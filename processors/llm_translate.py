@@ -4,9 +4,10 @@ what ``--embedded`` sets): the offline path when no CTranslate2 translation mode
 A row's subtitle lines go out in numbered chunks of at most ``lines_per_request``; the reply is
 JSON ``{"lines": [...]}`` whose schema asks for exactly as many strings as the chunk has lines,
 so the translation is line for line and keeps every line's ``start`` and ``end``. A reply is
-refused (and retried by the LLM layer) when a line is empty, or still holds Chinese, Japanese or
-Korean script while the target is a Latin-script language. Empty input lines stay empty and are
-not sent.
+refused (and retried by the LLM layer, whose retry prompt says why) when a line is empty, still
+holds Chinese, Japanese or Korean script while the target is a Latin-script language, or repeats
+an earlier line whose source line differs (the sign of lines merged and padded: the timestamps
+would no longer match). Empty input lines stay empty and are not sent.
 """
 
 from __future__ import annotations
@@ -57,11 +58,20 @@ def translation_task(texts: list[str], target: str, max_chars: int) -> TaskSpec:
     latin = target.lower().split("-")[0] in _LATIN_TARGETS
 
     def check(obj: dict[str, Any]) -> None:
+        seen: dict[str, int] = {}
         for k, line in enumerate(obj["lines"], start=1):
             if not line.strip():
                 raise ValueError(f"line {k} is empty")
             if latin and _CJK.search(line):
-                raise ValueError(f"line {k} is not translated into {language_name(target)}: {line[:40]!r}")
+                # Not quoted: shown the untranslated text again, small models copy it.
+                raise ValueError(f"line {k} still has untranslated words; write every word in {language_name(target)}")
+            key = " ".join(line.lower().split())
+            first = seen.setdefault(key, k)
+            if first != k and " ".join(texts[first - 1].split()) != " ".join(texts[k - 1].split()):
+                raise ValueError(
+                    f"line {k} repeats line {first} although their source lines differ: "
+                    f"translate each numbered line on its own, {n} lines for {n} lines"
+                )
 
     # About two tokens per source character (CJK) or per word, plus the JSON around each line.
     budget = sum(min(2 * len(t) + 12, max_chars // 2 + 12) for t in texts) + 24

@@ -110,7 +110,10 @@ def build_items(
     window = [start, end]
     other_texts, other_windows = _distinct_other(lines, temporal["index"], window, picked["text"])
     if len(other_texts) < 3:
-        raise ValueError(f"too few distinct subtitle lines ({len(lines)}) for SVS distractors; at least 4 are needed")
+        raise ValueError(
+            f"too few distinct subtitle lines ({len(other_texts) + 1} distinct of {len(lines)}) for SVS distractors; "
+            "at least 4 are needed"
+        )
     if "VTG_MC" in extra_tasks and len(other_windows) < 3:
         raise ValueError(f"too few distinct subtitle windows ({len(lines)} lines) for VTG_MC distractors; at least 4 are needed")
 

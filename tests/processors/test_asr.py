@@ -85,6 +85,23 @@ def test_split_lines_chinese():
     assert [l["text"] for l in split_lines(words)] == ["今天天气很好。", "我们去公园散步。"]
 
 
+def test_split_lines_cut_at_the_last_clause_mark_when_too_long():
+    # Timed words as Whisper base wrote them for an espeak-ng Mandarin clip: clause marks, short
+    # pauses (< 0.5 s), no sentence end until the last word.
+    timed = [("下", 0.11, 0.77), ("午", 0.77, 1.01), ("我们", 1.01, 1.43), ("去", 1.43, 1.75), ("打", 1.75, 2.73),
+             ("篮", 2.73, 3.07), ("球,", 3.07, 3.41), ("我们", 3.85, 4.27), ("先", 4.27, 4.69), ("跑", 4.69, 5.01),
+             ("步", 5.01, 5.33), ("热", 5.33, 5.55), ("身,", 5.55, 5.89), ("然后", 6.31, 6.83), ("分", 6.83, 7.83),
+             ("成", 7.83, 8.15), ("两", 8.15, 8.49), ("个", 8.49, 8.83), ("队,", 8.83, 9.13), ("比", 9.57, 9.79),
+             ("赛", 9.79, 10.01), ("结", 10.01, 10.35), ("束", 10.35, 10.63), ("了,", 10.63, 11.09),
+             ("我们", 11.31, 11.79), ("都", 11.79, 12.15), ("很", 12.15, 12.53), ("开", 12.53, 12.79), ("心。", 12.79, 13.21)]
+    lines = split_lines([word(*t) for t in timed], max_seconds=5.0, pause=0.5)
+    assert [l["text"] for l in lines] == ["下午我们去打篮球,", "我们先跑步热身,", "然后分成两个队,比赛结束了,", "我们都很开心。"]
+    assert [(l["start"], l["end"]) for l in lines] == [(0.11, 3.41), (3.85, 5.89), (6.31, 11.09), (11.31, 13.21)]
+    # English: the cut falls after the comma, not inside the clause; no comma: before the word.
+    words = [word(f" w{i}" + ("," if i == 6 else ""), i * 0.5, i * 0.5 + 0.4) for i in range(12)]
+    assert [l["text"] for l in split_lines(words, max_seconds=5.0)] == ["w0 w1 w2 w3 w4 w5 w6,", "w7 w8 w9 w10 w11"]
+
+
 def segment(text, start=0.0, end=5.0, logprob=-0.2, ratio=1.2, no_speech=0.05):
     return Segment(id=0, seek=0, start=start, end=end, text=text, tokens=[], avg_logprob=logprob,
                    compression_ratio=ratio, no_speech_prob=no_speech, words=None, temperature=0.0)
