@@ -285,6 +285,7 @@ class TranslateToEnglish(Translate):
 
     embedded_setting: ClassVar[str | None] = "model"
     embedded_model: ClassVar[str | None] = EMBEDDED_LLM
+    embedded_settings: ClassVar[dict[str, Any]] = {"max_tries": 4}  # as the LLM steps' (llm.LLMStage)
 
     llm_backend: str = "ctranslate2"
     lines_per_request: int = 12
