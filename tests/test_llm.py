@@ -123,6 +123,14 @@ def test_parse_output_rejects_bad_text(text, why):
         llm.parse_output(text, TASK)
 
 
+def test_parse_output_says_where_the_json_broke():
+    # An unescaped double quote inside a string, as the 1.5B wrote one.
+    with pytest.raises(ValueError) as info:
+        llm.parse_output('{"topic": "They shout, "go" now", "count": 1, "tags": []}', TASK)
+    message = str(info.value)
+    assert "Expecting ',' delimiter" in message and "near '" in message and 'written as \\"' in message
+
+
 def test_parse_output_accepts_valid_and_runs_check():
     good = '{"topic": "pasta", "count": 2, "tags": ["food", "home"]}'
     assert llm.parse_output(good, TASK) == {"topic": "pasta", "count": 2, "tags": ["food", "home"]}

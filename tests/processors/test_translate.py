@@ -141,3 +141,33 @@ def test_language_codes():
     assert language_code("nllb", "zh") == "zho_Hans" == NLLB_CODES["zh"]
     assert language_code("nllb", "zho_Hant") == "zho_Hant"
     assert language_code("m2m100", "zh") == "zh"
+
+
+# -- the LLM translation's checks (processors/llm_translate.py), no model -------------------
+
+
+def test_llm_translation_refuses_untranslated_and_merged_lines():
+    import json
+
+    from lomo_datasets.llm_backends import parse_output
+    from processors.llm_translate import translation_task
+
+    source = ["今天我们坐火车去北京。", "我们在车上看书。", "我们在车上看书。", "下午我们到了北京。"]
+    task = translation_task(source, "en", 160)
+
+    def reply(*lines):
+        return json.dumps({"lines": list(lines)}, ensure_ascii=False)
+
+    good = reply("Today we take the train to Beijing.", "We read on the train.", "We read on the train.",
+                 "In the afternoon we arrived in Beijing.")
+    assert parse_output(good, task)["lines"][3].startswith("In the afternoon")  # same source, same line: fine
+    # Chinese left in a line: refused, and the reason does not repeat the untranslated text
+    # (shown it again in the retry prompt, small models copy it).
+    with pytest.raises(ValueError, match="line 4 still has untranslated words; write every word in English") as info:
+        parse_output(reply("Today we take the train.", "We read.", "We read.", "Then 北京."), task)
+    assert "北京" not in str(info.value)
+    # Lines merged and padded with a repeat: the timestamps would no longer match the text.
+    with pytest.raises(ValueError, match="line 4 repeats line 1 although their source lines differ"):
+        parse_output(reply("Today we take the train to Beijing.", "We read.", "We read.", "Today we take the train to Beijing."), task)
+    with pytest.raises(ValueError, match="exactly 4 wanted"):
+        parse_output(reply("One.", "Two.", "Three."), task)
