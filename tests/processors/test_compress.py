@@ -44,9 +44,27 @@ def test_english_segments_and_usable_lines():
     assert [i for i, _ in usable_lines(lines, 16.0)] == [0, 1, 2, 3, 4]
 
 
+def test_temporal_pick_is_offered_lines_drawn_per_video():
+    def offered(stage, video_id):
+        _, task = stage.requests(row(video_id))["temporal"]
+        return task.schema["properties"]["index"]["enum"]
+
+    stage = Compress()
+    picks = {v: offered(stage, v) for v in ("pasta", "city", "football", "garden", "market", "chess")}
+    assert all(len(p) == 3 and p == sorted(p) and set(p) <= {0, 1, 2, 3, 4} for p in picks.values())
+    assert offered(stage, "pasta") == picks["pasta"]  # seeded by the video id: a rerun offers the same
+    assert len({tuple(p) for p in picks.values()}) > 1 and {p[0] for p in picks.values()} != {0}
+    assert offered(Compress(temporal_choices=0), "pasta") == [0, 1, 2, 3, 4]  # all, as LoMo-Pipe
+    messages, _ = stage.requests(row("pasta"))["temporal"]
+    shown = [line.split(".")[0] for line in messages[-1]["content"].splitlines() if line[:1].isdigit()]
+    assert shown == [str(k) for k in picks["pasta"]]  # the lines shown are the ones allowed
+
+
 def test_bad_settings_raise():
     with pytest.raises(SettingError, match="max_lines"):
         Compress(max_lines=1)
+    with pytest.raises(SettingError, match="temporal_choices"):
+        Compress(temporal_choices=-1)
     with pytest.raises(SettingError, match="backend"):
         Compress(backend="nope")
 
