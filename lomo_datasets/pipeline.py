@@ -353,8 +353,13 @@ class StepPool:
 
     def close(self, abort: bool = False) -> None:
         """Stop the workers: after their work, or at once with ``abort`` (Ctrl-C: waiting for
-        the shards in progress would hang the interrupted run)."""
+        the shards in progress would hang the interrupted run). A step that ran in this
+        process drops its models here (the workers' go with them)."""
         if self._executor is None:
+            if self.used and self.num_proc == 1:
+                from lomo_datasets.stage import release_models
+
+                release_models(self.stage)
             return
         executor, self._executor = self._executor, None
         if not abort:

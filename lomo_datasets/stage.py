@@ -113,6 +113,23 @@ def clear_model_cache() -> None:
         _MODELS.clear()
 
 
+def release_models(stage: "Stage") -> int:
+    """Drop the models this process loaded for ``stage``'s class; returns how many. The runner
+    calls it when a step that ran in this process ends: otherwise every LLM step of a recipe
+    keeps its own copy of the model to the end of the run (four copies of the 1.5B model under
+    ``--embedded``)."""
+    import gc
+
+    owner = (type(stage).__module__, type(stage).__qualname__)
+    with _MODELS_LOCK:
+        keys = [key for key in _MODELS if key[:2] == owner]
+        for key in keys:
+            del _MODELS[key]
+    if keys:
+        gc.collect()
+    return len(keys)
+
+
 @contextlib.contextmanager
 def worker_start_method(method: str | None) -> Iterator[None]:
     """Use ``method`` ("spawn") for the worker pools ``datasets`` starts inside the block.
