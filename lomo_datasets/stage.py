@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import importlib.util
 import inspect
@@ -118,8 +119,6 @@ def release_models(stage: "Stage") -> int:
     calls it when a step that ran in this process ends: otherwise every LLM step of a recipe
     keeps its own copy of the model to the end of the run (four copies of the 1.5B model under
     ``--embedded``)."""
-    import gc
-
     owner = (type(stage).__module__, type(stage).__qualname__)
     with _MODELS_LOCK:
         keys = [key for key in _MODELS if key[:2] == owner]

@@ -104,7 +104,7 @@ def split_lines(
     current: list[dict[str, Any]] = []
 
     def close(upto: int | None = None) -> None:
-        part = current[:upto] if upto is not None else current[:]
+        part = current[:upto]  # None: all of it
         del current[: len(part)]
         text = "".join(w["word"] for w in part).strip()
         if text:
