@@ -31,7 +31,7 @@ LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 
 
 def default_files(folder: Path) -> list[Path]:
-    from lomo_datasets.samples import SAMPLES, make_speech_video
+    from lomo_datasets.media.samples import SAMPLES, make_speech_video
 
     folder.mkdir(parents=True, exist_ok=True)
     texts = [sample.text for sample in SAMPLES if sample.language == "en"]
@@ -80,10 +80,10 @@ def main() -> None:
     from datasets import Dataset, disable_progress_bars
     from faster_whisper import WhisperModel
 
-    from lomo_datasets import media
-    from lomo_datasets.models import resolve_model
+    from lomo_datasets.media import decode as media
+    from lomo_datasets.models.zoo import resolve_model
     from lomo_datasets.processors.asr import Transcribe
-    from lomo_datasets.stage import apply_stage
+    from lomo_datasets.core.stage import apply_stage
 
     disable_progress_bars()
     cache = Path(os.environ.get("LOMO_DATASETS_CACHE") or Path(tempfile.gettempdir()) / "lomo-datasets-cache")

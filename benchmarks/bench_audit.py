@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lomo_datasets import audit as A  # noqa: E402
+from lomo_datasets.audit import checks as A  # noqa: E402
 
 WORDS = "the a man woman cooks runs pasta water ball goal team city walk street car bike dog cat".split()
 

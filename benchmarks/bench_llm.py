@@ -44,7 +44,7 @@ def main() -> None:
 
     import torch
 
-    from lomo_datasets.llm import LLMSettings, TaskSpec, chat_text, load_causal_lm, make_backend
+    from lomo_datasets.llm.stage import LLMSettings, TaskSpec, chat_text, load_causal_lm, make_backend
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -61,8 +61,8 @@ def main() -> None:
     from datasets.utils.logging import disable_progress_bar
     from huggingface_hub.utils import disable_progress_bars
 
-    from lomo_datasets import publish
-    from lomo_datasets.card import Provenance, compute_stats, plot_stats, render_card
+    from lomo_datasets.publish import layout as publish
+    from lomo_datasets.publish.card import Provenance, compute_stats, plot_stats, render_card
     from tests.hub_server import HubServer
 
     disable_progress_bar()

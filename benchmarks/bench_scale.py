@@ -52,7 +52,7 @@ CONFIGS = {
 
 def make_rows(folder: Path, rows: int) -> Path:
     """``rows`` videos, each saying a different sentence; a text file listing them."""
-    from lomo_datasets.samples import make_speech_video
+    from lomo_datasets.media.samples import make_speech_video
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -72,7 +72,7 @@ def make_rows(folder: Path, rows: int) -> Path:
 
 def run_one(name: str, listing: Path, work: Path) -> dict:
     """One configuration in this process; returns its measurements."""
-    from lomo_datasets.recipes import make_runner
+    from lomo_datasets.execution.recipes import make_runner
     from lomo_datasets.processors.asr import Transcribe
     from lomo_datasets.processors.ingest import Probe, ingest
 

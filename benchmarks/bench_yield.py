@@ -75,7 +75,7 @@ MANDARIN = [
 
 
 def make_videos(folder: Path, n_en: int, n_zh: int) -> Path:
-    from lomo_datasets.samples import make_speech_video
+    from lomo_datasets.media.samples import make_speech_video
 
     folder.mkdir(parents=True, exist_ok=True)
     entries = []

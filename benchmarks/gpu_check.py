@@ -104,12 +104,12 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-    from lomo_datasets.pipeline import Runner
+    from lomo_datasets.execution.pipeline import Runner
     from lomo_datasets.processors.asr import Transcribe
     from lomo_datasets.processors.clip import Clip
     from lomo_datasets.processors.ingest import Probe, ingest
     from lomo_datasets.processors.lm_loss import LMLoss
-    from lomo_datasets.stage import cuda_device_count, resolve_device
+    from lomo_datasets.core.stage import cuda_device_count, resolve_device
 
     import ctranslate2
 
@@ -138,7 +138,7 @@ def main() -> None:
     def on_ray():
         import ray
 
-        from lomo_datasets.ray_executor import RayExecutor, RaySettings
+        from lomo_datasets.execution.ray_executor import RayExecutor, RaySettings
 
         ray.init(include_dashboard=False, logging_level="WARNING")
         try:

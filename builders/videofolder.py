@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import datasets
 
-from lomo_datasets import features as F
+from lomo_datasets.core import features as F
 
 
 @dataclass
@@ -52,9 +52,9 @@ class VideoFolder(datasets.GeneratorBasedBuilder):
         return [datasets.SplitGenerator(name=split, gen_kwargs={"files": list(paths)}) for split, paths in files.items()]
 
     def _generate_examples(self, files):
-        from lomo_datasets import media
+        from lomo_datasets.media import decode as media
         from lomo_datasets.processors.ingest import VIDEO_EXTENSIONS, records
-        from lomo_datasets.stage import format_error
+        from lomo_datasets.core.stage import format_error
 
         videos = [f for f in files if str(f).lower().endswith(tuple(VIDEO_EXTENSIONS))]
         for row in records({"video": str(f)} for f in videos):

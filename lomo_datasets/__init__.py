@@ -10,11 +10,11 @@ __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-from lomo_datasets.errors import worker_setup as _worker_setup  # noqa: E402
+from lomo_datasets.core.errors import worker_setup as _worker_setup  # noqa: E402
 
 _worker_setup()  # a worker process of a CLI run leaves Ctrl-C to the main process
 
-from lomo_datasets.stage import (  # noqa: E402
+from lomo_datasets.core.stage import (  # noqa: E402
     Filter,
     MissingDependencyError,
     SettingError,
@@ -38,7 +38,7 @@ __all__ = [
 def __getattr__(name: str):
     # ``lomo_datasets.load`` (the builders' loader) imports lazily to keep this package cheap.
     if name == "load":
-        from lomo_datasets.loading import load
+        from lomo_datasets.formats.loading import load
 
         return load
     raise AttributeError(f"module 'lomo_datasets' has no attribute {name!r}")

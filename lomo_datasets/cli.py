@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from lomo_datasets import __version__
-from lomo_datasets.stage import SettingError
+from lomo_datasets.core.stage import SettingError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _shard(text: str) -> tuple[int, int]:
-    from lomo_datasets.pipeline import parse_shard
+    from lomo_datasets.execution.pipeline import parse_shard
 
     try:
         return parse_shard(text)
@@ -100,15 +100,16 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def _hub_default(what: str):
-    from lomo_datasets import hub
+    from lomo_datasets.publish import hub
 
     return {"read": hub.HubTimeouts().read, "attempts": hub.DEFAULT_ATTEMPTS}[what]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from lomo_datasets import errors, progress
-    from lomo_datasets.cookies import remove_stale_cookie_files
+    from lomo_datasets.core import errors
+    from lomo_datasets.core import progress
+    from lomo_datasets.core.cookies import remove_stale_cookie_files
 
     progress.configure(verbose=args.verbose, quiet=args.quiet)
     work_dir = _work_dir(args)
@@ -129,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 def _fail(exc: BaseException, verbose: bool, work_dir: str | None, out: str | None = None) -> int:
     import traceback
 
-    from lomo_datasets import errors
-    from lomo_datasets.redact import redact
+    from lomo_datasets.core import errors
+    from lomo_datasets.core.redact import redact
 
     message, status = errors.explain(exc, work_dir=work_dir, out=out)
     if verbose:
@@ -146,7 +147,7 @@ def _work_dir(args: argparse.Namespace) -> str | None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from lomo_datasets import recipes
+    from lomo_datasets.execution import recipes
 
     if args.command == "recipes":
         for name, recipe in sorted(recipes.RECIPES.items()):
@@ -157,23 +158,23 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "view":
         return _view(args)
     if args.command == "sample":
-        from lomo_datasets.samples import make_samples
+        from lomo_datasets.media.samples import make_samples
 
         for path in make_samples(args.folder):
             print(path)
         return 0
     if args.command == "publish":
-        from lomo_datasets.publish import push_folder
+        from lomo_datasets.publish.layout import push_folder
 
-        from lomo_datasets.hub import HubTimeouts
-        from lomo_datasets.publish import Retry
+        from lomo_datasets.publish.hub import HubTimeouts
+        from lomo_datasets.publish.layout import Retry
 
         timeouts = HubTimeouts(read=args.timeout) if args.timeout is not None else None
         retry = Retry(attempts=args.attempts) if args.attempts is not None else None
         print(f"pushed: {push_folder(args.folder, args.repo, private=args.private or None, timeouts=timeouts, retry=retry)}")
         return 0
     if args.command == "merge":
-        from lomo_datasets.pipeline import merge_outputs
+        from lomo_datasets.execution.pipeline import merge_outputs
 
         out = merge_outputs(args.parts, args.out)
         print(f"merged {len(args.parts)} parts into {out}")
@@ -182,13 +183,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("run", "demo"):
         _check_workers(args.num_proc)
     if args.command == "demo":
-        from lomo_datasets import outputs
-        from lomo_datasets.samples import make_samples
+        from lomo_datasets.publish import outputs
+        from lomo_datasets.media.samples import make_samples
 
         out = outputs.claim(Path(args.out))
         with outputs.Lock(out, "--out"):
             make_samples(out / "videos")
-        from lomo_datasets.pipeline import parse_overrides
+        from lomo_datasets.execution.pipeline import parse_overrides
 
         overrides = {step: dict(settings) for step, settings in recipes.get_recipe(args.recipe).demo_settings.items()}
         for step, settings in parse_overrides(args.overrides).items():
@@ -220,11 +221,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from lomo_datasets import audit
+    from lomo_datasets.audit import checks as audit
 
     generate, model = None, None
     if not args.no_blind:
-        from lomo_datasets import safe_yaml
+        from lomo_datasets.core import safe_yaml
 
         values = {}
         for item in args.llm:
@@ -242,7 +243,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _view(args: argparse.Namespace) -> int:
-    from lomo_datasets import view
+    from lomo_datasets.review import page as view
 
     if args.serve:
         server = view.ReviewServer(args.folder, port=args.port, per_page=args.per_page)
@@ -261,7 +262,7 @@ def _view(args: argparse.Namespace) -> int:
 def _check_workers(num_proc: int) -> None:
     """Warn when --num-proc asks for more workers than there are CPU cores (and GPUs): the
     workers then share the cores, and each loads its own models, so the run gets slower."""
-    from lomo_datasets.stage import cuda_device_count
+    from lomo_datasets.core.stage import cuda_device_count
 
     if num_proc < 1:
         raise SettingError(f"--num-proc {num_proc}: use 1 or more worker processes")

@@ -27,9 +27,9 @@ from typing import Any, ClassVar
 
 from datasets import Features
 
-from lomo_datasets import features as F
+from lomo_datasets.core import features as F
 from lomo_datasets.formats import TASKS
-from lomo_datasets.stage import Filter, SettingError, Stage, seeded_random
+from lomo_datasets.core.stage import Filter, SettingError, Stage, seeded_random
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Speech recognition with faster-whisper: ``Transcribe`` and its quality flags.
 
-``Transcribe`` decodes each row's audio in memory (``lomo_datasets.media.decode_audio``, no
+``Transcribe`` decodes each row's audio in memory (``lomo_datasets.media.decode.decode_audio``, no
 temporary wav), runs faster-whisper (``BatchedInferencePipeline`` when ``batch_size > 1``) and
 writes::
 
@@ -40,10 +40,10 @@ from typing import Any, ClassVar, Iterable, Sequence
 
 from datasets import Features
 
-from lomo_datasets import features as F
-from lomo_datasets import media
-from lomo_datasets.models import resolve_model
-from lomo_datasets.stage import SettingError, Stage, auto_precision, split_device
+from lomo_datasets.core import features as F
+from lomo_datasets.media import decode as media
+from lomo_datasets.models.zoo import resolve_model
+from lomo_datasets.core.stage import SettingError, Stage, auto_precision, split_device
 
 logger = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ class Transcribe(Stage):
 
     def model_repo(self) -> str | None:
         """The Hub repo of ``model`` (a Whisper size maps to faster-whisper's conversion), for
-        the check before any row (``lomo_datasets.model_check``)."""
+        the check before any row (``lomo_datasets.models.check``)."""
         from faster_whisper import utils
 
         sizes = getattr(utils, "_MODELS", {})

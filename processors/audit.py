@@ -1,4 +1,4 @@
-"""The QA audit as recipe steps (lomo_datasets/audit.py has the checks and figures).
+"""The QA audit as recipe steps (lomo_datasets/audit/checks.py has the checks and figures).
 
 - ``BlindAnswer`` (step ``blind``): an LLM answers each multiple-choice item of a row from its
   question and options alone (no subtitles, no video) and writes ``blind_answers``
@@ -22,10 +22,10 @@ from typing import Any, ClassVar
 
 from datasets import Features
 
-from lomo_datasets import audit as A
-from lomo_datasets import features as F
-from lomo_datasets.llm import LLMStage, Requests
-from lomo_datasets.stage import Ready, SettingError, Stage
+from lomo_datasets.audit import checks as A
+from lomo_datasets.core import features as F
+from lomo_datasets.llm.stage import LLMStage, Requests
+from lomo_datasets.core.stage import Ready, SettingError, Stage
 
 
 @dataclass

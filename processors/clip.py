@@ -34,9 +34,9 @@ from typing import Any, Iterable, Sequence
 
 from datasets import Features
 
-from lomo_datasets import features as F
+from lomo_datasets.core import features as F
 from lomo_datasets.processors.asr import ends_sentence
-from lomo_datasets.stage import SettingError, Stage
+from lomo_datasets.core.stage import SettingError, Stage
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ commentary on what the video shows, and for those clips writes a generic user qu
 commentary answers (for example "Please commentate on this match as it happens.").
 
 The LLM answers in JSON validated against ``{"result": "YES" | "NO", "query": string}``
-(constrained decoding where the backend supports it; see ``lomo_datasets.llm``). Rows judged NO
+(constrained decoding where the backend supports it; see ``lomo_datasets.llm.stage``). Rows judged NO
 get no query (``None``) and ``commentary = False``; ``Filter("commentary", "commentary", low=1)``
 drops them. Rows whose LLM output stays invalid after the bounded retries get a row error.
 """
@@ -16,10 +16,10 @@ from typing import Any
 
 from datasets import Features
 
-from lomo_datasets import features as F
-from lomo_datasets.llm import LLMStage, Messages, Requests, TaskSpec
+from lomo_datasets.core import features as F
+from lomo_datasets.llm.stage import LLMStage, Messages, Requests, TaskSpec
 from lomo_datasets.processors.clip import join_words
-from lomo_datasets.stage import SettingError
+from lomo_datasets.core.stage import SettingError
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Information compression (LoMo stage 3): the global view and the temporal view of a video.
 
 ``Compress`` reads the English transcript (``segments_en``; or ``segments`` when the speech is
-English and translation was skipped) and asks the LLM, through ``lomo_datasets.llm``, for:
+English and translation was skipped) and asks the LLM, through ``lomo_datasets.llm.stage``, for:
 
 - ``summary``: a concise summary of the visible information (JSON ``{"summary": ...}``);
 - ``temporal``: the model picks ONE subtitle line by its number (the schema allows only the
@@ -25,11 +25,11 @@ from typing import Any, ClassVar
 
 from datasets import Features
 
-from lomo_datasets import features as F
-from lomo_datasets import prompts as P
-from lomo_datasets.llm import LLMStage, Requests, TaskSpec
+from lomo_datasets.core import features as F
+from lomo_datasets.llm import prompts as P
+from lomo_datasets.llm.stage import LLMStage, Requests, TaskSpec
 from lomo_datasets.processors.aggregate import stop_phrase
-from lomo_datasets.stage import SettingError, seeded_random
+from lomo_datasets.core.stage import SettingError, seeded_random
 
 logger = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ from typing import Any, Iterator
 
 from datasets import Features
 
-from lomo_datasets import features as F
-from lomo_datasets.cookies import check_cookie_file, temporary_cookie_file
-from lomo_datasets.redact import mask_url_credentials, redact
-from lomo_datasets.stage import SettingError, Stage
+from lomo_datasets.core import features as F
+from lomo_datasets.core.cookies import check_cookie_file, temporary_cookie_file
+from lomo_datasets.core.redact import mask_url_credentials, redact
+from lomo_datasets.core.stage import SettingError, Stage
 from lomo_datasets.processors.ingest import is_url, make_video_id
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class _YtdlpLogger:
 
 
 def default_output_dir() -> str:
-    from lomo_datasets.models import cache_dir
+    from lomo_datasets.models.zoo import cache_dir
 
     return str(cache_dir() / "downloads")
 
@@ -73,7 +73,7 @@ def default_output_dir() -> str:
 def cookie_file(cookiefile: str | None, env_name: str | None, domain: str) -> Iterator[str | None]:
     """The cookies file yt-dlp gets: ``cookiefile`` once checked to be a Netscape cookies file,
     else a temporary private file holding the cookie named ``env_name`` from the environment
-    (``lomo_datasets.cookies``: removed on exit, or at the next start after a kill), else ``None``."""
+    (``lomo_datasets.core.cookies``: removed on exit, or at the next start after a kill), else ``None``."""
     if cookiefile:
         check_cookie_file(cookiefile)
         yield cookiefile

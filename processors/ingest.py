@@ -21,9 +21,9 @@ from typing import Any, Iterable
 
 from datasets import Dataset
 
-from lomo_datasets import features as F
-from lomo_datasets import media
-from lomo_datasets.stage import SettingError, Stage
+from lomo_datasets.core import features as F
+from lomo_datasets.media import decode as media
+from lomo_datasets.core.stage import SettingError, Stage
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, ClassVar
 
 from datasets import Features, Value
 
-from lomo_datasets.stage import Filter, SettingError, Stage
+from lomo_datasets.core.stage import Filter, SettingError, Stage
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from lomo_datasets import prompts as P
-from lomo_datasets.llm import TaskSpec
+from lomo_datasets.llm import prompts as P
+from lomo_datasets.llm.stage import TaskSpec
 
 #: Language names for the prompt (ISO 639-1 codes, as Whisper writes them).
 NAMES = {

@@ -25,10 +25,10 @@ from typing import Any
 
 from datasets import Features
 
-from lomo_datasets import features as F
-from lomo_datasets.models import is_embedded, resolve_model
+from lomo_datasets.core import features as F
+from lomo_datasets.models.zoo import is_embedded, resolve_model
 from lomo_datasets.processors.clip import join_words
-from lomo_datasets.stage import SettingError, Stage
+from lomo_datasets.core.stage import SettingError, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class LMLoss(Stage):
         return (self.model, self.dtype)
 
     def load_model(self, device: str):
-        from lomo_datasets.models import load_causal_lm
+        from lomo_datasets.models.zoo import load_causal_lm
 
         # The LLM layer's loader: embedded GGUF models are dequantized once into the cache dir.
         return load_causal_lm(self.model, device, self.dtype)

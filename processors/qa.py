@@ -32,13 +32,13 @@ from typing import Any, ClassVar
 
 from datasets import Features
 
-from lomo_datasets import features as F
-from lomo_datasets import prompts as P
+from lomo_datasets.core import features as F
+from lomo_datasets.llm import prompts as P
 from lomo_datasets.formats import EXTRA_TASKS, TASKS  # noqa: F401  (the LoMo task lists, defined once in formats)
-from lomo_datasets.llm import LLMStage, Requests, TaskSpec
+from lomo_datasets.llm.stage import LLMStage, Requests, TaskSpec
 from lomo_datasets.processors.aggregate import stop_phrase
 from lomo_datasets.processors.compress import _distinct, english_segments, usable_lines
-from lomo_datasets.stage import SettingError, seeded_random
+from lomo_datasets.core.stage import SettingError, seeded_random
 
 logger = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 from datasets import Features
 
-from lomo_datasets import features as F
-from lomo_datasets import media
-from lomo_datasets.models import is_embedded, resolve_model
-from lomo_datasets.stage import SettingError, Stage, torch_dtype
+from lomo_datasets.core import features as F
+from lomo_datasets.media import decode as media
+from lomo_datasets.models.zoo import is_embedded, resolve_model
+from lomo_datasets.core.stage import SettingError, Stage, torch_dtype
 
 logger = logging.getLogger(__name__)
 

@@ -41,11 +41,11 @@ from typing import Any, ClassVar
 
 from datasets import Features
 
-from lomo_datasets import features as F
-from lomo_datasets.llm import EMBEDDED_LLM, LLMSettings, make_backend
-from lomo_datasets.models import embedded_kind, resolve_model
+from lomo_datasets.core import features as F
+from lomo_datasets.llm.stage import EMBEDDED_LLM, LLMSettings, make_backend
+from lomo_datasets.models.zoo import embedded_kind, resolve_model
 from lomo_datasets.processors import llm_translate
-from lomo_datasets.stage import Ready, SettingError, Stage, auto_precision, split_device
+from lomo_datasets.core.stage import Ready, SettingError, Stage, auto_precision, split_device
 
 logger = logging.getLogger(__name__)
 

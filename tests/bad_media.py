@@ -11,7 +11,7 @@ import os
 import struct
 from pathlib import Path
 
-from lomo_datasets.samples import write_video
+from lomo_datasets.media.samples import write_video
 from tests.media import _once
 
 CLAIMED_SECONDS = 10 * 3600

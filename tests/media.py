@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lomo_datasets.samples import make_speech_video, write_video
+from lomo_datasets.media.samples import make_speech_video, write_video
 
 ENGLISH_TEXT = (
     "The quick brown fox jumps over the lazy dog. "

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from datasets import Dataset, Features, Value
 
-from lomo_datasets import features as F
-from lomo_datasets.stage import Stage
+from lomo_datasets.core import features as F
+from lomo_datasets.core.stage import Stage
 
 
 def _log(path: str, stage: str, video_id: str) -> None:
@@ -94,7 +94,7 @@ def toy_records(n: int) -> Dataset:
 
 
 def main(argv: list[str]) -> int:
-    from lomo_datasets.pipeline import Runner
+    from lomo_datasets.execution.pipeline import Runner
 
     work, log, out, rows, delay, chunk = argv
     steps = [SlowNumber(log=log, delay=float(delay), factor=3), AddOffset(log=log, offset=1), Square(log=log)]

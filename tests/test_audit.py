@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
-from lomo_datasets import audit as A
-from lomo_datasets import features as F
-from lomo_datasets.stage import SettingError
+from lomo_datasets.audit import checks as A
+from lomo_datasets.core import features as F
+from lomo_datasets.core.stage import SettingError
 from tests.test_llm import ChatServer
 
 
@@ -62,7 +62,7 @@ def lexical_reader(body):
 
 
 def test_leaky_item_is_answered_blind_through_the_http_backend():
-    from lomo_datasets.llm import LLMSettings
+    from lomo_datasets.llm.stage import LLMSettings
 
     grounding = {**GOOD_WINDOW, "question_id": "v1_04", "task": "VTG", "options": [], "answer": ""}
     videos = [video("v1", [LEAKY, HARD, GOOD_WINDOW, grounding])]
@@ -329,7 +329,7 @@ def test_card_shows_the_audit_links_the_table_and_plots_blind_accuracy(tmp_path)
     from datasets import DatasetDict
     from PIL import Image
 
-    from lomo_datasets.publish import PUBLISHED_PATTERNS, write_folder as publish_folder
+    from lomo_datasets.publish.layout import PUBLISHED_PATTERNS, write_folder as publish_folder
 
     rows = folder_rows()
     leaky = [item(f"v{i}_01", "GVQA", f"Which tool, a hammer number {i}, drives the nail?",

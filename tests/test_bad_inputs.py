@@ -9,7 +9,7 @@ import shutil
 import pytest
 from datasets import load_dataset
 
-from lomo_datasets.recipes import run_recipe
+from lomo_datasets.execution.recipes import run_recipe
 from tests.bad_media import CLAIMED_SECONDS, make_bad
 
 

@@ -16,7 +16,7 @@ import lomo_datasets
 from lomo_datasets import formats
 from lomo_datasets.formats import FormatError, livecc
 from lomo_datasets.processors.ingest import ingest
-from lomo_datasets.stage import SettingError
+from lomo_datasets.core.stage import SettingError
 from tests.test_formats_lomo import records as lomo_records
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datasets import Dataset
 
-from lomo_datasets import publish
-from lomo_datasets.card import compute_stats
-from lomo_datasets.pipeline import Filter, Runner
+from lomo_datasets.publish import layout as publish
+from lomo_datasets.publish.card import compute_stats
+from lomo_datasets.execution.pipeline import Filter, Runner
 from tests.toy_stages import ToyModelStage
 
 
@@ -23,7 +23,7 @@ def test_failed_rows_count_under_their_stage_and_filtered_rows_under_the_filter(
     assert "| toy failed: ValueError | 1 |" in card and "| y_band | 1 |" in card
     assert "| keep" not in card
     assert (out / "stats.png").stat().st_size > 0
-    from lomo_datasets.card import _count_panel
+    from lomo_datasets.publish.card import _count_panel
 
     counts, _ = _count_panel(stats)
     assert counts["dropped: toy failed: ValueError"] == 1 and counts["dropped: y_band"] == 1

@@ -302,7 +302,7 @@ def test_disk_full_says_the_run_resumes(two_videos, tmp_path):
 def test_publish_to_a_hub_that_never_answers_times_out(tmp_path):
     from datasets import Dataset
 
-    from lomo_datasets.publish import write_folder
+    from lomo_datasets.publish.layout import write_folder
 
     folder = write_folder(Dataset.from_dict({"video_id": ["a"], "duration": [1.0]}), tmp_path / "ds", plot=False)
     token = "hf_" + "q" * 34

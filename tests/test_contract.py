@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 from datasets import Dataset, Features, Value
 
-from lomo_datasets.stage import Ready, SettingError, Stage, StageContractError, apply_stage
+from lomo_datasets.core.stage import Ready, SettingError, Stage, StageContractError, apply_stage
 
 CALLS: list[int] = []  # the size of every run_batch call
 LOADS: list[str] = []  # every model load, with the state of CALLS at that time
@@ -58,7 +58,7 @@ def texts(*values) -> Dataset:
 
 @pytest.fixture(autouse=True)
 def fresh_counts():
-    from lomo_datasets import stage as S
+    from lomo_datasets.core import stage as S
 
     CALLS.clear()
     LOADS.clear()
@@ -150,7 +150,7 @@ def test_run_batch_must_return_one_result_per_item():
 
 def test_filter_is_a_dataclass_step_usable_alone():
     from lomo_datasets.processors.aggregate import KeepQC
-    from lomo_datasets.stage import Filter
+    from lomo_datasets.core.stage import Filter
 
     out = apply_stage(texts("ab", "boom", "abcd"), Shout(), load_from_cache_file=False)
     kept, dropped = Filter("keep_short", "chars", high=3).split(out)
@@ -162,8 +162,8 @@ def test_filter_is_a_dataclass_step_usable_alone():
 
 
 def test_every_recipe_step_is_a_dataclass_that_lists_its_settings():
-    from lomo_datasets import recipes
-    from lomo_datasets.pipeline import build_steps
+    from lomo_datasets.execution import recipes
+    from lomo_datasets.execution.pipeline import build_steps
 
     for recipe in recipes.RECIPES.values():
         for name, _ in recipe.steps:

@@ -12,12 +12,12 @@ import shutil
 import pytest
 from datasets import Dataset, load_dataset
 
-from lomo_datasets import features as F
-from lomo_datasets import media
+from lomo_datasets.core import features as F
+from lomo_datasets.media import decode as media
 from lomo_datasets.processors.download import Download, cookie_file
 from lomo_datasets.processors.ingest import ingest, platform_reference
-from lomo_datasets.recipes import run_recipe
-from lomo_datasets.stage import SettingError, apply_stage
+from lomo_datasets.execution.recipes import run_recipe
+from lomo_datasets.core.stage import SettingError, apply_stage
 from tests.media_server import MediaServer
 
 

@@ -15,13 +15,13 @@ import re
 import pytest
 from datasets import Dataset
 
-from lomo_datasets import features as F
-from lomo_datasets import models
+from lomo_datasets.core import features as F
+from lomo_datasets.models import zoo as models
 from lomo_datasets.processors.compress import Compress
 from lomo_datasets.processors.commentary import MakePrompt
 from lomo_datasets.processors.qa import GenerateQA
 from lomo_datasets.processors.translate import TranslateToEnglish
-from lomo_datasets.stage import apply_stage
+from lomo_datasets.core.stage import apply_stage
 from tests.processors.test_compress import row, segments
 from tests.processors.test_commentary import ROWS as CLIP_ROWS
 from tests.processors.test_qa import check_items

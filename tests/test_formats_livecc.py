@@ -212,9 +212,9 @@ def test_clip_records_match_the_hand_written_fixture(tmp_path):
 
 
 def test_export_settings_are_checked_before_the_run(tmp_path):
-    from lomo_datasets.pipeline import build_exports, build_steps
-    from lomo_datasets.recipes import get_recipe
-    from lomo_datasets.stage import SettingError
+    from lomo_datasets.execution.pipeline import build_exports, build_steps
+    from lomo_datasets.execution.recipes import get_recipe
+    from lomo_datasets.core.stage import SettingError
 
     recipe = get_recipe("livecc-pretrain")
     assert "export" in recipe.setting_sections()

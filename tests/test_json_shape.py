@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lomo_datasets.json_shape import shape, with_feedback, with_shape
+from lomo_datasets.llm.json_shape import shape, with_feedback, with_shape
 from lomo_datasets.processors.compress import temporal_task
 from lomo_datasets.processors.commentary import SCHEMA as COMMENTARY
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from lomo_datasets import llm
-from lomo_datasets.llm import LLMOutputError, LLMSettings, TaskSpec, make_backend
-from lomo_datasets.stage import SettingError
+from lomo_datasets.llm import stage as llm
+from lomo_datasets.llm.stage import LLMOutputError, LLMSettings, TaskSpec, make_backend
+from lomo_datasets.core.stage import SettingError
 
 pytestmark = pytest.mark.slow
 
@@ -201,7 +201,7 @@ def test_cut_output_is_retried_then_an_item_error(smol_backend):
 
 
 def test_llm_stage_loads_the_backend_once(smol_backend):
-    from lomo_datasets.llm import LLMStage
+    from lomo_datasets.llm.stage import LLMStage
 
     stage = LLMStage(model="embedded:smollm2-135m", batch_size=8, max_tries=2, cpu_threads=1)
     assert stage.model == "embedded:smollm2-135m"  # the setting

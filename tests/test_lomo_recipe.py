@@ -11,9 +11,11 @@ import re
 
 import pytest
 
-from lomo_datasets import cli, formats, outputs
-from lomo_datasets.recipes import get_recipe
-from lomo_datasets.samples import SAMPLES, make_speech_video
+from lomo_datasets import cli, formats
+
+from lomo_datasets.publish import outputs
+from lomo_datasets.execution.recipes import get_recipe
+from lomo_datasets.media.samples import SAMPLES, make_speech_video
 from tests.processors.test_qa import check_items
 
 CJK = re.compile(r"[\u4e00-\u9fff]")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lomo_datasets import media
-from lomo_datasets.samples import speak
+from lomo_datasets.media import decode as media
+from lomo_datasets.media.samples import speak
 from tests.media import ENGLISH_TEXT, FPS, SIZE
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from lomo_datasets import media, models
-from lomo_datasets.stage import SettingError
+from lomo_datasets.media import decode as media
+
+from lomo_datasets.models import zoo as models
+from lomo_datasets.core.stage import SettingError
 from tests.media import ENGLISH_TEXT
 
 

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 from datasets import load_dataset
 
-from lomo_datasets import outputs, publish
-from lomo_datasets.pipeline import Recipe
-from lomo_datasets.recipes import RECIPES, _with_download, get_recipe, run_recipe
-from lomo_datasets.stage import SettingError
+from lomo_datasets.publish import outputs
+
+from lomo_datasets.publish import layout as publish
+from lomo_datasets.execution.pipeline import Recipe
+from lomo_datasets.execution.recipes import RECIPES, _with_download, get_recipe, run_recipe
+from lomo_datasets.core.stage import SettingError
 
 
 def _cli(*args, cwd=None, **kwargs):
@@ -180,7 +182,7 @@ def test_a_failure_after_the_data_is_written_leaves_the_previous_folder(test_med
     before = _tree(out, skip=(".lomo-work",))
     assert "failed.jsonl" in before and any(k.startswith("data/") for k in before)
 
-    from lomo_datasets import recipes
+    from lomo_datasets.execution import recipes
 
     written = []
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import pytest
 from datasets import Dataset, Features, Value, load_dataset
 
-from lomo_datasets import media
-from lomo_datasets.pipeline import Filter, Recipe, Runner, build_steps, parse_overrides
-from lomo_datasets.recipes import run_recipe
-from lomo_datasets.stage import SettingError, Stage
+from lomo_datasets.media import decode as media
+from lomo_datasets.execution.pipeline import Filter, Recipe, Runner, build_steps, parse_overrides
+from lomo_datasets.execution.recipes import run_recipe
+from lomo_datasets.core.stage import SettingError, Stage
 from tests.toy_stages import ToyModelStage
 
 
@@ -141,7 +141,7 @@ def test_dropped_rows_of_filters_with_different_columns_are_all_kept(tmp_path):
 
 
 def test_summary_counts_failed_rows_that_a_filter_dropped(tmp_path):
-    from lomo_datasets.recipes import _summarize
+    from lomo_datasets.execution.recipes import _summarize
 
     ds = Dataset.from_dict({"video_id": list("abc"), "x": [1.0, -1.0, 2.0]})
     steps = [ToyModelStage(scale=1.0), Filter("y_band", "y", low=0.0)]

@@ -23,12 +23,12 @@ import pytest
 import yaml
 from datasets import Dataset, DatasetDict, Features, List, Value, load_dataset
 
-from lomo_datasets import features as F
-from lomo_datasets import publish
-from lomo_datasets.card import Provenance, StepInfo, card_kind, compute_stats
-from lomo_datasets.pipeline import Filter
+from lomo_datasets.core import features as F
+from lomo_datasets.publish import layout as publish
+from lomo_datasets.publish.card import Provenance, StepInfo, card_kind, compute_stats
+from lomo_datasets.execution.pipeline import Filter
 from lomo_datasets.processors.ingest import Probe
-from lomo_datasets.stage import SettingError, Stage
+from lomo_datasets.core.stage import SettingError, Stage
 from tests.hub_server import HubServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, load_dataset
 
-from lomo_datasets.pipeline import Filter, Runner
-from lomo_datasets.stage import SettingError
+from lomo_datasets.execution.pipeline import Filter, Runner
+from lomo_datasets.core.stage import SettingError
 from tests.toy_stages import ToyBatchRaises, ToyFanOut, ToyMissingModel, ToyModelStage, ToySlowModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ def ray_cluster(tmp_path_factory):
 
 
 def _executor(work, **settings):
-    from lomo_datasets.ray_executor import RayExecutor, RaySettings
+    from lomo_datasets.execution.ray_executor import RayExecutor, RaySettings
 
     return RayExecutor(work, RaySettings(**settings))
 
@@ -175,7 +175,7 @@ DRIVER = """
 import sys, ray
 sys.path.insert(0, {root!r})
 from datasets import Dataset
-from lomo_datasets.ray_executor import RayExecutor, RaySettings
+from lomo_datasets.execution.ray_executor import RayExecutor, RaySettings
 from tests.toy_stages import ToySlowModel
 ray.init(address={address!r}, logging_level="WARNING", runtime_env={{"env_vars": {{"PYTHONPATH": {root!r}}}}})
 ds = Dataset.from_dict({{"video_id": [f"v{{i:02d}}" for i in range(16)], "x": [float(i) for i in range(16)]}})
@@ -204,7 +204,7 @@ def test_a_killed_driver_is_resumed_without_redoing_written_rows(ray_cluster, tm
 
     before = sum(pq.read_table(p).num_rows for p in written)
     ds = Dataset.from_dict({"video_id": [f"v{i:02d}" for i in range(16)], "x": [float(i) for i in range(16)]})
-    with caplog.at_level("WARNING", logger="lomo_datasets.ray_executor"):
+    with caplog.at_level("WARNING", logger="lomo_datasets.execution.ray_executor"):
         result = _executor(work, block_rows=2).run(ds, [ToySlowModel(delay=0.15)])
     assert result.dataset["video_id"] == [f"v{i:02d}" for i in range(16)]
     resumed = [r.getMessage() for r in caplog.records if "already written" in r.getMessage()]
@@ -221,7 +221,7 @@ def test_a_damaged_part_file_is_found_and_its_rows_recomputed(ray_cluster, tmp_p
     data = bytearray(parts[0].read_bytes())
     data[len(data) // 2] ^= 0xFF  # altered in place after it was written
     parts[0].write_bytes(bytes(data))
-    with caplog.at_level("WARNING", logger="lomo_datasets.ray_executor"):
+    with caplog.at_level("WARNING", logger="lomo_datasets.execution.ray_executor"):
         again = _executor(tmp_path / "work", block_rows=2).run(ds, steps)
     assert any("does not match what was written; recomputing its rows" in r.getMessage() for r in caplog.records)
     assert any("4 of 6 input rows already written" in r.getMessage() for r in caplog.records)

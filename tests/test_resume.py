@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lomo_datasets.pipeline import DONE, Runner
+from lomo_datasets.execution.pipeline import DONE, Runner
 from tests.resume_stages import AddOffset, SlowNumber, Square, toy_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_a_chunk_killed_while_saving_is_recomputed(tmp_path):
     data = step / "data"
     from datasets import load_from_disk
 
-    from lomo_datasets.pipeline import _save
+    from lomo_datasets.execution.pipeline import _save
 
     # the first chunk finished (data, then its marker with what it wrote)
     _save(load_from_disk(str(data)).select([0, 1]).flatten_indices(), step / "chunk-000000000-000000002")

@@ -10,9 +10,9 @@ import pytest
 from datasets import Dataset, load_dataset
 
 from lomo_datasets import cli
-from lomo_datasets.pipeline import merge_outputs, parse_shard, take_shard
-from lomo_datasets.recipes import run_recipe
-from lomo_datasets.stage import SettingError
+from lomo_datasets.execution.pipeline import merge_outputs, parse_shard, take_shard
+from lomo_datasets.execution.recipes import run_recipe
+from lomo_datasets.core.stage import SettingError
 
 
 @pytest.fixture()

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 from datasets import Dataset, Features, Value
 
-from lomo_datasets import stage as S
-from lomo_datasets.stage import MissingDependencyError, SettingError, Stage, apply_stage, resolve_device
+from lomo_datasets.core import stage as S
+from lomo_datasets.core.stage import MissingDependencyError, SettingError, Stage, apply_stage, resolve_device
 from tests.toy_stages import ToyModelStage
 
 

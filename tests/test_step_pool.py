@@ -12,7 +12,7 @@ import time
 import pytest
 from datasets import Dataset
 
-from lomo_datasets.pipeline import DONE, Filter, Runner
+from lomo_datasets.execution.pipeline import DONE, Filter, Runner
 from tests.toy_stages import ToyFanOut, ToyModelStage, ToySlowModel
 
 WORKER_COLUMNS = ("pid", "rank", "device", "loads")
@@ -47,7 +47,7 @@ def test_pool_output_equals_one_process(tmp_path):
 
 
 def test_a_step_in_this_process_releases_its_model_when_it_ends(tmp_path):
-    from lomo_datasets import stage as contract
+    from lomo_datasets.core import stage as contract
 
     ds = _numbers(6)
     stage = ToyModelStage(scale=7.25)  # a setting no other test uses: no model of it is cached yet

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, Value
 
-from lomo_datasets import features as F
+from lomo_datasets.core import features as F
 from tests import browser as B
 from tests.test_audit import lexical_reader
 from tests.test_llm import ChatServer

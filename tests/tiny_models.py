@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lomo_datasets.models import build_once, cache_dir
+from lomo_datasets.models.zoo import build_once, cache_dir
 
 VERSION = "1"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from datasets import Features, Value
 
-from lomo_datasets.stage import SettingError, Stage
+from lomo_datasets.core.stage import SettingError, Stage
 
 LOADS = {"count": 0}
 

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator
 from datasets import Features, List, Value
 
 from lomo_datasets.formats.common import FormatError, write_json
-from lomo_datasets.stage import SettingError
+from lomo_datasets.core.stage import SettingError
 
 logger = logging.getLogger(__name__)
 

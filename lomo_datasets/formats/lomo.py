@@ -48,7 +48,7 @@ from typing import Any, Iterable
 
 from datasets import Features, List, Value
 
-from lomo_datasets.features import QUESTION
+from lomo_datasets.core.features import QUESTION
 from lomo_datasets.formats.common import FormatError, read_json_records, write_json, write_text_atomic
 
 logger = logging.getLogger(__name__)

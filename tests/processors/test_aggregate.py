@@ -7,12 +7,12 @@ import json
 import pytest
 from datasets import Dataset
 
-from lomo_datasets import features as F
+from lomo_datasets.core import features as F
 from lomo_datasets import formats
-from lomo_datasets.pipeline import Runner
+from lomo_datasets.execution.pipeline import Runner
 from lomo_datasets.formats.lomo import export_lomo
 from lomo_datasets.processors.aggregate import KeepQC, QualityControl, contains_phrase
-from lomo_datasets.stage import SettingError, apply_stage
+from lomo_datasets.core.stage import SettingError, apply_stage
 from tests.processors.test_qa import answers
 
 

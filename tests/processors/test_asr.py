@@ -16,10 +16,10 @@ import pytest
 from datasets import Dataset, Features, Value
 from faster_whisper.transcribe import Segment
 
-from lomo_datasets import features as F
-from lomo_datasets import media
-from lomo_datasets.models import resolve_model
-from lomo_datasets.pipeline import Filter, Recipe, build_steps
+from lomo_datasets.core import features as F
+from lomo_datasets.media import decode as media
+from lomo_datasets.models.zoo import resolve_model
+from lomo_datasets.execution.pipeline import Filter, Recipe, build_steps
 from lomo_datasets.processors.asr import (
     PRESETS,
     LomoTranscribe,
@@ -30,7 +30,7 @@ from lomo_datasets.processors.asr import (
     normalize_english,
     split_lines,
 )
-from lomo_datasets.stage import SettingError, apply_stage, split_by_threshold, split_device
+from lomo_datasets.core.stage import SettingError, apply_stage, split_by_threshold, split_device
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 TINY = "embedded:whisper-tiny.en"
@@ -287,7 +287,7 @@ def test_lomo_preset_detects_english_and_takes_the_rows_language(test_media, tmp
     detected and written in English (never as Chinese); a row that gives ``language: zh`` (a
     manifest column) is decoded as Mandarin with LoMo's prompt (the demo's Mandarin sample:
     whisper-base hears espeak-ng's two-sentence clip as nothing with the prompt)."""
-    from lomo_datasets.samples import SAMPLES, make_speech_video
+    from lomo_datasets.media.samples import SAMPLES, make_speech_video
 
     sample = next(s for s in SAMPLES if s.language == "zh")
     zh = make_speech_video(tmp_path / sample.name, sample.text, "zh")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from datasets import Dataset, Value
 
-from lomo_datasets import features as F
+from lomo_datasets.core import features as F
 from lomo_datasets.processors.audit import AuditQuestions, BlindAnswer
-from lomo_datasets.stage import SettingError, apply_stage
+from lomo_datasets.core.stage import SettingError, apply_stage
 from tests.test_audit import GOOD_WINDOW, HARD, LEAKY, SUBTITLES, item, lexical_reader
 from tests.test_llm import ChatServer
 

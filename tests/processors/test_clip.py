@@ -8,7 +8,7 @@ import random
 import pytest
 from datasets import Dataset
 
-from lomo_datasets import features as F
+from lomo_datasets.core import features as F
 from lomo_datasets.processors.clip import (
     Clip,
     is_sentence_start,
@@ -20,7 +20,7 @@ from lomo_datasets.processors.clip import (
     split_to_words,
     words_per_second,
 )
-from lomo_datasets.stage import SettingError, apply_stage
+from lomo_datasets.core.stage import SettingError, apply_stage
 
 VOCAB = ["the", "ball", "goes", "left", "and", "he", "runs", "fast", "What", "a", "goal", "Now", "The", "I", "OK"]
 PUNCT = ["", "", "", "", ".", "?", "!", ","]

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from datasets import Dataset
 
-from lomo_datasets.llm import validate_json
-from lomo_datasets.pipeline import Filter
+from lomo_datasets.llm.stage import validate_json
+from lomo_datasets.execution.pipeline import Filter
 from lomo_datasets.processors.commentary import SCHEMA, TASK, MakePrompt, to_columns
-from lomo_datasets.stage import SettingError, apply_stage, split_by_threshold
+from lomo_datasets.core.stage import SettingError, apply_stage, split_by_threshold
 
 pytestmark = pytest.mark.slow
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from datasets import Dataset
 
-from lomo_datasets import features as F
-from lomo_datasets import prompts as P
+from lomo_datasets.core import features as F
+from lomo_datasets.llm import prompts as P
 from lomo_datasets.processors.compress import Compress, english_segments, usable_lines
 from lomo_datasets.processors.translate import TranslateToEnglish
-from lomo_datasets.stage import SettingError, apply_stage
+from lomo_datasets.core.stage import SettingError, apply_stage
 
 LINES = [
     "Today we cook pasta at home.",
@@ -112,8 +112,8 @@ def test_translate_to_english_skips_english_and_never_loads_a_model():
 
 
 def test_embedded_flag_picks_the_1_5b_model_for_every_llm_step():
-    from lomo_datasets.pipeline import build_steps
-    from lomo_datasets.recipes import get_recipe
+    from lomo_datasets.execution.pipeline import build_steps
+    from lomo_datasets.execution.recipes import get_recipe
 
     steps = {s.name: s for s in build_steps(get_recipe("lomo"), embedded=True)}
     # Translation too (issue 13): no row fails for lack of a translation model.

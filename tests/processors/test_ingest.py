@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from lomo_datasets.stage import SettingError, apply_stage
+from lomo_datasets.core.stage import SettingError, apply_stage
 from lomo_datasets.processors.ingest import Probe, discover, ingest, make_video_id, records
 
 

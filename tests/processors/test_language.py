@@ -12,10 +12,10 @@ import textwrap
 import pytest
 from datasets import Dataset, Features, Value
 
-from lomo_datasets import features as F
-from lomo_datasets.pipeline import Filter
+from lomo_datasets.core import features as F
+from lomo_datasets.execution.pipeline import Filter
 from lomo_datasets.processors.language import DetectLanguage, KeepLanguage, text_of
-from lomo_datasets.stage import SettingError, apply_stage, split_by_threshold
+from lomo_datasets.core.stage import SettingError, apply_stage, split_by_threshold
 from tests.tiny_models import XLMR_LABELS, tiny_xlmr_language_classifier
 
 ENGLISH = ("Today we cook pasta at home. First, boil a large pot of salted water, then add the pasta "

@@ -7,9 +7,9 @@ import math
 import pytest
 from datasets import Dataset
 
-from lomo_datasets.pipeline import Filter
+from lomo_datasets.execution.pipeline import Filter
 from lomo_datasets.processors.lm_loss import LMLoss, batch_losses, conversation, encode
-from lomo_datasets.stage import SettingError, apply_stage, split_by_threshold
+from lomo_datasets.core.stage import SettingError, apply_stage, split_by_threshold
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,10 @@ from collections import Counter
 import pytest
 from datasets import Dataset
 
-from lomo_datasets import features as F
-from lomo_datasets import prompts as P
+from lomo_datasets.core import features as F
+from lomo_datasets.llm import prompts as P
 from lomo_datasets.processors.qa import LETTERS, TASKS, GenerateQA, build_items
-from lomo_datasets.stage import SettingError, apply_stage
+from lomo_datasets.core.stage import SettingError, apply_stage
 from tests.processors.test_compress import segments
 from tests.test_llm import ChatServer, user_text
 

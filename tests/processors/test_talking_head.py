@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from lomo_datasets.pipeline import Filter
+from lomo_datasets.execution.pipeline import Filter
 from lomo_datasets.processors.talking_head import (
     IMAGE_PAD,
     TalkingHead,
@@ -29,7 +29,7 @@ from lomo_datasets.processors.talking_head import (
     speech_share,
     yes_probabilities,
 )
-from lomo_datasets.stage import SettingError, apply_stage, split_by_threshold
+from lomo_datasets.core.stage import SettingError, apply_stage, split_by_threshold
 
 MEGAMIND = Path("/usr/share/doc/opencv-doc/examples/data/Megamind.avi")
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from datasets import Dataset, Features, Value
 
-from lomo_datasets import features as F
+from lomo_datasets.core import features as F
 from lomo_datasets.processors.translate import NLLB_CODES, Translate, family_of, language_code
-from lomo_datasets.stage import SettingError, apply_stage
+from lomo_datasets.core.stage import SettingError, apply_stage
 from tests.tiny_models import tiny_m2m100, tiny_m2m100_ct2, tiny_nllb
 
 ZH = ["今天天气很好。", "我们去公园散步。", "先烧水", "然后加面条", "等十分钟。", "城市河流", "桥和船", "球队进球！",
@@ -149,7 +149,7 @@ def test_language_codes():
 def test_llm_translation_refuses_untranslated_and_merged_lines():
     import json
 
-    from lomo_datasets.llm_backends import parse_output
+    from lomo_datasets.llm.backends import parse_output
     from processors.llm_translate import translation_task
 
     source = ["今天我们坐火车去北京。", "我们在车上看书。", "我们在车上看书。", "下午我们到了北京。"]

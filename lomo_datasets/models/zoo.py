@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from lomo_datasets.stage import SettingError, resolve_device, torch_dtype
+from lomo_datasets.core.stage import SettingError, resolve_device, torch_dtype
 
 logger = logging.getLogger(__name__)
 

@@ -192,9 +192,9 @@ def merge(*parts: Features | dict) -> Features:
 
 
 #: The blind answerer's pick per multiple-choice item (``answer`` "" when it gave none), written
-#: by the audit's blind step; the QA audit (lomo_datasets/audit.py) scores it.
+#: by the audit's blind step; the QA audit (lomo_datasets/audit/checks.py) scores it.
 BLIND_ANSWERS = List({"question_id": Value("string"), "answer": Value("string")})
 
 #: The QA audit's flags of a row's items: one entry per failed check (reason codes in
-#: ``lomo_datasets.audit.REASONS``). Flagged items stay in ``questions``.
+#: ``lomo_datasets.audit.checks.REASONS``). Flagged items stay in ``questions``.
 AUDIT_FLAGS = List({"question_id": Value("string"), "reason": Value("string"), "detail": Value("string")})

@@ -21,8 +21,8 @@ from typing import Any, Iterable
 
 from datasets import Dataset, DatasetDict
 
-from lomo_datasets.redact import redact
-from lomo_datasets.stage import Filter
+from lomo_datasets.core.redact import redact
+from lomo_datasets.core.stage import Filter
 
 logger = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
 
 def _audit(dsd: DatasetDict):
     """The QA audit of every split's rows (questions, windows, the blind step's picks)."""
-    from lomo_datasets import audit
+    from lomo_datasets.audit import checks as audit
 
     rows: list[dict] = []
     for ds in dsd.values():
@@ -324,7 +324,7 @@ def _audit(dsd: DatasetDict):
 
 
 def _audit_summary(report) -> dict[str, Any]:
-    from lomo_datasets import audit
+    from lomo_datasets.audit import checks as audit
 
     return audit.card_summary(report)
 

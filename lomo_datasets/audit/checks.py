@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from lomo_datasets.prompts import Prompt
-from lomo_datasets.stage import SettingError
+from lomo_datasets.llm.prompts import Prompt
+from lomo_datasets.core.stage import SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -411,7 +411,7 @@ def blind_messages(item: Item) -> list[dict[str, str]]:
 
 
 def blind_task(letters: Sequence[str]) -> Any:
-    from lomo_datasets.llm_backends import TaskSpec
+    from lomo_datasets.llm.backends import TaskSpec
 
     schema = {
         "type": "object",
@@ -425,8 +425,8 @@ def blind_task(letters: Sequence[str]) -> Any:
 def blind_settings(values: dict[str, Any] | None = None, embedded: bool = False) -> Any:
     """``LLMSettings`` for the blind answerer from ``{setting: value}`` (``--llm KEY=VALUE``);
     ``embedded`` makes the embedded chat model the default model. Unknown names fail at once."""
-    from lomo_datasets.llm import LLMStage
-    from lomo_datasets.llm_backends import LLMSettings
+    from lomo_datasets.llm.stage import LLMStage
+    from lomo_datasets.llm.backends import LLMSettings
 
     values = dict(values or {})
     names = [f.name for f in dataclasses.fields(LLMSettings)]
@@ -445,8 +445,8 @@ def llm_answerer(settings: Any, device: str | None = None) -> JsonGenerator:
     ``device`` (default: the package's device rule for one process).
 
     The one place the audit touches the LLM layer."""
-    from lomo_datasets.llm_backends import make_backend
-    from lomo_datasets.stage import resolve_device
+    from lomo_datasets.llm.backends import make_backend
+    from lomo_datasets.core.stage import resolve_device
 
     return make_backend(settings, device or resolve_device(0)).generate_json
 

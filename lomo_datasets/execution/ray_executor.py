@@ -49,8 +49,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetInfo, Features, Value
 
-from lomo_datasets.pipeline import RunResult, _fingerprint_dataset, _join_dropped, models_loaded, take_shard, threads_per_worker
-from lomo_datasets.stage import Filter, MissingDependencyError, SettingError, Stage, in_band
+from lomo_datasets.execution.pipeline import RunResult, _fingerprint_dataset, _join_dropped, models_loaded, take_shard, threads_per_worker
+from lomo_datasets.core.stage import Filter, MissingDependencyError, SettingError, Stage, in_band
 
 logger = logging.getLogger(__name__)
 

@@ -21,15 +21,15 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from lomo_datasets import outputs
-from lomo_datasets import publish
-from lomo_datasets.card import Provenance, error_kind, yield_counts
+from lomo_datasets.publish import outputs
+from lomo_datasets.publish import layout as publish
+from lomo_datasets.publish.card import Provenance, error_kind, yield_counts
 from lomo_datasets.formats.livecc import LiveCCExport
-from lomo_datasets.redact import mask_url_credentials
-from lomo_datasets.pipeline import (
+from lomo_datasets.core.redact import mask_url_credentials
+from lomo_datasets.execution.pipeline import (
     Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard, write_failed_report,
 )
-from lomo_datasets.stage import Filter, SettingError
+from lomo_datasets.core.stage import Filter, SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def make_runner(
             raise SettingError("--ray-address needs --executor ray")
         return Runner(work_dir, num_proc=num_proc, chunk_size=chunk_size)
     if executor == "ray":
-        from lomo_datasets.ray_executor import RayExecutor, RaySettings
+        from lomo_datasets.execution.ray_executor import RayExecutor, RaySettings
 
         return RayExecutor(work_dir, RaySettings(address=ray_address, workers=num_proc))
     raise SettingError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
@@ -378,7 +378,7 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
 
 def audit_line(out: Path) -> str | None:
     """``audit: 9 of 12 questions flagged, blind accuracy 42% [19%, 68%] (chance 25%); see OUT/audit.md``."""
-    from lomo_datasets import audit
+    from lomo_datasets.audit import checks as audit
 
     report = audit.read_report(out)
     overall = ((report or {}).get("tasks") or {}).get("all")

@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from lomo_datasets.outputs import process_alive
-from lomo_datasets.redact import add_secret
-from lomo_datasets.stage import SettingError
+from lomo_datasets.publish.outputs import process_alive
+from lomo_datasets.core.redact import add_secret
+from lomo_datasets.core.stage import SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def check_cookie_file(path: str | os.PathLike, setting: str = "download.cookiefi
     except OSError as exc:
         raise SettingError(f"{where}: cannot read it ({exc.strerror}); {_FIX}") from None
     if not stat.S_ISREG(info.st_mode):
-        from lomo_datasets.media import special_file_kind
+        from lomo_datasets.media.decode import special_file_kind
 
         raise SettingError(f"{where}: is {special_file_kind(info.st_mode)}, not a cookies file; {_FIX}")
     if info.st_size > MAX_BYTES:

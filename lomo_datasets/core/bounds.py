@@ -26,7 +26,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from lomo_datasets.redact import shorten
+from lomo_datasets.core.redact import shorten
 
 #: The most items a list or tuple setting may hold.
 MAX_ITEMS = 10_000

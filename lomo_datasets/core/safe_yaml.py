@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from yaml.events import AliasEvent, CollectionStartEvent, ScalarEvent
 
-from lomo_datasets.stage import SettingError
+from lomo_datasets.core.stage import SettingError
 
 #: Settings are short: a config file or a value longer than this is refused before parsing.
 MAX_CHARS = 1_000_000

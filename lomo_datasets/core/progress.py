@@ -26,7 +26,7 @@ SHOW_STEP_BARS = True
 def configure(verbose: bool = False, quiet: bool = False) -> None:
     """Logging and progress output for a command-line run (see the module docstring)."""
     global SHOW_STEP_BARS
-    from lomo_datasets.redact import RedactingFilter
+    from lomo_datasets.core.redact import RedactingFilter
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

@@ -20,7 +20,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from lomo_datasets.stage import SettingError
+from lomo_datasets.core.stage import SettingError
 
 #: Builder name -> "module:class".
 BUILDERS = {

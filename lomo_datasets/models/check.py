@@ -22,8 +22,8 @@ import os
 import re
 from typing import Any
 
-from lomo_datasets.redact import shorten
-from lomo_datasets.stage import SettingError, model_fix
+from lomo_datasets.core.redact import shorten
+from lomo_datasets.core.stage import SettingError, model_fix
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def in_hub_cache(repo: str) -> bool:
 
 def check_model(step: Any) -> None:
     """Raise ``SettingError`` (with the fix) when ``step``'s model cannot be had."""
-    from lomo_datasets import models
+    from lomo_datasets.models import zoo as models
 
     name = getattr(step, "model", None)
     if not isinstance(name, str) or not name or getattr(step, "model_is_remote", False):

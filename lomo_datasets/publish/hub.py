@@ -14,7 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from lomo_datasets.stage import SettingError
+from lomo_datasets.core.stage import SettingError
 
 logger = logging.getLogger(__name__)
 

@@ -25,12 +25,12 @@ from typing import Any, Callable
 
 from datasets import Dataset, DatasetDict
 
-from lomo_datasets import outputs
-from lomo_datasets.card import PLOT_NAME, Provenance, compute_stats, plot_stats
-from lomo_datasets.card import render_card as _render_card
-from lomo_datasets.hub import DEFAULT_ATTEMPTS, HubTimeouts, use_timeouts
-from lomo_datasets.redact import redact, shorten
-from lomo_datasets.stage import SettingError
+from lomo_datasets.publish import outputs
+from lomo_datasets.publish.card import PLOT_NAME, Provenance, compute_stats, plot_stats
+from lomo_datasets.publish.card import render_card as _render_card
+from lomo_datasets.publish.hub import DEFAULT_ATTEMPTS, HubTimeouts, use_timeouts
+from lomo_datasets.core.redact import redact, shorten
+from lomo_datasets.core.stage import SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def write_layout(
     if plot:
         plot_path = plot_stats(stats, out / PLOT_NAME, title=pretty_name or (provenance.recipe if provenance else ""))
     if stats.audit_report is not None:  # QA data: the audit table the card links
-        from lomo_datasets.audit import blind_model, write_report
+        from lomo_datasets.audit.checks import blind_model, write_report
 
         stats.audit_report.blind_model = stats.audit["blind_model"] = blind_model(provenance)
         write_report(stats.audit_report, out)
@@ -227,7 +227,7 @@ def check_folder(folder: str | os.PathLike) -> Path:
     if not (folder / "README.md").is_file() or not any((folder / "data").glob("*.parquet")):
         raise SettingError(
             f"{folder} is not a dataset folder in the Hub layout (README.md and data/*.parquet); "
-            "make one with `lomo-datasets run ... --out FOLDER` or lomo_datasets.publish.write_folder()"
+            "make one with `lomo-datasets run ... --out FOLDER` or lomo_datasets.publish.layout.write_folder()"
         )
     return folder
 

@@ -23,7 +23,7 @@ import signal
 import sys
 from typing import Any, Iterator
 
-from lomo_datasets.redact import redact, shorten  # noqa: F401  (shorten: part of the errors API)
+from lomo_datasets.core.redact import redact, shorten  # noqa: F401  (shorten: part of the errors API)
 
 #: The longest error line the CLI prints (messages are cut with an ellipsis).
 MAX_MESSAGE = 600
@@ -59,13 +59,13 @@ def _first_line(exc: BaseException) -> str:
 def explain(exc: BaseException, work_dir: str | None = None, out: str | None = None) -> tuple[str, int]:
     """``(one-line message, exit status)`` for an exception that ended a command (``out``:
     the output folder, which a failed run leaves as it was)."""
-    from lomo_datasets.stage import MissingDependencyError, SettingError
+    from lomo_datasets.core.stage import MissingDependencyError, SettingError
 
     if interrupted(exc):
         return INTERRUPTED, 130
     if isinstance(exc, (SettingError, MissingDependencyError)):
         return one_line(_first_line(exc)), 2
-    if any(k.__name__ == "PublishError" and k.__module__ == "lomo_datasets.publish" for k in type(exc).__mro__):
+    if any(k.__name__ == "PublishError" and k.__module__ == "lomo_datasets.publish.layout" for k in type(exc).__mro__):
         return one_line(_first_line(exc)), 1
     for err in _chain(exc):
         if _disk_full(err):

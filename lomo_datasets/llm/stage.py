@@ -5,10 +5,10 @@ A stage subclasses ``LLMStage`` and writes two methods::
     def requests(self, row) -> dict[str, tuple[Messages, TaskSpec]]   # raise: the row fails
     def finish(self, row, answers) -> dict                             # answers: key -> object
 
-``LLMStage`` runs them on the stage contract's hook (``lomo_datasets.stage``): ``prepare`` is
+``LLMStage`` runs them on the stage contract's hook (``lomo_datasets.core.stage``): ``prepare`` is
 ``requests``; ``run_batch`` sends every request of the batch with the same key in one
 ``generate_json`` call (one schema per row where the tasks differ), so the generate loop, the
-bounded retries and the validation stay in ``lomo_datasets.llm_backends``; a row whose answer
+bounded retries and the validation stay in ``lomo_datasets.llm.backends``; a row whose answer
 for any key stays invalid fails with that error, the other rows finish.
 
 The settings of an LLM stage are ``LLMSettings``'s fields (inherited, flat), so
@@ -23,7 +23,7 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from lomo_datasets.llm_backends import (  # noqa: F401  (the LLM layer's public names)
+from lomo_datasets.llm.backends import (  # noqa: F401  (the LLM layer's public names)
     BACKENDS,
     DEFAULT_MODEL,
     GUIDED_MODES,
@@ -42,8 +42,8 @@ from lomo_datasets.llm_backends import (  # noqa: F401  (the LLM layer's public 
     parse_output,
     validate_json,
 )
-from lomo_datasets.models import ct2_model_dir, hf_model_dir, load_causal_lm  # noqa: F401
-from lomo_datasets.stage import MissingDependencyError, Stage
+from lomo_datasets.models.zoo import ct2_model_dir, hf_model_dir, load_causal_lm  # noqa: F401
+from lomo_datasets.core.stage import MissingDependencyError, Stage
 
 #: The LLM ``--embedded`` puts in every LLM step (and the translate step).
 EMBEDDED_LLM = "embedded:qwen2.5-coder-1.5b"

@@ -36,11 +36,15 @@ from typing import Any, Callable
 
 from datasets import Dataset, concatenate_datasets, load_from_disk
 
-from lomo_datasets import outputs, progress, safe_yaml
-from lomo_datasets.bounds import check_settings, did_you_mean
-from lomo_datasets.model_check import check_model
-from lomo_datasets.redact import shorten
-from lomo_datasets.stage import Filter, SettingError, Stage, apply_stage, split_by_threshold
+from lomo_datasets.publish import outputs
+
+from lomo_datasets.core import progress
+
+from lomo_datasets.core import safe_yaml
+from lomo_datasets.core.bounds import check_settings, did_you_mean
+from lomo_datasets.models.check import check_model
+from lomo_datasets.core.redact import shorten
+from lomo_datasets.core.stage import Filter, SettingError, Stage, apply_stage, split_by_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +256,7 @@ def threads_per_worker(workers: int, cpus: float | None = None) -> int:
 
 def models_loaded() -> int:
     """How many models this process has loaded (the contract's per-process cache)."""
-    from lomo_datasets import stage as contract
+    from lomo_datasets.core import stage as contract
 
     return len(contract._MODELS)
 
@@ -357,7 +361,7 @@ class StepPool:
         process drops its models here (the workers' go with them)."""
         if self._executor is None:
             if self.used and self.num_proc == 1:
-                from lomo_datasets.stage import release_models
+                from lomo_datasets.core.stage import release_models
 
                 release_models(self.stage)
             return
@@ -592,7 +596,7 @@ REPORTS = ("failed.jsonl", "dropped.jsonl")
 def _split_files(folder: Path) -> dict[str, list[Path]]:
     """The Parquet shards of a published folder by split: those its card names (older folders:
     every ``data/<split>-XXXXX-of-YYYYY*.parquet``)."""
-    from lomo_datasets.publish import split_patterns
+    from lomo_datasets.publish.layout import split_patterns
 
     patterns = split_patterns(folder)
     if patterns:
@@ -618,7 +622,7 @@ def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike) -> Pat
     published folder at ``out``; their row reports (failed, dropped) are joined as well."""
     from datasets import DatasetDict
 
-    from lomo_datasets import publish
+    from lomo_datasets.publish import layout as publish
 
     folders = [Path(p) for p in parts]
     if not folders:

@@ -1,7 +1,7 @@
 """LLM backends: settings, tasks, validation and the generate loop every LLM stage goes through.
 
-(The stage base is ``lomo_datasets.llm.LLMStage``; model files and loaders are in
-``lomo_datasets.models``.)
+(The stage base is ``lomo_datasets.llm.stage.LLMStage``; model files and loaders are in
+``lomo_datasets.models.zoo``.)
 
 Public API
 ----------
@@ -27,7 +27,7 @@ Public API
     ``task`` may also be a list with one ``TaskSpec`` per item (e.g. a schema whose enum lists
     that row's subtitle numbers); the items still share batches.
 
-Model files (``lomo_datasets.models``): ``load_causal_lm(model, device, dtype)`` loads a
+Model files (``lomo_datasets.models.zoo``): ``load_causal_lm(model, device, dtype)`` loads a
 transformers causal LM once per process; ``embedded:smollm2-135m`` and ``*.gguf`` files are
 dequantized once into ``$LOMO_DATASETS_CACHE/models`` (``hf_model_dir``); ``ct2_model_dir``
 makes a CTranslate2 conversion once.
@@ -74,10 +74,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
-from lomo_datasets.json_shape import with_feedback, with_shape
-from lomo_datasets.models import ct2_model_dir, is_embedded, load_causal_lm
-from lomo_datasets.redact import redact
-from lomo_datasets.stage import SettingError, resolve_device, split_device
+from lomo_datasets.llm.json_shape import with_feedback, with_shape
+from lomo_datasets.models.zoo import ct2_model_dir, is_embedded, load_causal_lm
+from lomo_datasets.core.redact import redact
+from lomo_datasets.core.stage import SettingError, resolve_device, split_device
 
 logger = logging.getLogger(__name__)
 

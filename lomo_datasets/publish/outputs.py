@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from lomo_datasets.stage import SettingError
+from lomo_datasets.core.stage import SettingError
 
 logger = logging.getLogger(__name__)
 

@@ -47,8 +47,8 @@ from typing import Any, ClassVar, Iterator
 
 from datasets import Dataset, Features
 
-from lomo_datasets import features as F
-from lomo_datasets.redact import redact, shorten
+from lomo_datasets.core import features as F
+from lomo_datasets.core.redact import redact, shorten
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ class Stage:
     # -- construction ----------------------------------------------------------------------
 
     def __post_init__(self) -> None:
-        from lomo_datasets.bounds import check_settings
+        from lomo_datasets.core.bounds import check_settings
 
         self.check_requirements()
         check_settings(self, ranges=False, error=SettingError)  # types of every setting (finite numbers), bounds.py
@@ -634,7 +634,7 @@ class Filter:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        from lomo_datasets.bounds import check_settings
+        from lomo_datasets.core.bounds import check_settings
 
         check_settings(self, error=SettingError)  # finite numbers ('nan' and 'inf' are refused), as for stages
         for bound in ("low", "high"):

@@ -19,6 +19,7 @@ only those files) under ``/media/<n>``, with HTTP range requests so the player c
 
 from __future__ import annotations
 
+import functools
 import html
 import http.server
 import json
@@ -30,8 +31,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from lomo_datasets import audit as A
-from lomo_datasets.stage import SettingError
+from lomo_datasets.audit import checks as A
+from lomo_datasets.core.stage import SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -160,185 +161,13 @@ def livecc_records(rows: list[dict[str, Any]], folder: Path, page_dir: Path) -> 
 # The page
 # --------------------------------------------------------------------------------------------
 
-_CSS = """
-:root { --fg:#1d232b; --muted:#667085; --line:#d8dde4; --ok:#157f3b; --bad:#b42318; --warn:#a15c07; --accent:#2357c6; }
-* { box-sizing: border-box; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); margin: 0; background: #f4f6f8; }
-header { background: #fff; padding: 12px 20px 4px; }
-header h1 { font-size: 18px; margin: 0 0 4px; }
-header .summary { color: var(--muted); }
-nav.controls { display: flex; gap: 12px; align-items: center; flex-wrap: wrap; background: #fff; padding: 8px 20px;
-  border-bottom: 1px solid var(--line); position: sticky; top: 0; z-index: 2; }
-.controls button { padding: 3px 10px; border: 1px solid var(--line); background: #fff; border-radius: 4px; cursor: pointer; }
-.controls button:disabled { opacity: .4; cursor: default; }
-.controls input[type=search] { padding: 3px 8px; border: 1px solid var(--line); border-radius: 4px; width: 220px; }
-main { padding: 16px 20px; display: grid; gap: 16px; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 14px; display: grid; grid-template-columns: minmax(280px, 420px) 1fr; gap: 16px; }
-.card > div:first-child { position: sticky; top: 52px; align-self: start; }
-.card h2 { font-size: 15px; margin: 0 0 6px; word-break: break-all; }
-.card .meta { color: var(--muted); font-size: 12px; margin-bottom: 6px; }
-video { width: 100%; background: #000; border-radius: 4px; aspect-ratio: 16 / 9; }
-.nomedia { padding: 30px; text-align: center; color: var(--muted); border: 1px dashed var(--line); border-radius: 4px; }
-.q { border-top: 1px solid var(--line); padding: 8px 0; }
-.q:first-child { border-top: 0; padding-top: 0; }
-.task { display: inline-block; font-size: 11px; font-weight: 600; background: #e8eefc; color: var(--accent); border-radius: 3px; padding: 1px 6px; margin-right: 6px; }
-.qtext { font-weight: 500; }
-ol.options { list-style: none; margin: 4px 0; padding: 0; }
-ol.options li { padding: 1px 6px; border-radius: 3px; }
-ol.options li.correct { background: #e6f4ea; color: var(--ok); font-weight: 600; }
-ol.options li.correct::after { content: "  \\2714 correct"; font-size: 11px; }
-ol.options li.blind::before { content: "blind pick \\2192\\00A0"; font-size: 11px; color: var(--warn); }
-.window { border: 1px solid var(--accent); color: var(--accent); background: #fff; border-radius: 12px; padding: 0 8px; cursor: pointer; font-size: 12px; }
-.window:hover { background: #e8eefc; }
-.flag { display: inline-block; font-size: 11px; background: #fdecea; color: var(--bad); border-radius: 3px; padding: 1px 6px; margin: 2px 4px 0 0; }
-.desc { color: var(--muted); font-size: 12px; }
-.query { font-weight: 600; margin-bottom: 6px; }
-.previous { color: var(--muted); font-size: 12px; margin-bottom: 6px; max-height: 4.5em; overflow: hidden; }
-.stream { line-height: 1.9; }
-.w { padding: 1px 2px; border-radius: 3px; cursor: pointer; }
-.w.past { color: var(--fg); }
-.w.future { color: #98a2b3; }
-.w.now { background: #ffe58a; color: #000; }
-#errors { color: var(--bad); white-space: pre-wrap; }
-.audit { font-size: 12px; border-collapse: collapse; margin-top: 8px; }
-.audit td, .audit th { border: 1px solid var(--line); padding: 2px 6px; text-align: left; }
-@media (max-width: 760px) { .card { grid-template-columns: 1fr; } }
-"""
+_STATIC = Path(__file__).with_name("static")
 
-_JS = r"""
-"use strict";
-const DATA = JSON.parse(document.getElementById("data").textContent);
-const PER_PAGE = DATA.per_page;
-const errors = [];
-window.addEventListener("error", (e) => {
-  errors.push(String(e.message || e));
-  document.body.dataset.errors = String(errors.length);
-  document.getElementById("errors").textContent = errors.join("\n");
-});
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") node.className = v; else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (v !== null && v !== undefined) node.setAttribute(k, v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return node;
-}
-function secs(x) { return (Math.round(x * 100) / 100).toString(); }
-function player(rec, start) {
-  if (!rec.src) return el("div", {class: "nomedia"}, "video file not found");
-  // A media fragment opens the player at the clip's start and makes it paint that frame.
-  const src = rec.src.includes("#") ? rec.src : rec.src + "#t=" + (start || 0.001);
-  return el("video", {controls: "", preload: "metadata", src: src});
-}
-function playWindow(video, start, end) {
-  if (!video || video.tagName !== "VIDEO") return;
-  video.dataset.stopAt = end === null || end === undefined ? "" : String(end);
-  video.currentTime = start;
-  const p = video.play();
-  if (p && p.catch) p.catch(() => {});
-}
-function stopAtEnd(video) {
-  video.addEventListener("timeupdate", () => {
-    const stop = parseFloat(video.dataset.stopAt);
-    if (!isNaN(stop) && video.currentTime >= stop) { video.pause(); video.dataset.stopAt = ""; }
-  });
-}
-function lomoCard(rec) {
-  const video = player(rec);
-  if (video.tagName === "VIDEO") stopAtEnd(video);
-  const qs = el("div", {class: "questions"});
-  for (const q of rec.questions) {
-    const head = el("div", {}, el("span", {class: "task"}, q.task), el("span", {class: "qtext"}, q.question));
-    const box = el("div", {class: "q", "data-qid": q.id}, head);
-    if (q.window && q.window.length === 2) {
-      box.append(" ", el("button", {class: "window", title: "play this window", "data-start": q.window[0], "data-end": q.window[1],
-        onclick: () => playWindow(video, q.window[0], q.window[1])}, "\u25B6 " + secs(q.window[0]) + "\u2013" + secs(q.window[1]) + " s"));
-    }
-    if (q.options.length) {
-      const list = el("ol", {class: "options"});
-      for (const [letter, text] of q.options) {
-        const cls = [letter === q.answer ? "correct" : "", letter === q.blind ? "blind" : ""].join(" ").trim();
-        list.append(el("li", {class: cls, "data-letter": letter}, letter + ": " + text));
-      }
-      box.append(list);
-    } else if (q.answer) {
-      box.append(el("div", {class: "desc"}, "answer: " + q.answer));
-    }
-    if (q.descriptions) box.append(el("div", {class: "desc"}, "description: " + q.descriptions));
-    for (const f of q.flags) box.append(el("span", {class: "flag", title: f.detail || ""}, f.reason));
-    qs.append(box);
-  }
-  const meta = [rec.duration ? secs(rec.duration) + " s" : null, rec.questions.length + " questions",
-    rec.questions.filter((q) => q.flags.length).length + " flagged"].filter(Boolean).join(" \u00B7 ");
-  return el("section", {class: "card", "data-video": rec.id},
-    el("div", {}, video), el("div", {}, el("h2", {}, rec.title || rec.id), el("div", {class: "meta"}, rec.id + " \u00B7 " + meta), qs));
-}
-function liveccCard(rec) {
-  const video = player(rec, rec.start);
-  const stream = el("div", {class: "stream"});
-  const spans = rec.words.map(([s, e, w]) => {
-    const span = el("span", {class: "w future", "data-start": s, "data-end": e, title: secs(s) + " s",
-      onclick: () => playWindow(video, s, rec.end)}, w);
-    stream.append(span, " ");
-    return span;
-  });
-  if (video.tagName === "VIDEO") {
-    stopAtEnd(video);
-    video.addEventListener("loadedmetadata", () => { if (video.currentTime < rec.start) video.currentTime = rec.start; video.dataset.stopAt = rec.end ?? ""; }, {once: true});
-    video.addEventListener("timeupdate", () => {
-      const t = video.currentTime;
-      for (const span of spans) {
-        const s = parseFloat(span.dataset.start), e = parseFloat(span.dataset.end);
-        span.className = "w " + (t >= s && t < e ? "now" : t >= e ? "past" : "future");
-      }
-    });
-  }
-  const win = el("button", {class: "window", onclick: () => playWindow(video, rec.start, rec.end)},
-    "\u25B6 " + secs(rec.start) + "\u2013" + (rec.end === null ? "end" : secs(rec.end)) + " s");
-  return el("section", {class: "card", "data-video": rec.id},
-    el("div", {}, video),
-    el("div", {}, el("h2", {}, rec.title || rec.id), el("div", {class: "meta"}, rec.id + " \u00B7 ", win, " \u00B7 " + rec.words.length + " words"),
-      el("div", {class: "query"}, rec.query ? "Query: " + rec.query : "(no query)"),
-      rec.previous ? el("div", {class: "previous", title: rec.previous}, "Before: " + rec.previous) : null, stream));
-}
-function matches(rec, text, flaggedOnly) {
-  if (flaggedOnly && !(rec.questions || []).some((q) => q.flags.length)) return false;
-  if (!text) return true;
-  const hay = (rec.id + " " + rec.title + " " + (rec.query || "") + " " + (rec.questions || []).map((q) => q.question).join(" ")).toLowerCase();
-  return hay.includes(text.toLowerCase());
-}
-const state = {page: 1, text: "", flagged: false};
-function readHash() {
-  const m = /page=(\d+)/.exec(location.hash);
-  state.page = m ? Math.max(1, parseInt(m[1], 10)) : 1;
-}
-function render() {
-  const shown = DATA.records.filter((r) => matches(r, state.text, state.flagged));
-  const pages = Math.max(1, Math.ceil(shown.length / PER_PAGE));
-  state.page = Math.min(state.page, pages);
-  const slice = shown.slice((state.page - 1) * PER_PAGE, state.page * PER_PAGE);
-  const main = document.getElementById("cards");
-  for (const v of main.querySelectorAll("video")) { v.pause(); v.removeAttribute("src"); v.load(); }
-  main.replaceChildren(...slice.map(DATA.kind === "lomo" ? lomoCard : liveccCard));
-  document.getElementById("pageinfo").textContent = "page " + state.page + " of " + pages + " (" + shown.length + " " + DATA.unit + ")";
-  for (const b of document.querySelectorAll(".prev")) b.disabled = state.page <= 1;
-  for (const b of document.querySelectorAll(".next")) b.disabled = state.page >= pages;
-  document.body.dataset.page = String(state.page);
-  document.body.dataset.shownVideos = String(slice.length);
-  document.body.dataset.shownQuestions = String(slice.reduce((n, r) => n + (r.questions ? r.questions.length : 0), 0));
-  document.body.dataset.ready = "1";
-}
-function go(delta) { state.page += delta; location.hash = "page=" + state.page; }
-document.querySelector(".prev").addEventListener("click", () => go(-1));
-document.querySelector(".next").addEventListener("click", () => go(1));
-document.getElementById("search").addEventListener("input", (e) => { state.text = e.target.value; state.page = 1; render(); });
-const flagged = document.getElementById("flagged");
-if (flagged) flagged.addEventListener("change", (e) => { state.flagged = e.target.checked; state.page = 1; render(); });
-window.addEventListener("hashchange", () => { readHash(); render(); });
-readHash();
-render();
-"""
+
+@functools.lru_cache(maxsize=None)
+def _static(name: str) -> str:
+    """A file of the page's script or style (package data: ``review/static/``)."""
+    return "\n" + (_STATIC / name).read_text(encoding="utf-8")
 
 
 def _summary(kind: str, records: list[dict], report: dict[str, Any] | None) -> str:
@@ -390,7 +219,7 @@ def page_html(kind: str, records: list[dict], title: str, per_page: int = 20, re
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
 <title>{html.escape(title)}</title>
-<style>{_CSS}</style>
+<style>{_static("review.css")}</style>
 </head>
 <body data-kind="{kind}" data-videos="{len(records)}" data-questions="{sum(len(r.get('questions') or []) for r in records)}">
 <header>
@@ -405,7 +234,7 @@ def page_html(kind: str, records: list[dict], title: str, per_page: int = 20, re
 </nav>
 <main id="cards"></main>
 <script id="data" type="application/json">{payload}</script>
-<script>{_JS}</script>
+<script>{_static("review.js")}</script>
 </body>
 </html>
 """

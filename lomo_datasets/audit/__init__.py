@@ -1,0 +1,1 @@
+"""The QA audit: row-local checks, dataset figures, audit.md/json."""

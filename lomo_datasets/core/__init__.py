@@ -1,0 +1,1 @@
+"""The stage contract, record features, settings and their bounds, errors, progress, secrets."""

@@ -1,0 +1,1 @@
+"""Running recipes: the local step pools, the Ray executor, the recipes and their steps."""

@@ -1,0 +1,1 @@
+"""The LLM layer: the LLM stage base, backends, prompts, JSON reply shapes."""

@@ -1,0 +1,1 @@
+"""Media with PyAV (probe, audio, frames) and the sample videos."""

@@ -1,0 +1,1 @@
+"""Model names, model files (the embedded zoo) and model availability checks."""

@@ -1,0 +1,1 @@
+"""Output folders, the Hub layout, dataset cards, the Hub client."""
