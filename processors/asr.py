@@ -364,6 +364,9 @@ class Transcribe(Stage):
         sizes = getattr(utils, "_MODELS", {})
         return sizes.get(self.model) or (self.model if self.model.count("/") == 1 else None)
 
+    def model_library(self) -> str:
+        return "ctranslate2"
+
     def load_model(self, device: str) -> Any:
         from faster_whisper import WhisperModel
 

@@ -190,6 +190,9 @@ class LMLoss(Stage):
     def model_key(self) -> tuple:
         return (self.model, self.dtype)
 
+    def model_library(self) -> str:
+        return "torch"
+
     def load_model(self, device: str):
         from lomo_datasets.models.zoo import load_causal_lm
 

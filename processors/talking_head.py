@@ -296,6 +296,9 @@ class TalkingHeadVLM(TalkingHead):
     def model_key(self) -> tuple:
         return (self.model, self.dtype)
 
+    def model_library(self) -> str:
+        return "torch"
+
     def load_model(self, device: str) -> VisionModel:
         return load_vision_model(self.model, device, self.dtype)
 

@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 from datasets import Features
 
 from lomo_datasets.core import features as F
-from lomo_datasets.llm.stage import EMBEDDED_LLM, LLMSettings, make_backend
+from lomo_datasets.llm.stage import EMBEDDED_LLM, LLM_LIBRARIES, LLMSettings, make_backend
 from lomo_datasets.models.zoo import embedded_kind, resolve_model
 from lomo_datasets.processors import llm_translate
 from lomo_datasets.core.stage import Ready, SettingError, Stage, auto_precision, split_device
@@ -155,6 +155,9 @@ class Translate(Stage):
 
     def model_key(self) -> tuple:
         return (self.model, self.tokenizer, self.family, self.compute_type, self.cpu_threads)
+
+    def model_library(self) -> str:
+        return "ctranslate2"
 
     def load_model(self, device: str) -> Translator:
         import ctranslate2
@@ -313,6 +316,11 @@ class TranslateToEnglish(Translate):
 
     def model_key(self) -> tuple:
         return (*super().model_key(), self.llm_backend, self.max_tries, self.batch_size) if self.uses_llm else super().model_key()
+
+    def model_library(self) -> str | None:
+        if self.uses_llm:
+            return LLM_LIBRARIES.get(self.llm_backend)
+        return super().model_library()
 
     def load_model(self, device: str) -> Any:
         if self.uses_llm:

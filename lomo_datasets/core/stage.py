@@ -66,28 +66,39 @@ class MissingDependencyError(ImportError):
 # --------------------------------------------------------------------------------------------
 
 
-def cuda_device_count() -> int:
-    """Number of visible CUDA devices; 0 when torch is missing or has no CUDA."""
-    if importlib.util.find_spec("torch") is None:
-        return 0
-    import torch
+def cuda_device_count(library: str | None = None) -> int:
+    """Number of CUDA devices ``library`` sees ("torch" or "ctranslate2"; None: either, the
+    larger count). 0 when the library is missing or has no CUDA: a CPU-only torch beside a CUDA
+    CTranslate2 still puts CTranslate2 models on the GPUs."""
+    counts = []
+    if library in (None, "torch") and importlib.util.find_spec("torch") is not None:
+        import torch
 
-    try:
-        return int(torch.cuda.device_count())
-    except Exception:  # a broken driver is the same as no GPU for our purposes
-        return 0
+        try:
+            counts.append(int(torch.cuda.device_count()))
+        except Exception:  # a broken driver is the same as no GPU for our purposes
+            counts.append(0)
+    if library in (None, "ctranslate2") and importlib.util.find_spec("ctranslate2") is not None:
+        import ctranslate2
+
+        try:
+            counts.append(int(ctranslate2.get_cuda_device_count()))
+        except Exception:
+            counts.append(0)
+    return max(counts, default=0)
 
 
-def resolve_device(rank: int | None = None, override: str | None = None) -> str:
+def resolve_device(rank: int | None = None, override: str | None = None, library: str | None = None) -> str:
     """The device a worker of process rank ``rank`` uses.
 
     ``override`` ("cpu", "cuda:1", ...) wins when given and not "auto". Otherwise the rule
-    is ``cuda:{rank % device_count}`` when GPUs exist (rank None counts as 0), else ``"cpu"``.
-    This is the only place in the package that picks a device.
+    is ``cuda:{rank % device_count}`` when GPUs exist (rank None counts as 0), else ``"cpu"``,
+    counting the GPUs that ``library`` (the model's: "torch", "ctranslate2", None for either)
+    sees. This is the only place in the package that picks a device.
     """
     if override and override != "auto":
         return override
-    count = cuda_device_count()
+    count = cuda_device_count(library)
     if count == 0:
         return "cpu"
     return f"cuda:{(rank or 0) % count}"
@@ -329,13 +340,18 @@ class Stage:
         """Load and return this stage's model on ``device``. Called once per process."""
         return None
 
+    def model_library(self) -> str | None:
+        """The library that runs this stage's model ("torch", "ctranslate2"; None: none or either):
+        its GPUs are the ones ``resolve_device`` counts."""
+        return None
+
     def model_key(self) -> tuple:
         """Settings that determine the loaded model (default: all settings)."""
         return tuple(sorted((k, repr(v)) for k, v in self.settings().items()))
 
     @property
     def current_device(self) -> str:
-        return getattr(self, "_device", None) or resolve_device(None, self.device)
+        return getattr(self, "_device", None) or resolve_device(None, self.device, self.model_library())
 
     @property
     def current_rank(self) -> int | None:
@@ -475,7 +491,7 @@ class Stage:
 
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         self._rank = rank
-        self._device = resolve_device(rank, self.device)
+        self._device = resolve_device(rank, self.device, self.model_library())
         names = list(batch)
         self.check_input(names)
         n = len(batch[names[0]]) if names else 0

@@ -82,6 +82,8 @@ from lomo_datasets.core.stage import SettingError, resolve_device, split_device
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("transformers", "ctranslate2", "openai")
+#: The library whose GPUs each local backend uses (``resolve_device``); a server backend has none.
+LLM_LIBRARIES = {"transformers": "torch", "ctranslate2": "ctranslate2"}
 GUIDED_MODES = ("json_schema", "json_object", "guided_json", "none")
 DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"
 
@@ -301,7 +303,7 @@ class TransformersBackend(Backend):
 
     def __init__(self, settings: LLMSettings, device: str):
         super().__init__(settings)
-        self.device = resolve_device(None, device)
+        self.device = resolve_device(None, device, "torch")
         if settings.cpu_threads and self.device == "cpu":
             import torch
 
@@ -393,7 +395,7 @@ class CTranslate2Backend(Backend):
         from transformers import AutoTokenizer
 
         path = ct2_model_dir(settings.model, settings.quantization)
-        kind, index = split_device(resolve_device(None, device))
+        kind, index = split_device(resolve_device(None, device, "ctranslate2"))
         # The folder's config.json is CTranslate2's, which transformers 5 takes for an old Mistral
         # tokenizer's and warns about; these tokenizers are not Mistral's.
         self.tokenizer = AutoTokenizer.from_pretrained(path, fix_mistral_regex=False)

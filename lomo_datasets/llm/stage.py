@@ -27,6 +27,7 @@ from lomo_datasets.llm.backends import (  # noqa: F401  (the LLM layer's public 
     BACKENDS,
     DEFAULT_MODEL,
     GUIDED_MODES,
+    LLM_LIBRARIES,
     Backend,
     Completion,
     CTranslate2Backend,
@@ -90,6 +91,9 @@ class LLMStage(Stage, LLMSettings):
 
     def model_key(self) -> tuple:
         return tuple(sorted((k, repr(getattr(self, k))) for k in _LLM_FIELDS))
+
+    def model_library(self) -> str | None:
+        return LLM_LIBRARIES.get(self.backend)
 
     def load_model(self, device: str) -> Backend:
         return make_backend(self.llm_settings(), device)

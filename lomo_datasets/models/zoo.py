@@ -336,7 +336,7 @@ def load_causal_lm(model: str, device: str = "cpu", dtype: str = "auto") -> tupl
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = hf_model_dir(model)
-    device = resolve_device(None, device)
+    device = resolve_device(None, device, "torch")
     tok = AutoTokenizer.from_pretrained(source)
     tok.padding_side = "left"
     if tok.pad_token is None:
