@@ -34,7 +34,7 @@ from lomo_datasets.core import features as F
 from lomo_datasets.core.cookies import check_cookie_file, temporary_cookie_file
 from lomo_datasets.core.redact import mask_url_credentials, redact
 from lomo_datasets.core.stage import SettingError, Stage
-from lomo_datasets.processors.ingest import is_url, make_video_id
+from lomo_datasets.processors.ingest import make_video_id, needs_download
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class Download(Stage):
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         keep = {k: row.get(k) for k in F.DOWNLOAD}
-        if not is_url(row["video"]):
+        if not needs_download(row["video"]):
             return keep
         with cookie_file(self.cookiefile, self.cookies_env, self.cookie_domain) as cookies:
             got = self.download(row["video"], row["video_id"], cookies)

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import posixpath
 import re
 import unicodedata
 from collections import Counter
@@ -22,7 +23,9 @@ from typing import Any, Iterable
 from datasets import Dataset
 
 from lomo_datasets.core import features as F
+from lomo_datasets.core.redact import mask_url_credentials
 from lomo_datasets.media import decode as media
+from lomo_datasets.media import remote
 from lomo_datasets.core.stage import SettingError, Stage
 
 logger = logging.getLogger(__name__)
@@ -37,6 +40,12 @@ _MAX_ID = 96
 
 def is_url(value: str) -> bool:
     return bool(re.match(r"^[a-z][a-z0-9+.\-]*://", value, re.I))
+
+
+def needs_download(value: str) -> bool:
+    """A URL the ``download`` step fetches (http(s), platform pages); object-storage URIs
+    (``s3://`` ...) are read where they are (``lomo_datasets.media.remote``)."""
+    return is_url(value) and not remote.is_remote(value)
 
 
 _BILIBILI_ID = re.compile(r"^(BV[0-9A-Za-z]{10}|av\d{1,12})$")
@@ -113,10 +122,15 @@ def _clean(value: Any) -> str | None:
     return "".join(ch for ch in text if ch in "\t\n" or unicodedata.category(ch) != "Cc").strip() or None
 
 
-def _entry(video: str, base: Path | None, **meta: Any) -> dict[str, Any]:
-    """One input: a local path (made absolute against ``base``), a URL, or a platform id
-    (Bilibili BV/av id, YouTube id), which becomes its URL with ``source`` and ``video_id`` set."""
+def _entry(video: str, base: Path | str | None, **meta: Any) -> dict[str, Any]:
+    """One input: a local path (made absolute against ``base``), a URL, an object-storage URI
+    (relative to ``base`` when that is a remote folder), or a platform id (Bilibili BV/av id,
+    YouTube id), which becomes its URL with ``source`` and ``video_id`` set."""
     video = video.strip()
+    if isinstance(base, str) and remote.is_remote(base) and not is_url(video) and not platform_reference(video):
+        video = remote.join(base, video)
+    if remote.is_remote(video):
+        return {"video": video, **{k: v for k, v in meta.items() if v}}
     local = video if base is None or os.path.isabs(video) else str(base / video)
     reference = None if (not is_url(video) and os.path.exists(local)) else platform_reference(video)
     if reference is None:
@@ -134,9 +148,11 @@ _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", boo
 
 
 def _read_manifest(path: Path) -> list[dict[str, Any]]:
-    text = _decode(path.read_bytes())
-    base = path.parent
-    if path.suffix.lower() == ".csv":
+    return _parse_manifest(_decode(path.read_bytes()), path, path.parent, path.suffix.lower())
+
+
+def _parse_manifest(text: str, path: Path | str, base: Path | str, suffix: str) -> list[dict[str, Any]]:
+    if suffix == ".csv":
         rows = list(csv.DictReader(io.StringIO(text)))
     else:
         rows = []
@@ -171,8 +187,36 @@ def _read_manifest(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
+#: A remote list of videos larger than this is refused (it would be read into memory).
+MAX_REMOTE_LIST_BYTES = 256 * 2**20
+
+
+def _discover_remote(source: str) -> list[dict[str, Any]]:
+    """Entries from an object-storage folder (listed recursively), manifest or list of URIs."""
+    shown = mask_url_credentials(source)
+    suffix = posixpath.splitext(source.rstrip("/"))[1].lower()
+    try:
+        if suffix in VIDEO_EXTENSIONS and not source.endswith("/"):
+            remote.info(source)
+            return [_entry(source, None)]
+        if suffix in MANIFEST_EXTENSIONS or (suffix and not remote.is_folder(source)):
+            text = _decode(remote.read_bytes(source, MAX_REMOTE_LIST_BYTES))
+            if suffix in MANIFEST_EXTENSIONS:
+                return _parse_manifest(text, shown, remote.parent(source), suffix)
+            base = remote.parent(source)
+            return [_entry(line, base) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        return [_entry(uri, None) for uri in remote.list_files(source, VIDEO_EXTENSIONS)]
+    except FileNotFoundError:
+        raise SettingError(f"--videos {shown}: no such folder or object") from None
+    except PermissionError as exc:
+        raise SettingError(f"--videos {shown}: access denied ({exc}); check the store's credentials (e.g. AWS_ACCESS_KEY_ID, AWS_PROFILE)") from None
+
+
 def discover(source: str | os.PathLike) -> list[dict[str, Any]]:
-    """Entries (``video`` plus optional metadata) from a folder, a text file or a manifest."""
+    """Entries (``video`` plus optional metadata) from a folder, a text file or a manifest,
+    local or in object storage (``s3://bucket/prefix/``)."""
+    if remote.is_remote(os.fspath(source)):
+        return _discover_remote(os.fspath(source))
     path = Path(source)
     if not path.exists():
         raise SettingError(f"--videos {source}: no such folder or file")
@@ -224,8 +268,8 @@ def records(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "video_id": make_video_id(stem),
                 "video": video,
-                "source": entry.get("source") or ("url" if is_url(video) else "local"),
-                "title": entry.get("title") or (Path(video).stem if not is_url(video) else None),
+                "source": entry.get("source") or (remote.scheme(video) if remote.is_remote(video) else "url" if is_url(video) else "local"),
+                "title": entry.get("title") or (Path(video).stem if not needs_download(video) else None),
                 "category": entry.get("category"),
                 "language": entry.get("language"),
                 "errors": errors,
@@ -289,7 +333,7 @@ class Probe(Stage):
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         video = row["video"]
-        if is_url(video):
+        if needs_download(video):
             raise media.MediaNotFoundError(f"not downloaded yet: {video}")
         info = media.probe(video, verify=self.verify)
         if not info.has_video:

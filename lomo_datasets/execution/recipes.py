@@ -396,12 +396,12 @@ def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, f
     """``recipe`` with a ``download`` step first when the input has URLs (or download is set);
     everything else about the recipe (exports, demo settings, defaults) stays."""
     from lomo_datasets.processors.download import Download
-    from lomo_datasets.processors.ingest import is_url
+    from lomo_datasets.processors.ingest import needs_download
 
     if "download" in recipe.step_names():
         return recipe
     asked = "download" in config or "download" in overrides
-    if not asked and not any(is_url(v) for v in ds["video"]):
+    if not asked and not any(needs_download(v) for v in ds["video"]):
         return recipe
     defaults = {**recipe.defaults, "download": {"output_dir": str(folder), **recipe.defaults.get("download", {})}}
     return dataclasses.replace(recipe, steps=[("download", Download), *recipe.steps], defaults=defaults)

@@ -7,13 +7,18 @@ turn into row errors.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import av
 import numpy as np
+
+from lomo_datasets.core.redact import mask_url_credentials
+from lomo_datasets.media import remote
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +85,15 @@ class MediaInfo:
         return asdict(self)
 
 
-def _open(path: str) -> av.container.InputContainer:
+@contextlib.contextmanager
+def _open(path: str) -> Iterator[av.container.InputContainer]:
+    """The container of a local file, or of a remote object (``s3://`` ...: read through fsspec
+    in blocks, never whole)."""
     path = os.fspath(path)
+    if remote.is_remote(path):
+        with _open_remote(path) as container:
+            yield container
+        return
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -94,9 +106,33 @@ def _open(path: str) -> av.container.InputContainer:
     if os.path.getsize(path) == 0:
         raise EmptyMediaError(f"file is empty (0 bytes): {path}")
     try:
-        return av.open(path, metadata_errors="ignore")
+        container = av.open(path, metadata_errors="ignore")
     except av.error.FFmpegError as exc:
         raise CorruptMediaError(f"cannot open as media ({exc.__class__.__name__}: {exc}): {path}") from exc
+    with container:
+        yield container
+
+
+@contextlib.contextmanager
+def _open_remote(url: str) -> Iterator[av.container.InputContainer]:
+    shown = mask_url_credentials(url)
+    try:
+        facts = remote.info(url)
+    except FileNotFoundError:
+        raise MediaNotFoundError(f"no such object: {shown}") from None
+    except (OSError, ValueError) as exc:  # permission, network, bad bucket name
+        raise MediaNotFoundError(f"cannot read ({exc.__class__.__name__}: {mask_url_credentials(str(exc))}): {shown}") from None
+    if facts.get("type") == "directory":
+        raise NotAFileError(f"a folder, not a video file: {shown}")
+    if not facts.get("size"):
+        raise EmptyMediaError(f"file is empty (0 bytes): {shown}")
+    with remote.open_file(url) as handle:
+        try:
+            container = av.open(handle, metadata_errors="ignore")
+        except av.error.FFmpegError as exc:
+            raise CorruptMediaError(f"cannot open as media ({exc.__class__.__name__}: {exc}): {shown}") from exc
+        with container:
+            yield container
 
 
 def _stream_duration(stream) -> float | None:
