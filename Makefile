@@ -6,7 +6,7 @@
 
 VENV ?= .venv
 # The environment's bin first on PATH, as `source $(VENV)/bin/activate` would do.
-VENV_ENV = VIRTUAL_ENV="$(abspath $(VENV))" PATH="$(abspath $(VENV))/bin:$$PATH"
+VENV_ENV = export VIRTUAL_ENV="$(abspath $(VENV))" PATH="$(abspath $(VENV))/bin:$$PATH";
 
 install:
 	VENV="$(VENV)" bash .ci/install
