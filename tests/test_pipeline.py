@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,45 @@ def test_rerun_reuses_steps_and_changed_settings_recompute(videos, tmp_path, mon
     run_recipe("probe", videos, out, overrides=["probe.verify=false"])
     assert len(calls) == 8  # a new setting recomputes the stage
     assert len(list((out / ".lomo-work").glob("00-probe-*"))) == 2
+
+
+def test_rerun_summary_says_what_each_step_reused_and_the_wall_time(tmp_path):
+    ds = Dataset.from_dict({"video_id": list("abcd"), "x": [1.0, 2.0, 3.0, -1.0]})
+    steps = [ToyModelStage(scale=1.0), Filter("y_band", "y", low=1.5, high=None)]
+    assert Runner(tmp_path / "work").run(ds, steps).reused == {}
+    assert Runner(tmp_path / "work").run(ds, steps).reused == {"toy": "4 rows", "y_band": "4 rows"}
+    # a step cut short in its second chunk: the rerun reuses the first and computes the second
+    from lomo_datasets.execution import pipeline
+
+    real_map, calls = pipeline.StepPool.map, []
+
+    def crash_on_second_chunk(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("crashed")
+        return real_map(self, *args, **kwargs)
+
+    pipeline.StepPool.map = crash_on_second_chunk
+    try:
+        with pytest.raises(RuntimeError, match="crashed"):
+            Runner(tmp_path / "chunks", chunk_size=2).run(ds, steps[:1])
+    finally:
+        pipeline.StepPool.map = real_map
+    again = Runner(tmp_path / "chunks", chunk_size=2).run(ds, steps[:1])
+    assert again.reused == {"toy": "1 of 2 chunks (2 rows)"}
+    assert again.dataset["y"] == Runner(tmp_path / "whole").run(ds, steps[:1]).dataset["y"]
+
+
+def test_rerun_through_the_cli_prints_reuse_per_step_and_wall_time(videos, tmp_path):
+    out = tmp_path / "out"
+    first = _cli("run", "probe", "--videos", str(videos), "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    assert "reused from the work dir" not in first.stdout
+    assert re.search(r"^wall time: \d+\.\ds$", first.stdout, re.M), first.stdout
+    again = _cli("run", "probe", "--videos", str(videos), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "reused from the work dir (every file's size and SHA-256 checked): probe 4 rows\n" in again.stdout
+    assert re.search(r"^wall time: \d+\.\ds$", again.stdout, re.M), again.stdout
 
 
 def test_chunks_persist_with_markers(videos, tmp_path):

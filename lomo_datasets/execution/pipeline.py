@@ -242,6 +242,9 @@ class RunResult:
     #: Per model step: how many models each worker loaded for it (1 each when workers live
     #: for the whole step).
     model_loads: dict[str, list[int]] = field(default_factory=dict)
+    #: Per step whose finished output a rerun took from the work dir: what it reused
+    #: (``"4 rows"``, ``"1 of 2 chunks (256 rows)"``).
+    reused: dict[str, str] = field(default_factory=dict)
 
 
 def threads_per_worker(workers: int, cpus: float | None = None) -> int:
@@ -417,6 +420,7 @@ class Runner:
         self.work_dir = Path(work_dir)
         self.num_proc = num_proc
         self.chunk_size = chunk_size
+        self.reused: dict[str, str] = {}
 
     def run(self, ds: Dataset, steps: list[Stage | Filter], shard: tuple[int, int] | None = None) -> RunResult:
         """Run ``steps`` over ``ds`` (or over part ``shard = (i, n)`` of it)."""
@@ -427,6 +431,7 @@ class Runner:
         dropped_parts: list[Dataset] = []
         timings: dict[str, float] = {}
         self.model_loads: dict[str, list[int]] = {}
+        self.reused: dict[str, str] = {}
         for index, step in enumerate(steps):
             fingerprint = step.fingerprint(fingerprint)
             step_dir = self.work_dir / f"{index:02d}-{step.name}-{fingerprint[:16]}"
@@ -443,18 +448,19 @@ class Runner:
             timings[step.name] = time.perf_counter() - started
             logger.info("%s: %d rows (%.1fs)", step.name, len(ds), timings[step.name])
         dropped = _join_dropped(dropped_parts)
-        return RunResult(ds, dropped, self.work_dir, timings, inputs, self.model_loads)
+        return RunResult(ds, dropped, self.work_dir, timings, inputs, self.model_loads, self.reused)
 
     def _stage(self, ds: Dataset, stage: Stage, step_dir: Path, bar=None) -> Dataset:
         bar = bar or progress.NO_BAR
         reused_step = _reuse(step_dir, ("data",))
         if reused_step is not None:
             logger.info("%s: reusing %s", stage.name, step_dir)
+            self._note_reuse(stage.name, f"{len(reused_step[0])} rows", bar)
             bar.update(len(ds))
             return reused_step[0]
         parts = []
         n_chunks = max(1, math.ceil(len(ds) / self.chunk_size))
-        reused = 0
+        reused = reused_rows = 0
         with StepPool(stage, self.num_proc) as pool:  # its workers start with the first computed chunk
             for chunk in range(n_chunks):
                 start, end = chunk * self.chunk_size, min(len(ds), (chunk + 1) * self.chunk_size)
@@ -463,6 +469,7 @@ class Runner:
                 if found is not None:
                     parts.append(found[0])
                     reused += 1
+                    reused_rows += len(found[0])
                     bar.update(end - start)
                     continue
                 if end == start:  # an empty input (a shard with no rows) still gets the full schema
@@ -483,17 +490,26 @@ class Runner:
             logger.info("%s: model loads per worker: %s", stage.name, self.model_loads[stage.name])
         if reused:
             logger.info("%s: reused %d of %d finished chunks in %s", stage.name, reused, n_chunks, step_dir)
+            self._note_reuse(stage.name, f"{reused} of {n_chunks} chunks ({reused_rows} rows)", bar)
         result = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
         result = _save(result, step_dir)
         for chunk_dir in step_dir.glob("chunk-*"):
             shutil.rmtree(chunk_dir, ignore_errors=True)
         return result
 
+    def _note_reuse(self, name: str, what: str, bar=None) -> None:
+        """Record (for the summary) and show on the step's bar what a step took from the work
+        dir; ``_reuse`` checked the size and SHA-256 of every file its marker lists."""
+        self.reused[name] = what
+        if bar is not None:
+            bar.set_postfix_str(f"reused {what} (markers verified)")
+
     def _filter(self, ds: Dataset, flt: Filter, step_dir: Path) -> tuple[Dataset, Dataset | None]:
         if not flt.enabled:
             return ds, None
         found = _reuse(step_dir, ("data", "dropped"))
         if found is not None:
+            self._note_reuse(flt.name, f"{len(found[0]) + len(found[1])} rows")
             return found[0], found[1]
         kept, dropped = split_by_threshold(ds, flt.column, flt.low, flt.high, reason=flt.name)
         saved = _save({"data": kept, "dropped": dropped}, step_dir)

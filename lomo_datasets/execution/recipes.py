@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -224,6 +225,10 @@ class RunSummary:
     #: (dropped ones included)
     complete: int = 0
     failed_per_step: dict[str, int] = field(default_factory=dict)
+    #: steps a rerun took from the work dir: step -> what (``"4 rows"``), see ``RunResult.reused``
+    reused: dict[str, str] = field(default_factory=dict)
+    #: seconds from the start of ``run_recipe`` to the published folder (ingest, steps, publishing)
+    wall: float | None = None
 
     def yield_line(self) -> str:
         share = f" ({100 * self.complete / self.inputs:.0f}%)" if self.inputs else ""
@@ -257,6 +262,13 @@ class RunSummary:
         if self.audit:
             lines.append(self.audit)
         lines.append("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
+        if self.reused:
+            lines.append(
+                "reused from the work dir (every file's size and SHA-256 checked): "
+                + ", ".join(f"{k} {v}" for k, v in self.reused.items())
+            )
+        if self.wall is not None:
+            lines.append(f"wall time: {self.wall:.1f}s")
         if self.pushed:
             lines.append(f"pushed: {self.pushed}")
         return lines
@@ -296,6 +308,7 @@ def run_recipe(
     listed in ``OUT/failed.jsonl``. ``executor="ray"`` runs the steps on Ray (``ray_address``:
     a cluster; default a local instance) and publishes the same folder the same way.
     """
+    started = time.perf_counter()
     if push_to_hub:
         publish.check_repo_id(push_to_hub)
     recipe = get_recipe(name)
@@ -325,6 +338,7 @@ def run_recipe(
         logger.warning("nothing survived: 0 of %d inputs made it into %s", summary.inputs, out)
     if push_to_hub:
         summary.pushed = publish.push_folder(out, push_to_hub, private=private)
+    summary.wall = time.perf_counter() - started
     return summary
 
 
@@ -459,4 +473,5 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
         errors_by_kind=dict(kinds),
         timings=result.timings,
         hours=seconds / 3600,
+        reused=dict(getattr(result, "reused", None) or {}),
     )
