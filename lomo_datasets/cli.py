@@ -160,8 +160,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sample":
         from lomo_datasets.media.samples import make_samples
 
-        for path in make_samples(args.folder):
+        paths = make_samples(args.folder)
+        for path in paths:
             print(path)
+        manifest = Path(args.folder) / "manifest.jsonl"
+        print(f"manifest: {manifest} ({len(paths)} videos with titles, categories and the non-English ones' language); "
+              f"run on it: lomo-datasets run lomo --videos {manifest} --out OUT --embedded")
         return 0
     if args.command == "publish":
         from lomo_datasets.publish.layout import push_folder
@@ -186,14 +190,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         from lomo_datasets.publish import outputs
         from lomo_datasets.media.samples import make_samples
 
-        out = outputs.claim(Path(args.out))
-        with outputs.Lock(out, "--out"):
-            make_samples(out / "videos")
         from lomo_datasets.execution.pipeline import parse_overrides
 
-        overrides = {step: dict(settings) for step, settings in recipes.get_recipe(args.recipe).demo_settings.items()}
+        recipe = recipes.get_recipe(args.recipe)
+        overrides = {step: dict(settings) for step, settings in recipe.demo_settings.items()}
         for step, settings in parse_overrides(args.overrides).items():
             overrides.setdefault(step, {}).update(settings)
+        out = Path(args.out)
+        for line in demo_commands(args.recipe, out, overrides, args.num_proc, recipe.demo_settings):
+            print(line, flush=True)
+        out = outputs.claim(out)
+        with outputs.Lock(out, "--out"):
+            make_samples(out / "videos")
         summary = recipes.run_recipe(
             args.recipe, out / "videos" / "manifest.jsonl", out / "dataset", num_proc=args.num_proc, embedded=True,
             overrides=overrides,
@@ -257,6 +265,39 @@ def _view(args: argparse.Namespace) -> int:
         return 0
     print(f"review page: {view.write_page(args.folder, args.html, per_page=args.per_page)}")
     return 0
+
+
+def demo_commands(recipe: str, out: Path, overrides: dict, num_proc: int = 1, demo_settings: dict | None = None) -> list[str]:
+    """What ``lomo-datasets demo`` runs, as the two commands that do the same: ``sample`` and
+    ``run RECIPE --embedded``, every setting the demo adds (the recipe's ``demo_settings``,
+    named on a line of their own, and the user's ``--set``) written as ``--set``."""
+    import json
+    import shlex
+
+    import yaml
+
+    def value_text(value) -> str:
+        plain = str(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        try:
+            return plain if yaml.safe_load(plain) == value else json.dumps(value, ensure_ascii=False)
+        except yaml.YAMLError:
+            return json.dumps(value, ensure_ascii=False)
+
+    run = ["lomo-datasets", "run", recipe, "--videos", str(out / "videos" / "manifest.jsonl"), "--out", str(out / "dataset"), "--embedded"]
+    if num_proc != 1:
+        run += ["--num-proc", str(num_proc)]
+    for step, settings in overrides.items():
+        for key, value in settings.items():
+            run += ["--set", f"{step}.{key}={value_text(value)}"]
+    lines = [
+        "demo: the same as these two commands:",
+        "  " + shlex.join(["lomo-datasets", "sample", str(out / "videos")]),
+        "  " + shlex.join(run),
+    ]
+    if demo_settings:
+        named = ", ".join(f"{step}.{key}={value_text(v)}" for step, settings in demo_settings.items() for key, v in settings.items())
+        lines.append(f"demo: recipe {recipe}'s demo settings (for the 10-20 s sample videos): {named}")
+    return lines
 
 
 def _check_workers(num_proc: int) -> None:

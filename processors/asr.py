@@ -499,6 +499,8 @@ class LomoTranscribe(Transcribe):
     multilingual whisper-base."""
 
     embedded_model = "embedded:whisper-base"
+    #: ``--embedded`` decodes greedily (no sampled fallback), so a rerun gives the same lines.
+    embedded_settings = {"temperature": 0}
 
     model: str = "large-v2"
     #: Detected per video (LoMo-Pipe forced "zh": ``--set asr.language=zh`` still does).

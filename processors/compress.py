@@ -136,6 +136,9 @@ class Compress(LLMStage):
     name: ClassVar[str] = "compress"
     version: ClassVar[str] = "1+" + P.digest()
     reads: ClassVar[tuple[str, ...]] = ("segments", "language")  # and segments_en, title, duration when present
+    #: ``--embedded``: the 1.5B model on CPU also writes a shorter summary and temporal text (the
+    #: demo runs in minutes on 2 cores); ``--set compress.summary_max_chars=400`` restores them.
+    embedded_settings: ClassVar[dict[str, Any]] = {**LLMStage.embedded_settings, "summary_max_chars": 240, "text_max_chars": 100}
 
     max_transcript_chars: int = 6000
     max_lines: int = 60

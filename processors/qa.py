@@ -154,6 +154,9 @@ class GenerateQA(LLMStage):
     name: ClassVar[str] = "qa"
     version: ClassVar[str] = "2+" + P.digest()
     reads: ClassVar[tuple[str, ...]] = ("video_id", "summary", "temporal", "segments")  # and segments_en, duration, prompts
+    #: ``--embedded``: shorter options for the 1.5B model on CPU (``--set qa.option_max_chars=100``
+    #: restores them).
+    embedded_settings: ClassVar[dict[str, Any]] = {**LLMStage.embedded_settings, "option_max_chars": 60}
 
     option_max_chars: int = 100
     extra_tasks: list[str] = field(default_factory=list)

@@ -158,14 +158,9 @@ def _lomo_recipe() -> Recipe:
             ("audit", AuditQuestions),
         ],
         exports=[_lomo_export],
-        # The ASR preset detects the language (the demo's manifest gives its Mandarin sample's),
-        # greedy for a reproducible demo; short LLM outputs keep the demo to minutes on 2 cores.
-        demo_settings={
-            "asr": {"temperature": 0},
-            "compress": {"summary_max_chars": 240, "text_max_chars": 100, "max_tries": 4},
-            "qa": {"option_max_chars": 60, "max_tries": 4},
-            "blind": {"cpu_threads": 1},
-        },
+        # No demo settings: `lomo-datasets demo` is `sample` + `run lomo --embedded` as the README
+        # shows it. What the small models need (greedy ASR, shorter LLM outputs, 4 tries) is each
+        # stage's ``embedded_settings``, so every `--embedded` run gets it.
     )
 
 
