@@ -67,7 +67,9 @@ def test_two_shards_merged_equal_one_run(videos, tmp_path, capsys):
     assert len(part1) == 3 and len(part2) == 2 and second.rows == 2
 
     assert cli.main(["merge", str(tmp_path / "part1"), str(tmp_path / "part2"), "--out", str(tmp_path / "merged")]) == 0
-    assert "merged 2 parts" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "merged 2 parts" in printed
+    assert f"merged 2 parts into {tmp_path / 'merged'}: 5 rows, from {tmp_path / 'part1'} (3 rows), {tmp_path / 'part2'} (2 rows)\n" in printed
     merged, expected = _rows(tmp_path / "merged"), _rows(whole)
     assert merged == expected and len(merged) == 5
     assert _features(tmp_path / "merged") == _features(whole)
