@@ -1,8 +1,10 @@
 """Session-wide fixtures: generated test media (made once per session, cached on disk).
 
 Media is made by the tests: PyAV frames, espeak-ng speech (English, and Mandarin through
-pypinyin + the ``cmn-latn-pinyin`` voice). Files are cached under ``$LOMO_TEST_MEDIA``
-(default: a folder in the system temp dir) so repeated runs and CI reuse them.
+pypinyin + the ``cmn-latn-pinyin`` voice), once per test run into that run's own temporary
+folder (pytest's ``tmp_path_factory``; about 10 s), so two checkouts or two runs on one machine
+never share or overwrite each other's files. ``$LOMO_TEST_MEDIA`` names a folder to keep and
+reuse instead.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from tests import media as M  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def media_dir() -> Path:
-    root = Path(os.environ.get("LOMO_TEST_MEDIA") or Path(tempfile.gettempdir()) / "lomo-test-media")
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+def media_dir(tmp_path_factory) -> Path:
+    if os.environ.get("LOMO_TEST_MEDIA"):
+        root = Path(os.environ["LOMO_TEST_MEDIA"])
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+    return tmp_path_factory.mktemp("media")
 
 
 @pytest.fixture(scope="session")
