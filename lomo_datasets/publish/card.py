@@ -14,6 +14,7 @@ import importlib.metadata
 import logging
 import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -472,6 +473,7 @@ def render_card(
         extra_body=extra_body.strip(),
         columns=list((data if isinstance(data, Dataset) else next(iter(data.values()))).column_names),
         fmt_value=_fmt_value,
+        code=_code,
     )
     return redact(str(card))
 
@@ -480,8 +482,15 @@ _TASKS = {"lomo": ["video-text-to-text", "question-answering"], "livecc": ["vide
 
 
 def _fmt_value(value: Any) -> str:
-    """A setting value in one line of Markdown."""
+    """A setting value, whole (a long one wraps where the card is shown; it is never cut)."""
     if isinstance(value, float):
         return f"{value:g}"
-    text = str(value)
-    return text if len(text) <= 120 else text[:117] + "..."
+    return " ".join(str(value).split())  # one line: a newline would end the list item
+
+
+def _code(text: str) -> str:
+    """``text`` as a Markdown code span, also when it holds backticks (a longer fence)."""
+    if "`" not in text:
+        return f"`{text}`"
+    fence = "`" * (max(len(run) for run in re.findall(r"`+", text)) + 1)
+    return f"{fence} {text} {fence}"
