@@ -302,7 +302,7 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
         clips=sum(rows.values()) if is_clips else None,
         hours=sum(video_seconds.values()) / 3600,
         clip_hours=sum(clip_lengths) / 3600 if is_clips else None,
-        questions_per_task=dict(sorted(tasks.items())),
+        questions_per_task={task: tasks[task] for task in task_order(tasks)},
         dropped_per_reason=dict(dropped_reasons.most_common()),
         rows_with_errors=failed,
         errors_per_stage=dict(errors.most_common()),
@@ -311,6 +311,16 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
         audit=_audit_summary(report) if report is not None else None,
         audit_report=report,
     )
+
+
+def task_order(names: Iterable[str]) -> list[str]:
+    """LoMo's task order (GVQA, GVS, SVS, SVQA, VVQA, VTG), other names after it sorted, ``all``
+    last: the one order of the card's tables and every panel of its plot."""
+    from lomo_datasets.formats.lomo import TASKS
+
+    names = list(names)
+    rest = sorted(n for n in names if n not in TASKS and n != "all")
+    return [t for t in TASKS if t in names] + rest + (["all"] if "all" in names else [])
 
 
 def _audit(dsd: DatasetDict):
@@ -341,6 +351,10 @@ def _number(value: Any) -> float | None:
 # --------------------------------------------------------------------------------------------
 
 
+#: The outline of every bar in the plot: neighbouring bars stay apart.
+EDGE = "#222222"
+
+
 def plot_stats(stats: Stats, path: str | Path, title: str = "") -> Path | None:
     """Write a PNG: duration histogram and per-task (or per-filter / per-stage) counts.
 
@@ -354,22 +368,26 @@ def plot_stats(stats: Stats, path: str | Path, title: str = "") -> Path | None:
     except ImportError:
         logger.warning("no stats plot: matplotlib is missing (pip install 'lomo-datasets[publish]')")
         return None
+    from matplotlib.ticker import MaxNLocator
+
     counts, count_title = _count_panel(stats)
     blind = (stats.audit or {}).get("blind") or {}
     fig, axes = plt.subplots(1, 3 if blind else 2, figsize=(15 if blind else 10, 3.6), dpi=80)
     left, right = axes[0], axes[1]
     durations = [d for d in stats.durations if d is not None]
     if durations:
-        left.hist(durations, bins=min(30, max(5, len(durations))), color="#4C72B0")
+        left.hist(durations, bins=min(30, max(5, len(durations))), color="#4C72B0", edgecolor=EDGE, linewidth=0.8)
     else:
         left.text(0.5, 0.5, "no durations", ha="center", va="center", transform=left.transAxes)
     left.set_title("clip length (s)" if stats.clips is not None else "video duration (s)")
     left.set_xlabel("seconds")
     left.set_ylabel("count")
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: whole numbers
     if counts:
         names = list(counts)
-        right.barh(names, [counts[n] for n in names], color="#55A868")
+        right.barh(names, [counts[n] for n in names], color="#55A868", edgecolor=EDGE, linewidth=0.8)
         right.invert_yaxis()
+        right.xaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         right.text(0.5, 0.5, "nothing to count", ha="center", va="center", transform=right.transAxes)
     right.set_title(count_title)
@@ -386,12 +404,12 @@ def plot_stats(stats: Stats, path: str | Path, title: str = "") -> Path | None:
 
 def _blind_panel(ax, blind: dict[str, dict[str, Any]]) -> None:
     """Blind accuracy per task with its 95% interval, against the chance level."""
-    names = list(blind)
+    names = task_order(blind)  # the order of the count panel
     acc = [100 * blind[n]["accuracy"] for n in names]
     low = [a - 100 * blind[n]["ci_low"] for a, n in zip(acc, names)]
     high = [100 * blind[n]["ci_high"] - a for a, n in zip(acc, names)]
     colors = ["#C44E52" if blind[n]["ci_low"] > blind[n]["chance"] else "#8172B2" for n in names]
-    ax.barh(names, acc, xerr=[low, high], color=colors, capsize=3)
+    ax.barh(names, acc, xerr=[low, high], color=colors, capsize=3, edgecolor=EDGE, linewidth=0.8)
     chance = 100 * blind[names[0]]["chance"]
     ax.axvline(chance, color="#333333", linestyle="--", linewidth=1, label=f"chance {chance:.0f}%")
     ax.legend(loc="lower right", fontsize=8)
