@@ -172,6 +172,27 @@ def test_gguf_is_dequantized_once_and_reused():
     assert tok.padding_side == "left" and tok.pad_token is not None
 
 
+def test_llm_steps_share_one_loaded_model_and_releasing_it_frees_it():
+    """Every LLM step loads its model through ``LLMStage.load_model``: two steps with the same
+    model settings hold one copy in a process, and when the runner releases it at the end of a
+    step the transformers model is freed (no second cache keeps it for the process's life)."""
+    import gc
+    import weakref
+
+    from lomo_datasets.core.stage import release_models
+    from lomo_datasets.processors.compress import Compress
+    from lomo_datasets.processors.qa import GenerateQA
+
+    # float32 named: a model key no other test's stage holds, so only these two use the model
+    settings = {"model": "embedded:smollm2-135m", "dtype": "float32", "cpu_threads": 1, "device": "cpu"}
+    compress, qa = Compress(**settings), GenerateQA(**settings)
+    assert compress.loaded_model is qa.loaded_model
+    lm = weakref.ref(compress.loaded_model.lm)
+    assert release_models(qa) == 1
+    gc.collect()
+    assert lm() is None
+
+
 def test_constrained_batch_is_always_valid(smol_backend):
     results = smol_backend.generate_json(prompts(6), TASK)
     assert len(results) == 6

@@ -125,14 +125,21 @@ def clear_model_cache() -> None:
         _MODELS.clear()
 
 
+def _model_owner(stage: "Stage") -> tuple[str, str, str]:
+    """Whose models ``stage`` shares: the functions that load it and key it. Stages whose class
+    inherits both (every LLM step: ``LLMStage.load_model``) share one loaded model when their
+    ``model_key`` is equal, so a process holds one copy of it, not one per stage class."""
+    load, key = type(stage).load_model, type(stage).model_key
+    return (load.__module__, load.__qualname__, key.__qualname__)
+
+
 def release_models(stage: "Stage") -> int:
-    """Drop the models this process loaded for ``stage``'s class; returns how many. The runner
-    calls it when a step that ran in this process ends: otherwise every LLM step of a recipe
-    keeps its own copy of the model to the end of the run (four copies of the 1.5B model under
-    ``--embedded``)."""
-    owner = (type(stage).__module__, type(stage).__qualname__)
+    """Drop the models this process loaded for ``stage``'s kind (see ``_model_owner``); returns
+    how many. The runner calls it when a step that ran in this process ends: otherwise every
+    LLM step of a recipe keeps its model to the end of the run."""
+    owner = _model_owner(stage)
     with _MODELS_LOCK:
-        keys = [key for key in _MODELS if key[:2] == owner]
+        keys = [key for key in _MODELS if key[:3] == owner]
         for key in keys:
             del _MODELS[key]
     if keys:
@@ -368,7 +375,7 @@ class Stage:
 
         (Not called ``model``: most stages have a ``model`` setting, the name or path.)"""
         device = self.current_device
-        key = (type(self).__module__, type(self).__qualname__, self.model_key(), device)
+        key = (*_model_owner(self), self.model_key(), device)
         with _MODELS_LOCK:
             if key not in _MODELS:
                 logger.info("%s: loading model on %s (pid %d)", self.name, device, os.getpid())

@@ -10,7 +10,6 @@ backends and the LM-loss stage use it).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -20,6 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -325,14 +325,31 @@ def ct2_model_dir(model: str, quantization: str = "int8") -> str:
     return str(build_once(target, build))
 
 
-@functools.lru_cache(maxsize=8)
+#: (model, device, dtype) -> (weak reference to the model, tokenizer): see ``load_causal_lm``.
+_CAUSAL_LMS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+_CAUSAL_LMS_LOCK = threading.Lock()
+
+
 def load_causal_lm(model: str, device: str = "cpu", dtype: str = "auto") -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for a causal LM on ``device``, cached per process.
+    """``(model, tokenizer)`` for a causal LM on ``device``, shared per process while in use.
 
     The tokenizer pads on the left (batched generation) and has a pad token. ``dtype="auto"``
     follows ``stage.auto_precision`` (float32 on CPU, bfloat16 on GPU); ``device="auto"`` the
-    device rule.
+    device rule. The cache holds the model weakly: it is freed when its last user (the stage's
+    model cache, which the runner empties when a step ends) lets it go, instead of staying for
+    the life of the process (a 1.5B model on transformers holds 6 GB in float32).
     """
+    key = (model, device, dtype)
+    with _CAUSAL_LMS_LOCK:
+        ref, tok = _CAUSAL_LMS.get(key, (lambda: None, None))
+        lm = ref()
+        if lm is None:
+            lm, tok = _load_causal_lm(model, device, dtype)
+            _CAUSAL_LMS[key] = (weakref.ref(lm), tok)
+        return lm, tok
+
+
+def _load_causal_lm(model: str, device: str, dtype: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = hf_model_dir(model)
