@@ -150,3 +150,14 @@ def test_fan_out_rows_copy_inputs_and_failed_rows_stay():
     ]
     assert out[2]["errors"][0]["error"] == "ValueError: cannot split a negative count"
     assert all(r["errors"] == [] for i, r in enumerate(out) if i != 2)
+
+
+def test_model_fix_says_unset_hf_hub_offline_only_when_it_is_set(monkeypatch):
+    from lomo_datasets.core.stage import model_fix
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    online = model_fix("asr")
+    assert online.startswith("give --set asr.model=PATH") and "model=PATH" in online.split(";")[1]
+    assert "HF_HUB_OFFLINE" not in online and online.endswith("fetch it once with the network reachable")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert model_fix("asr").endswith("fetch it once while online (unset HF_HUB_OFFLINE)")

@@ -211,10 +211,13 @@ class StageContractError(TypeError):
 
 
 def model_fix(step: str) -> str:
-    """What to do about a step's model that cannot be had."""
+    """What to do about a step's model that cannot be had (on the command line and in Python;
+    ``unset HF_HUB_OFFLINE`` only when it is set)."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     return (
-        f"give --set {step}.model=PATH (a local model folder), use --embedded (the small models "
-        "that ship in packages), or fetch it once while online (unset HF_HUB_OFFLINE)"
+        f"give --set {step}.model=PATH (a local model folder; in Python the stage's model=PATH), use "
+        "--embedded or an embedded:NAME model (the small models that ship in packages), or fetch it "
+        + ("once while online (unset HF_HUB_OFFLINE)" if offline else "once with the network reachable")
     )
 
 
