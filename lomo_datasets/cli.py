@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     view.add_argument("--per-page", type=int, default=20, help="videos or clips per page")
     view.add_argument("--serve", action="store_true", help="serve the page and its videos on 127.0.0.1 until Ctrl-C")
     view.add_argument("--port", type=int, default=0, help="with --serve: the port (default: a free one)")
+    view.add_argument("--video-root", action="append", default=[], metavar="DIR",
+                      help="with --serve: also serve the dataset's videos under DIR (default: only those inside FOLDER)")
 
     sample = sub.add_parser("sample", help="write the sample videos (synthetic frames + espeak-ng speech)")
     sample.add_argument("folder")
@@ -244,8 +246,12 @@ def _audit(args: argparse.Namespace) -> int:
             values[key.strip()] = safe_yaml.load(value, f"--llm {key.strip()}") if value.strip() else None
         settings = audit.blind_settings(values, embedded=args.embedded)
         generate, model = audit.llm_answerer(settings), f"{settings.backend}:{settings.model}"
-    report = audit.audit_folder(args.folder, generate, blind_model=model)
-    json_path, md_path = audit.write_report(report, args.folder)
+    from lomo_datasets.publish import outputs
+
+    with outputs.held(args.folder, "folder"):  # not while a run writes it; the marker records the new files
+        report = audit.audit_folder(args.folder, generate, blind_model=model)
+        json_path, md_path = audit.write_report(report, args.folder)
+        outputs.record_files(args.folder, [json_path.name, md_path.name])
     print(audit.audit_table(report))
     print(f"flagged items: {len(report.flags_by_item())}; details in {md_path} and {json_path}")
     return 0
@@ -255,8 +261,12 @@ def _view(args: argparse.Namespace) -> int:
     from lomo_datasets.review import page as view
 
     if args.serve:
-        server = view.ReviewServer(args.folder, port=args.port, per_page=args.per_page)
+        server = view.ReviewServer(args.folder, port=args.port, per_page=args.per_page, video_roots=args.video_root)
         print(f"review page: {server.url} (Ctrl-C stops)", flush=True)
+        if server.refused:
+            print(f"not served: {server.refused} videos outside {args.folder}"
+                  f"{' and ' + ', '.join(args.video_root) if args.video_root else ''} (or not regular video files); "
+                  "add --video-root DIR for the folder that holds them", flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -327,8 +337,8 @@ def _check_workers(num_proc: int) -> None:
     gpus = cuda_device_count()
     if num_proc > max(cores, gpus):
         logging.getLogger("lomo_datasets.cli").warning(
-            "--num-proc %d is more than the %d CPU cores%s here: the workers share them and each loads "
-            "its own models, so the run gets slower, not faster; use --num-proc %d or fewer",
+            "--num-proc %d is more than the %d CPU cores%s here: each step runs at most that many workers "
+            "(and no more than its rows); use --num-proc %d or fewer",
             num_proc, cores, f" and {gpus} GPUs" if gpus else "", max(cores, gpus),
         )
 

@@ -244,6 +244,10 @@ def join_words(words: Sequence[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------------------------
 
 CONTENT = F.CONTENT
+
+
+class NoClipsError(ValueError):
+    """A video that gives no clip (no speech, or too little): its row fails with this reason."""
 MODES = ("pretrain", "sft")
 SOURCES = ("auto", "words", "segments", "subtitles")
 
@@ -324,6 +328,11 @@ class Clip(Stage):
         words = self.timed_words(row)
         find = pretrain_clips if self.mode == "pretrain" else sft_clips
         spans = find(words, self.min_clip_sec, self.max_clip_sec, self.max_silence_sec)
+        if not spans:  # the video stays in the run's accounting, failed with the reason
+            raise NoClipsError(
+                f"no clip of {self.min_clip_sec:g}-{self.max_clip_sec:g} s: "
+                + (f"{len(words)} timed words" if words else "no speech (no timed words, no subtitles)")
+            )
         segments = row.get("segments") or []
         tokens = [w["word"].strip() for w in words]  # joined per clip for the context
         out = []

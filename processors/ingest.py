@@ -14,6 +14,7 @@ import logging
 import os
 import posixpath
 import re
+import stat
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -147,8 +148,27 @@ def _entry(video: str, base: Path | str | None, **meta: Any) -> dict[str, Any]:
 _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
+#: The longest line a manifest or list of paths may have (a path, a URL, one JSON object).
+MAX_LINE_BYTES = 1 << 20
+
+
+def _read_text(path: Path) -> str:
+    """The text of a manifest or list file, line by line with each line bounded (a file of one
+    endless line is refused at the first ``MAX_LINE_BYTES``, never read into memory whole)."""
+    lines = []
+    with open(path, "rb") as fh:
+        for number, line in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), 1):
+            if len(line) > MAX_LINE_BYTES:
+                raise SettingError(
+                    f"{path}:{number}: a line longer than {MAX_LINE_BYTES} bytes; a manifest holds one path, URL "
+                    "or JSON object per line: check that --videos names the right file"
+                )
+            lines.append(line)
+    return _decode(b"".join(lines))
+
+
 def _read_manifest(path: Path) -> list[dict[str, Any]]:
-    return _parse_manifest(_decode(path.read_bytes()), path, path.parent, path.suffix.lower())
+    return _parse_manifest(_read_text(path), path, path.parent, path.suffix.lower())
 
 
 def _parse_manifest(text: str, path: Path | str, base: Path | str, suffix: str) -> list[dict[str, Any]]:
@@ -162,6 +182,8 @@ def _parse_manifest(text: str, path: Path | str, base: Path | str, suffix: str) 
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise SettingError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+                except RecursionError:
+                    raise SettingError(f"{path}:{number}: JSON nested too deeply; write one flat object per line") from None
                 if not isinstance(row, dict):
                     raise SettingError(
                         f"{path}:{number}: a JSON {_JSON_TYPES.get(type(row), 'value')}, not an object; "
@@ -212,6 +234,10 @@ def _discover_remote(source: str) -> list[dict[str, Any]]:
         raise SettingError(f"--videos {shown}: access denied ({exc}); check the store's credentials (e.g. AWS_ACCESS_KEY_ID, AWS_PROFILE)") from None
 
 
+_NOT_A_FILE = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a named pipe (FIFO)",
+               stat.S_IFSOCK: "a socket"}
+
+
 def discover(source: str | os.PathLike) -> list[dict[str, Any]]:
     """Entries (``video`` plus optional metadata) from a folder, a text file or a manifest,
     local or in object storage (``s3://bucket/prefix/``)."""
@@ -220,6 +246,12 @@ def discover(source: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(source)
     if not path.exists():
         raise SettingError(f"--videos {source}: no such folder or file")
+    if not path.is_dir() and not path.is_file():  # /dev/zero, a FIFO, a socket: never read
+        kind = _NOT_A_FILE.get(stat.S_IFMT(path.stat().st_mode), "not a regular file")
+        raise SettingError(
+            f"--videos {source}: {kind}, not a folder or a file; give a folder of videos, a text file of "
+            "paths/URLs or a JSONL/CSV manifest"
+        )
     if path.is_dir():
         files = sorted(
             p for p in path.rglob("*")
@@ -230,7 +262,7 @@ def discover(source: str | os.PathLike) -> list[dict[str, Any]]:
         return _read_manifest(path)
     if path.suffix.lower() in VIDEO_EXTENSIONS:
         return [_entry(str(path), None)]
-    lines = _decode(path.read_bytes()).splitlines()
+    lines = _read_text(path).splitlines()
     return [_entry(line, path.parent) for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 

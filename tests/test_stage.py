@@ -145,11 +145,13 @@ def test_fan_out_rows_copy_inputs_and_failed_rows_stay():
 
     ds = Dataset.from_dict({"video_id": ["a", "b", "c", "d"], "x": [2, 0, -1, 3]})
     out = apply_stage(ds, ToyFanOut(), load_from_cache_file=False).to_list()
+    # "b" makes no rows: it stays, failed with the reason, so every input is accounted for (issue 22)
     assert [(r["video_id"], r["part"]) for r in out] == [
-        ("a", 0), ("a", 1), ("c", None), ("d", 0), ("d", 1), ("d", 2)
+        ("a", 0), ("a", 1), ("b", None), ("c", None), ("d", 0), ("d", 1), ("d", 2)
     ]
-    assert out[2]["errors"][0]["error"] == "ValueError: cannot split a negative count"
-    assert all(r["errors"] == [] for i, r in enumerate(out) if i != 2)
+    assert out[2]["errors"] == [{"stage": "fan", "error": "NoOutputRows: fan made no rows from this input"}]
+    assert out[3]["errors"][0]["error"] == "ValueError: cannot split a negative count"
+    assert all(r["errors"] == [] for i, r in enumerate(out) if i not in (2, 3))
 
 
 def test_model_fix_says_unset_hf_hub_offline_only_when_it_is_set(monkeypatch):

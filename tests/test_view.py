@@ -256,7 +256,9 @@ def test_livecc_clip_plays_from_video_start_with_words_highlighted(tmp_path, tes
 
 def test_serve_on_loopback_with_range_requests(tmp_path, test_media):
     folder = lomo_folder(tmp_path / "bench", test_media, 2)
-    proc = subprocess.Popen([sys.executable, "-m", "lomo_datasets.cli", "view", str(folder), "--serve"],
+    # the test videos live outside the folder: --video-root names their folder (issue 22)
+    proc = subprocess.Popen([sys.executable, "-m", "lomo_datasets.cli", "view", str(folder), "--serve",
+                             "--video-root", str(test_media.folder)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

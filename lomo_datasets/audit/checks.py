@@ -26,6 +26,8 @@ The audit flags items (``Flag``: question id, reason code, detail); it never dro
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import difflib
 import json
@@ -763,10 +765,28 @@ def read_rows(folder: str | os.PathLike, columns: Sequence[str] | None = None) -
         raise SettingError(f"{root}: no data/*.parquet here; give a folder written by `lomo-datasets run`")
     rows: list[dict[str, Any]] = []
     for path in files:
-        schema = pq.read_schema(path)
-        wanted = [c for c in (columns or schema.names) if c in schema.names]
-        rows.extend(pq.read_table(path, columns=wanted).to_pylist())
+        with parquet_errors(path):
+            schema = pq.read_schema(path)
+            wanted = [c for c in (columns or schema.names) if c in schema.names]
+            rows.extend(pq.read_table(path, columns=wanted).to_pylist())
     return rows
+
+
+@contextlib.contextmanager
+def parquet_errors(path: Path):
+    """A damaged shard as one line that names it and the fix (not pyarrow's ArrowInvalid)."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException) and exc.errno is not None:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise SettingError(
+            f"{path}: not a readable Parquet file ({type(exc).__name__}: {first}); restore it, or rerun "
+            "`lomo-datasets run` with the same --out to write the folder again"
+        ) from None
 
 
 def read_videos(folder: str | os.PathLike) -> list[Video]:
@@ -782,6 +802,8 @@ def write_report(report: AuditReport, folder: str | os.PathLike) -> tuple[Path, 
     folder = Path(folder)
     paths = folder / AUDIT_JSON, folder / AUDIT_MD
     for path in paths:
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise SettingError(f"{path} is a link or not a regular file; lomo-datasets never writes through it: remove it first")
         if path.exists() and GENERATOR not in path.read_text(encoding="utf-8", errors="replace")[:2000]:
             raise SettingError(f"{path} exists and was not written by lomo-datasets; move it away first")
     paths[0].write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

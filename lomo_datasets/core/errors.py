@@ -65,11 +65,12 @@ def explain(exc: BaseException, work_dir: str | None = None, out: str | None = N
         return INTERRUPTED, 130
     if isinstance(exc, (SettingError, MissingDependencyError)):
         return one_line(_first_line(exc)), 2
-    if any(k.__name__ == "PublishError" and k.__module__ == "lomo_datasets.publish.layout" for k in type(exc).__mro__):
+    if any(k.__name__ in ("PublishError", "AccountingError") and k.__module__.startswith("lomo_datasets.publish.")
+           for k in type(exc).__mro__):
         return one_line(_first_line(exc)), 1
     for err in _chain(exc):
         if _disk_full(err):
-            where = getattr(err, "filename", None) or work_dir or "the output folder"
+            where = full_folder(getattr(err, "filename", None), work_dir, out)
             return one_line(
                 f"disk full while writing {where}: free some space (or give --work-dir / --out on a "
                 "larger disk) and rerun the same command; finished steps and chunks are kept, "
@@ -94,6 +95,32 @@ def explain(exc: BaseException, work_dir: str | None = None, out: str | None = N
         f"unexpected {type(exc).__name__}: {_first_line(exc)} (rerun with -v for the traceback, "
         "and report it if it is a bug)"
     ), 1
+
+
+def full_folder(filename: str | None, work_dir: str | None, out: str | None) -> str:
+    """Which folder is full, for the disk-full line: the one holding ``filename`` (``--out`` or
+    the work dir, named so), else the one with the least free space."""
+    from pathlib import Path
+    import shutil
+
+    folders = [(f"the work dir {work_dir}", work_dir), (f"--out {out}", out)]
+    if filename:
+        path = Path(str(filename)).absolute()
+        for label, folder in folders:  # the work dir first: it may be inside --out
+            if folder and (Path(folder).absolute() == path or Path(folder).absolute() in path.parents):
+                return f"{filename} (in {label})"
+        return str(filename)
+    free = []
+    for label, folder in folders:
+        probe = Path(folder).absolute() if folder else None
+        while probe is not None and not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe is not None:
+            try:
+                free.append((shutil.disk_usage(probe).free, label))
+            except OSError:
+                pass
+    return min(free)[1] if free else "the output folder"
 
 
 def _disk_full(exc: BaseException) -> bool:

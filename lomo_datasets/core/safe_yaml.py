@@ -57,3 +57,8 @@ def load(text: str, source: str) -> Any:
         raise SettingError(f"{source}: not valid YAML{where} ({exc.problem or exc.context}); fix the file or the value") from None
     except yaml.YAMLError as exc:
         raise SettingError(f"{source}: not valid YAML ({type(exc).__name__}); fix the file or the value") from None
+    except RecursionError:
+        raise SettingError(
+            f"{source}: nested too deeply to be settings (lists or mappings inside each other thousands of "
+            "levels deep); settings are a few levels deep: fix the file or the value"
+        ) from None

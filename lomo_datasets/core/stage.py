@@ -532,6 +532,9 @@ class Stage:
                 produced = [empty]
             elif self.fan_out:
                 produced = list(res)
+                if not produced:  # the input row never vanishes: it stays, failed, with the reason
+                    errors.append({"stage": self.name, "error": f"NoOutputRows: {self.name} made no rows from this input"})
+                    produced = [empty]
             else:
                 produced = [res]
             for item in produced:
@@ -644,6 +647,14 @@ def split_by_threshold(
     kept = ds.filter(keep, input_columns=column, num_proc=num_proc, desc=f"keep {column}")
     dropped = ds.filter(lambda v: not keep(v), input_columns=column, num_proc=num_proc, desc=f"drop {column}")
     dropped = dropped.add_column("drop_reason", [reason] * len(dropped))
+    # what the filter judged: its column, that row's value, and the band it was outside of
+    values = [float(v) if isinstance(v, (int, float)) else None for v in dropped[column]] if len(dropped) else []
+    band = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+    from datasets import Value
+
+    dropped = dropped.add_column("drop_column", [column] * len(dropped), feature=Value("string"))
+    dropped = dropped.add_column("drop_value", values, feature=Value("float64"))
+    dropped = dropped.add_column("drop_band", [band] * len(dropped), feature=Value("string"))
     return kept, dropped
 
 

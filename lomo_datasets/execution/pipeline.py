@@ -190,7 +190,20 @@ def _fingerprint_dataset(ds: Dataset) -> str:
     digest.update(json.dumps(ds.features.to_dict(), sort_keys=True).encode())
     for batch in ds.iter(batch_size=1000):
         digest.update(json.dumps(batch, sort_keys=True, default=str).encode())
+        # each local file's identity: a video replaced in place (same path, new bytes) is new input
+        digest.update(json.dumps([file_identity(v) for v in batch.get("video") or []]).encode())
     return digest.hexdigest()[:32]
+
+
+def file_identity(video: Any) -> list | None:
+    """``[size, mtime_ns, inode]`` of a local file (None for a URL or a missing file)."""
+    if not isinstance(video, str) or "://" in video:
+        return None
+    try:
+        st = os.stat(video)
+    except (OSError, ValueError):
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -255,6 +268,21 @@ def threads_per_worker(workers: int, cpus: float | None = None) -> int:
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, int(cpus // max(1, workers)))
+
+
+def cap_workers(num_proc: int, rows: int, stage: Any = None) -> int:
+    """``num_proc`` capped at the rows of the step and at this machine's CPU cores (its GPUs for
+    a model stage when it has any); one log line says so when it caps."""
+    from lomo_datasets.core.stage import cuda_device_count
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    gpus = cuda_device_count() if getattr(stage, "has_model", False) else 0
+    limit, what = (gpus, f"{gpus} GPUs") if gpus else (cores, f"{cores} CPU cores")
+    workers = max(1, min(num_proc, rows, limit))
+    if workers < num_proc:
+        logger.warning("%s: --num-proc %d capped at %d workers (%d rows, %s)",
+                       getattr(stage, "name", "step"), num_proc, workers, rows, what)
+    return workers
 
 
 def models_loaded() -> int:
@@ -435,6 +463,11 @@ class Runner:
         for index, step in enumerate(steps):
             fingerprint = step.fingerprint(fingerprint)
             step_dir = self.work_dir / f"{index:02d}-{step.name}-{fingerprint[:16]}"
+            if step_dir.is_symlink() or (step_dir.exists() and not step_dir.is_dir()):
+                raise SettingError(
+                    f"{step_dir} is {'a link' if step_dir.is_symlink() else 'a file'} where lomo-datasets keeps the "
+                    f"'{step.name}' step's output; move it away (it is left alone) and rerun the same command"
+                )
             started = time.perf_counter()
             with progress.step_bar(step.name, len(ds)) as bar:
                 if isinstance(step, Filter):
@@ -461,7 +494,7 @@ class Runner:
         parts = []
         n_chunks = max(1, math.ceil(len(ds) / self.chunk_size))
         reused = reused_rows = 0
-        with StepPool(stage, self.num_proc) as pool:  # its workers start with the first computed chunk
+        with StepPool(stage, cap_workers(self.num_proc, len(ds), stage)) as pool:  # workers start with the first computed chunk
             for chunk in range(n_chunks):
                 start, end = chunk * self.chunk_size, min(len(ds), (chunk + 1) * self.chunk_size)
                 chunk_dir = step_dir / f"chunk-{start:09d}-{end:09d}"

@@ -262,6 +262,33 @@ def _parts(folder: Path) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 
 
+#: Seconds to wait for a TCP connection to ``--ray-address`` before giving up.
+CONNECT_TIMEOUT = 10.0
+
+
+def check_reachable(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None:
+    """A ``SettingError`` in one line when nothing accepts a connection at ``address``
+    (``host:port`` or ``ray://host:port``) within ``timeout`` seconds; ``None``/``auto``/``local``
+    are Ray's own lookups and pass."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    text = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = text.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingError(f"--ray-address {address!r}: use HOST:PORT (the head's GCS port, 6379 by default) or ray://HOST:10001")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise SettingError(
+            f"--ray-address {address}: cannot connect within {timeout:g} s ({reason}); start the cluster "
+            "(`ray start --head`) or fix the address, or leave --ray-address out to start a local Ray"
+        ) from None
+
+
 class RayExecutor:
     """Runs steps over a dataset on a Ray cluster; ``run`` returns what ``Runner.run`` does."""
 
@@ -269,6 +296,7 @@ class RayExecutor:
         self.work_dir = Path(work_dir)
         self.settings = settings or RaySettings()
         self.ray = import_ray()
+        check_reachable(self.settings.address)  # bounded: Ray itself retries an unreachable address for minutes
 
     # -- cluster ---------------------------------------------------------------------------
 

@@ -22,13 +22,13 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from lomo_datasets.publish import outputs
+from lomo_datasets.publish import accounting, outputs
 from lomo_datasets.publish import layout as publish
 from lomo_datasets.publish.card import Provenance, error_kind, yield_counts
 from lomo_datasets.formats.livecc import LiveCCExport
 from lomo_datasets.core.redact import mask_url_credentials
 from lomo_datasets.execution.pipeline import (
-    Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard, write_failed_report,
+    Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard, take_shard, write_failed_report,
 )
 from lomo_datasets.core.stage import Filter, SettingError
 
@@ -224,6 +224,8 @@ class RunSummary:
     reused: dict[str, str] = field(default_factory=dict)
     #: seconds from the start of ``run_recipe`` to the published folder (ingest, steps, publishing)
     wall: float | None = None
+    #: rows without errors in the data (0: nothing survived, even when failed rows were written)
+    kept: int | None = None
 
     def yield_line(self) -> str:
         share = f" ({100 * self.complete / self.inputs:.0f}%)" if self.inputs else ""
@@ -232,12 +234,13 @@ class RunSummary:
 
     @property
     def empty(self) -> bool:
-        return self.rows == 0
+        return self.rows == 0 if self.kept is None else self.kept == 0
 
     def lines(self) -> list[str]:
         if self.empty:
             lines = [
-                f"recipe {self.recipe}: NOTHING SURVIVED: 0 rows written to {self.out} from {self.inputs} inputs "
+                f"recipe {self.recipe}: NOTHING SURVIVED: {'0 rows' if not self.rows else f'{self.rows} rows, all with errors,'}"
+                f" written to {self.out} from {self.inputs} inputs "
                 f"({self.failed} with errors, {self.dropped} dropped by filters)",
                 "top causes: " + ("; ".join(f"{cause} ({n})" for cause, n in self.causes) or "none recorded"),
                 f"the reasons per row are in {self.out / 'failed.jsonl'} and {self.out / 'dropped.jsonl'}",
@@ -269,7 +272,7 @@ class RunSummary:
         return lines
 
     def load_hint(self) -> str:
-        if self.empty:  # datasets cannot read an empty split without streaming (huggingface/datasets#8401)
+        if self.rows == 0:  # datasets cannot read an empty split without streaming (huggingface/datasets#8401)
             return f"load it with: datasets.load_dataset({str(self.out)!r}, split='train', streaming=True)"
         return f"load it with: datasets.load_dataset({str(self.out)!r})"
 
@@ -369,14 +372,19 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
     # Credentials in input URLs served the download; the published rows and reports get them masked.
     result.dataset, result.dropped = mask_credentials(result.dataset), mask_credentials(result.dropped)
     data = result.dataset
+    ledger = accounting.check(take_shard(ds, shard)["video_id"], data, result.dropped)  # fails loudly when broken
+    judged = result.dropped  # a row that failed upstream is listed as failed, not as dropped
+    if judged is not None and "errors" in judged.column_names and len(judged):
+        judged = judged.filter(lambda e: not e, input_columns="errors", desc="dropped rows")
 
     def write(folder: Path) -> None:
         publish.write_layout(
             DatasetDict({"train": data}), folder, provenance=Provenance.from_recipe(recipe, steps),
-            dropped=result.dropped, repo_id=repo_id,
+            dropped=result.dropped, repo_id=repo_id, body=ledger.card_line(),
         )
-        if result.dropped is not None and len(result.dropped):
-            result.dropped.to_json(str(folder / "dropped.jsonl"), force_ascii=False)
+        ledger.save(folder)
+        if judged is not None and len(judged):
+            judged.to_json(str(folder / "dropped.jsonl"), force_ascii=False)
         write_failed_report(folder / "failed.jsonl", data, result.dropped)
         for export in exports:
             export(data, folder)
@@ -462,6 +470,7 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
         recipe=name,
         out=out,
         rows=len(data),
+        kept=len(data) - sum(1 for e in (data["errors"] if "errors" in data.column_names else []) if e),
         failed=failed,
         dropped=len(result.dropped) if result.dropped is not None else 0,
         errors_by_stage=dict(errors),

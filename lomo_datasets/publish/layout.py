@@ -306,6 +306,16 @@ def push_folder(
     folder = check_folder(folder)
     check_repo_id(repo_id)
     retry = retry or Retry()
+    with outputs.held(folder, "folder"):  # no push of a folder a run is writing or has half-committed
+        from lomo_datasets.publish.accounting import verify_folder
+
+        verify_folder(folder)  # every input accounted for, as the run recorded
+        return _push(folder, repo_id, private, token, endpoint, revision, commit_message, retry, sleep)
+
+
+def _push(folder: Path, repo_id: str, private, token, endpoint, revision, commit_message, retry: Retry, sleep) -> str:
+    from huggingface_hub import HfApi
+
     api = HfApi(endpoint=endpoint, token=token)
     message = commit_message or f"Upload {folder.name} with lomo-datasets"
     last: BaseException | None = None

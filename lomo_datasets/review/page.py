@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 import urllib.parse
 from pathlib import Path
@@ -56,7 +57,8 @@ def folder_kind(folder: str | os.PathLike) -> str:
     files = sorted((Path(folder) / "data").glob("*.parquet"))
     if not files:
         raise SettingError(f"{folder}: no data/*.parquet here; give a folder written by `lomo-datasets run`")
-    names = set(pq.read_schema(files[0]).names)
+    with A.parquet_errors(files[0]):
+        names = set(pq.read_schema(files[0]).names)
     if "questions" in names:
         return "lomo"
     if {"video_start", "video_end", "content"} <= names:
@@ -203,13 +205,21 @@ def _audit_table_html(report: dict[str, Any] | None) -> str:
     return f'<table class="audit" id="audit">{head}{"".join(rows)}</table>'
 
 
+def script_json(data: Any) -> str:
+    """``data`` as JSON safe inside a ``<script>`` element: ``<``, ``>``, ``&`` and U+2028/9
+    are escaped, so no text (``</script>``, ``<!--<script>``) can end or comment out the script."""
+    text = json.dumps(data, ensure_ascii=False)
+    for char, escape in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text
+
+
 def page_html(kind: str, records: list[dict], title: str, per_page: int = 20, report: dict[str, Any] | None = None) -> str:
     """The whole page as one string (data inline as JSON)."""
     if kind not in ("lomo", "livecc"):
         raise ValueError(f"kind {kind!r}: use lomo or livecc")
     data = {"kind": kind, "per_page": per_page, "unit": "videos" if kind == "lomo" else "clips", "records": records}
-    # "</" inside the JSON would end the script element early
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    payload = script_json(data)
     flagged = '<label><input type="checkbox" id="flagged"> only flagged</label>' if kind == "lomo" else ""
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -240,12 +250,33 @@ def page_html(kind: str, records: list[dict], title: str, per_page: int = 20, re
 """
 
 
+def servable(path: Path | None, roots: list[Path]) -> Path | None:
+    """``path`` resolved (links followed) when it is a regular file with a video extension under
+    one of ``roots`` (resolved too), else None: what ``--serve`` may send."""
+    if path is None:
+        return None
+    try:
+        real = Path(os.path.realpath(path))
+        st = os.stat(real)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode) or real.suffix.lower() not in _VIDEO_SUFFIXES:
+        return None
+    for root in roots:
+        root = Path(os.path.realpath(root))
+        if root in real.parents:
+            return real
+    return None
+
+
 def build_page(
     folder: str | os.PathLike, page_dir: str | os.PathLike | None = None, per_page: int = 20,
-    media_prefix: str | None = None,
+    media_prefix: str | None = None, video_roots: list[str | os.PathLike] | None = None,
 ) -> tuple[str, list[Path | None]]:
     """``(html, media files)`` for a dataset folder. With ``media_prefix`` the players' sources
-    are ``<prefix><n>`` (the n-th media file; used by ``serve``)."""
+    are ``<prefix><n>`` (the n-th media file; used by ``serve``): only regular video files
+    under the dataset folder or one of ``video_roots`` (after resolving links) get one; the
+    others have no source (``refused`` on the returned list counts them)."""
     if not isinstance(per_page, int) or per_page < 1:
         raise SettingError(f"--per-page {per_page!r}: use an integer >= 1")
     folder = Path(folder)
@@ -255,24 +286,38 @@ def build_page(
     rows = A.read_rows(folder, _LOMO_COLUMNS if kind == "lomo" else _LIVECC_COLUMNS)
     records = lomo_records(rows, folder, page_dir, report) if kind == "lomo" else livecc_records(rows, folder, page_dir)
     media: list[Path | None] = []
+    refused = 0
     if media_prefix is not None:
+        roots = [folder, *(Path(r) for r in video_roots or [])]
         index: dict[Path, int] = {}
         for rec, row in zip(records, rows):
-            path = _media_path(row.get("video"), folder)
+            path = servable(_media_path(row.get("video"), folder), roots)
             if path is None:
+                refused += bool(row.get("video")) and "://" not in str(row.get("video"))
+                rec["src"] = "" if "://" not in str(row.get("video") or "") else rec["src"]
                 continue
             if path not in index:
                 index[path] = len(media)
                 media.append(path)
             rec["src"] = f"{media_prefix}{index[path]}"
     title = f"{folder.resolve().name}: {'LoMo QA' if kind == 'lomo' else 'LiveCC clips'} review"
+    media = _Media(media)
+    media.refused = refused
     return page_html(kind, records, title, per_page, report), media
+
+
+class _Media(list):
+    """The served files, and how many local videos were refused (outside the roots)."""
+
+    refused = 0
 
 
 def write_page(folder: str | os.PathLike, out: str | os.PathLike | None = None, per_page: int = 20) -> Path:
     """Write the review page (default ``FOLDER/review.html``); a file of that name that this tool
     did not write is never overwritten."""
     path = Path(out) if out else Path(folder) / PAGE_NAME
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise SettingError(f"{path} is a link or not a regular file; lomo-datasets never writes through it: give another --html path")
     if path.exists() and GENERATOR not in path.read_text(encoding="utf-8", errors="replace")[:4000]:
         raise SettingError(f"{path} exists and was not written by lomo-datasets; give another --html path")
     text, _ = build_page(folder, path.parent, per_page)
@@ -285,7 +330,9 @@ def write_page(folder: str | os.PathLike, out: str | os.PathLike | None = None, 
 # Serving on 127.0.0.1
 # --------------------------------------------------------------------------------------------
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})", re.ASCII)
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+_VIDEO_SUFFIXES = {".mp4", ".m4v", ".webm", ".mkv", ".mov", ".ogv", ".avi", ".flv", ".ts", ".mpg", ".mpeg", ".wmv", ".3gp"}
 _TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
           ".mov": "video/quicktime", ".ogv": "video/ogg"}
 
@@ -293,26 +340,41 @@ _TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv
 class ReviewServer:
     """The page at ``/`` and its videos at ``/media/<n>`` on 127.0.0.1 (nothing else)."""
 
-    def __init__(self, folder: str | os.PathLike, port: int = 0, per_page: int = 20, host: str = "127.0.0.1"):
+    def __init__(self, folder: str | os.PathLike, port: int = 0, per_page: int = 20, host: str = "127.0.0.1",
+                 video_roots: list[str | os.PathLike] | None = None):
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise SettingError(f"--host {host!r}: the review server listens on 127.0.0.1 only")
-        page, media = build_page(folder, per_page=per_page, media_prefix="media/")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise SettingError(f"--port {port}: use a port from 1 to 65535 (or 0 for a free one)")
+        for root in video_roots or []:
+            if not Path(root).is_dir():
+                raise SettingError(f"--video-root {root}: no such folder; give the folder that holds the dataset's videos")
+        page, media = build_page(folder, per_page=per_page, media_prefix="media/", video_roots=video_roots)
         body = page.encode("utf-8")
         self.media = media
+        self.refused = getattr(media, "refused", 0)
+        roots = [Path(folder), *(Path(r) for r in video_roots or [])]
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, fmt, *args):
                 logger.info("review: " + fmt, *args)
 
             def do_GET(self):  # noqa: N802 (http.server's name)
+                host = (self.headers.get("Host") or "").strip().lower()
+                name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+                if name not in _LOOPBACK_HOSTS:  # another name pointing here (DNS rebinding)
+                    self._send(403, "text/plain", b"forbidden: only http://127.0.0.1 or http://localhost")
+                    return
                 path = urllib.parse.urlparse(self.path).path
                 if path in ("/", "/index.html", f"/{PAGE_NAME}"):
                     self._send(200, "text/html; charset=utf-8", body)
                     return
-                match = re.fullmatch(r"/media/(\d+)", path)
-                if match and int(match.group(1)) < len(media) and media[int(match.group(1))] is not None:
-                    self._file(media[int(match.group(1))])
-                    return
+                match = re.fullmatch(r"/media/([0-9]+)", path)
+                if match and len(match.group(1)) < 10 and int(match.group(1)) < len(media):
+                    real = servable(media[int(match.group(1))], roots)  # checked again: a file may have changed
+                    if real is not None:
+                        self._file(real)
+                        return
                 self._send(404, "text/plain", b"not found")
 
             def _send(self, status, ctype, data, extra=None):
@@ -329,9 +391,14 @@ class ReviewServer:
                 size = path.stat().st_size
                 ctype = _TYPES.get(path.suffix.lower(), "application/octet-stream")
                 start, end = 0, size - 1
-                match = _RANGE.match(self.headers.get("Range", "").strip())
+                asked = self.headers.get("Range")
+                match = _RANGE.fullmatch(asked.strip()) if asked is not None else None
                 status = 200
-                if match and (match.group(1) or match.group(2)):
+                if asked is not None and (match is None or not (match.group(1) or match.group(2))):
+                    # several ranges, another unit, a number of any length: one answer, 416
+                    self._send(416, "text/plain", b"", {"Content-Range": f"bytes */{size}"})
+                    return
+                if match:
                     if match.group(1):
                         start = int(match.group(1))
                         end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
