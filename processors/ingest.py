@@ -150,12 +150,14 @@ _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", boo
 
 #: The longest line a manifest or list of paths may have (a path, a URL, one JSON object).
 MAX_LINE_BYTES = 1 << 20
+#: The most a manifest or list of paths may hold (about a million entries).
+MAX_LIST_BYTES = 1 << 30
 
 
 def _read_text(path: Path) -> str:
     """The text of a manifest or list file, line by line with each line bounded (a file of one
     endless line is refused at the first ``MAX_LINE_BYTES``, never read into memory whole)."""
-    lines = []
+    lines, total = [], 0
     with open(path, "rb") as fh:
         for number, line in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), 1):
             if len(line) > MAX_LINE_BYTES:
@@ -164,6 +166,9 @@ def _read_text(path: Path) -> str:
                     "or JSON object per line: check that --videos names the right file"
                 )
             lines.append(line)
+            total += len(line)
+            if total > MAX_LIST_BYTES:
+                raise SettingError(f"{path}: more than {MAX_LIST_BYTES} bytes; split the input and run the parts with --shard or separately")
     return _decode(b"".join(lines))
 
 
@@ -246,7 +251,8 @@ def discover(source: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(source)
     if not path.exists():
         raise SettingError(f"--videos {source}: no such folder or file")
-    if not path.is_dir() and not path.is_file():  # /dev/zero, a FIFO, a socket: never read
+    if not path.is_dir() and not path.is_file() and not stat.S_ISFIFO(path.stat().st_mode):
+        # /dev/zero, a socket: never read (a pipe, e.g. `--videos <(ls *.mp4)`, is read with bounds)
         kind = _NOT_A_FILE.get(stat.S_IFMT(path.stat().st_mode), "not a regular file")
         raise SettingError(
             f"--videos {source}: {kind}, not a folder or a file; give a folder of videos, a text file of "

@@ -50,6 +50,8 @@ def test_only_files_it_wrote_are_replaced_or_deleted(tmp_path, test_media, case,
 
 
 def test_serve_sends_only_the_datasets_videos_to_loopback_hosts(tmp_path, test_media):
+    for sub in "abc":
+        (tmp_path / sub).mkdir()
     foreign = H.serve_foreign_file(tmp_path / "a", test_media)
     assert foreign.status == 0 and foreign.outside_changed is False, foreign.stderr
     assert foreign.facts["leaked"] == [] and set(foreign.facts["served"].values()) == {404}
@@ -185,3 +187,28 @@ def test_disk_full_names_the_folder_that_is_full(tmp_path):
     assert status == 1 and f"in --out {out})" in message
     full_work = OSError(errno.ENOSPC, "No space left on device", str(work / "00-probe" / "data"))
     assert f"in the work dir {work})" in explain(full_work, work_dir=str(work), out=str(out))[0]
+
+
+def test_disk_full_on_out_names_out_not_the_work_dir(tmp_path, test_media):
+    """--out on a full 2 MB tmpfs (a private mount, as tests/test_cli_errors.py makes one), the
+    work dir elsewhere: the line names --out."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        pytest.skip("needs unshare and mount for a small private tmpfs")
+    folder = H.videos(tmp_path, test_media, "english")
+    disk, work = tmp_path / "disk", tmp_path / "work"
+    disk.mkdir()
+    with H.Watch(tmp_path) as watch:
+        cli = f"{sys.executable} -m lomo_datasets.cli run probe --videos {folder} --out {disk}/out --work-dir {work}"
+        script = (f"mount -t tmpfs -o size=2m tmpfs {disk} || exit 77\ncat /dev/zero > {disk}/filler 2>/dev/null\n"
+                  f"{cli} > {tmp_path}/run.out 2> {tmp_path}/run.err; echo $? > {tmp_path}/run.rc\n")
+        done = subprocess.run(["unshare", "-rm", "sh", "-c", script], env=H.env(), timeout=300, capture_output=True, text=True)
+    if done.returncode == 77 or not (tmp_path / "run.rc").exists():
+        pytest.skip(f"cannot mount a private tmpfs here: {done.stderr.strip()}")
+    r = H.Result(int((tmp_path / "run.rc").read_text()), "", watch.changed, (tmp_path / "run.err").read_text())
+    line = one_line(r, 1, "disk full while writing")
+    where = line.split("free some space")[0]  # the file in --out, or --out itself when no file is named
+    assert f"--out {disk}/out" in where and "work dir" not in where, line
