@@ -239,10 +239,6 @@ def _discover_remote(source: str) -> list[dict[str, Any]]:
         raise SettingError(f"--videos {shown}: access denied ({exc}); check the store's credentials (e.g. AWS_ACCESS_KEY_ID, AWS_PROFILE)") from None
 
 
-_NOT_A_FILE = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a named pipe (FIFO)",
-               stat.S_IFSOCK: "a socket"}
-
-
 def discover(source: str | os.PathLike) -> list[dict[str, Any]]:
     """Entries (``video`` plus optional metadata) from a folder, a text file or a manifest,
     local or in object storage (``s3://bucket/prefix/``)."""
@@ -253,7 +249,7 @@ def discover(source: str | os.PathLike) -> list[dict[str, Any]]:
         raise SettingError(f"--videos {source}: no such folder or file")
     if not path.is_dir() and not path.is_file() and not stat.S_ISFIFO(path.stat().st_mode):
         # /dev/zero, a socket: never read (a pipe, e.g. `--videos <(ls *.mp4)`, is read with bounds)
-        kind = _NOT_A_FILE.get(stat.S_IFMT(path.stat().st_mode), "not a regular file")
+        kind = media.special_file_kind(path.stat().st_mode)
         raise SettingError(
             f"--videos {source}: {kind}, not a folder or a file; give a folder of videos, a text file of "
             "paths/URLs or a JSONL/CSV manifest"
