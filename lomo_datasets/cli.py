@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--work-dir", help="where step outputs persist for reruns (default OUT/.lomo-work)")
     run.add_argument("--chunk-size", type=int, default=256, help="rows per persisted chunk")
     run.add_argument(
+        "--group-size", type=int, default=16, metavar="N",
+        help="input rows whose rows may share a model batch (default 16); the output depends on it, "
+        "never on --num-proc, --shard or --executor",
+    )
+    run.add_argument(
         "--executor", choices=("local", "ray"), default="local",
         help="local: worker processes on this machine; ray: Ray Data on a cluster (pip install 'lomo-datasets[ray]')",
     )
@@ -216,6 +221,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         shard=args.shard,
         executor=args.executor,
         ray_address=args.ray_address,
+        group_size=args.group_size,
     )
     return _print_summary(summary)
 

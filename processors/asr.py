@@ -294,8 +294,9 @@ class Transcribe(Stage):
     #: seeded, so hard audio can give a different transcript per run: 0 is greedy and
     #: reproducible.
     temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    #: CPU threads per model (0: CTranslate2's default).
-    cpu_threads: int = 0
+    #: CPU threads per model call (a fixed number: the output depends on it; see
+    #: ``stage.DEFAULT_CPU_THREADS``). More speed on a CPU: ``--num-proc``.
+    cpu_threads: int = 1
     #: Model replicas per process (faster-whisper's num_workers); rows run in that many threads.
     models_per_gpu: int = 1
     #: Write short subtitle lines built from the word timestamps (else Whisper's segments).
@@ -328,8 +329,8 @@ class Transcribe(Stage):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SettingError(f"asr.{key} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
-            raise SettingError(f"asr.cpu_threads must be an integer >= 0 (0: default), got {self.cpu_threads!r}")
+        if not isinstance(self.cpu_threads, int) or self.cpu_threads < 1:
+            raise SettingError(f"asr.cpu_threads must be an integer >= 1 (threads per model call), got {self.cpu_threads!r}")
         steps = self.temperature if isinstance(self.temperature, (list, tuple)) else [self.temperature]
         if not steps or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 2 for t in steps):
             raise SettingError(f"asr.temperature must be a number in [0, 2] or a list of them, got {self.temperature!r}")

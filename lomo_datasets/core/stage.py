@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import random
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
@@ -109,6 +110,39 @@ def split_device(device: str) -> tuple[str, int]:
     CTranslate2 and faster-whisper take."""
     kind, _, index = device.partition(":")
     return kind, int(index or 0)
+
+
+# --------------------------------------------------------------------------------------------
+# CPU threads: a setting, never the machine's cores
+# --------------------------------------------------------------------------------------------
+
+#: CPU threads per model call for a model stage with no ``cpu_threads`` setting of its own.
+#: Threads change a model's numerics on CPU (the order of its sums), so the count is a fixed
+#: setting, never derived from the cores or the number of workers: the same rows on any machine,
+#: in one process, in N workers or in Ray actors. More speed on a CPU comes from ``--num-proc``.
+DEFAULT_CPU_THREADS = 1
+
+
+def cpu_threads(stage: Any) -> int:
+    """The CPU threads ``stage``'s model uses per call: its ``cpu_threads`` setting, else
+    ``DEFAULT_CPU_THREADS``."""
+    value = getattr(stage, "cpu_threads", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else DEFAULT_CPU_THREADS
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op CPU threads set to ``threads`` inside the block (when torch is loaded),
+    then back to what they were: a stage's model calls get its thread count in any process."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None and before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch is not None and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,9 +470,14 @@ class Stage:
             else:
                 todo.append((i, item))
         if todo:
+            threads = contextlib.nullcontext()
             if self.has_model:
                 self.loaded_model  # a model that cannot load is a setting error, not a row error
-            for (i, _), out in zip(todo, self._run_items([item for _, item in todo])):
+                if split_device(self.current_device)[0] == "cpu":  # the stage's threads, not the process's
+                    threads = torch_threads(cpu_threads(self))
+            with threads:
+                outs = self._run_items([item for _, item in todo])
+            for (i, _), out in zip(todo, outs):
                 if isinstance(out, BaseException):
                     results[i] = out
                     continue

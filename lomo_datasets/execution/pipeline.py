@@ -14,9 +14,18 @@ every file the chunk (or step) wrote; reuse checks them, and a damaged or missin
 that part recompute (one log line says which file), so recorded bytes are all that is reused. Chunk folders are named by their row range, so a
 rerun with another ``chunk_size`` never reuses a chunk that covers other rows.
 
-Many nodes: ``--shard i/n`` runs part i of n of the ingested input (contiguous rows, through
-the split of ``datasets.distributed.split_dataset_by_node``); ``merge_outputs`` joins the parts' published
-folders in shard order, so shards 1..n merged equal one unsharded run.
+Sameness: the output is a function of the inputs and the settings, never of the schedule.
+Every row carries the index of the input row it comes from (``ROW``; a clip keeps its video's);
+input rows form groups of ``group_size`` (``--group-size``), and a step's batches are cut from
+one group's rows in input order (``batch_cuts``), so after filters and fan-out every model call
+sees the same rows together. Chunks, the shards of a chunk that the workers share, ``--shard``
+parts and Ray blocks all hold whole groups; CPU threads per model call are a stage setting
+(``stage.cpu_threads``), not a share of the cores.
+
+Many nodes: ``--shard i/n`` runs part i of n of the ingested input (contiguous whole groups);
+``merge_outputs`` checks that the parts are the shards of one run (same recipe, settings and
+input; none twice, none overlapping, none missing) and joins them into the folder one unsharded
+run writes.
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from lomo_datasets.core import safe_yaml
 from lomo_datasets.core.bounds import check_settings, did_you_mean
 from lomo_datasets.models.check import check_model
 from lomo_datasets.core.redact import shorten
-from lomo_datasets.core.stage import Filter, SettingError, Stage, apply_stage, split_by_threshold
+from lomo_datasets.core.stage import Filter, SettingError, Stage, cpu_threads, split_by_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +202,82 @@ def _fingerprint_dataset(ds: Dataset) -> str:
     return digest.hexdigest()[:32]
 
 
+#: The hidden column of the input row index every row carries through the steps (dropped from
+#: what a run returns and publishes).
+ROW = "_lomo_row"
+#: Input rows per batch group (``--group-size``): a step's batches never mix rows of two groups.
+DEFAULT_GROUP_SIZE = 16
+
+
+def check_group_size(group_size: Any) -> int:
+    if not isinstance(group_size, int) or isinstance(group_size, bool) or not 1 <= group_size <= 1_000_000:
+        raise SettingError(f"--group-size {group_size!r}: use a whole number of input rows from 1 to 1000000 (default {DEFAULT_GROUP_SIZE})")
+    return group_size
+
+
+def run_fingerprint(ds: Dataset, group_size: int) -> str:
+    """The fingerprint the steps' fingerprints chain from: the input rows and the group size."""
+    return hashlib.sha256(f"{_fingerprint_dataset(ds)}/groups={group_size}".encode()).hexdigest()[:32]
+
+
+def batch_cuts(rows: list[int], group_size: int, batch: int) -> list[tuple[int, int]]:
+    """``[(start, end), ...]``: the batches of a sequence of rows given their input indices
+    ``rows`` (in input order; a fan-out's rows repeat their input's index): a batch never
+    spans two groups (``index // group_size``), and a group's rows are cut every ``batch`` rows
+    from the group's first row. So the batches depend only on which rows a group holds, not on
+    where a chunk, a worker's shard, a ``--shard`` part or a Ray block starts."""
+    cuts: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if i == len(rows) or rows[i] // group_size != rows[start] // group_size or i - start == batch:
+            cuts.append((start, i))
+            start = i
+    return cuts
+
+
+def batch_bounds(rows: list[int], group_size: int, batch: int, per_part: int) -> list[tuple[int, int]]:
+    """Row ranges of at least ``per_part`` rows (the last may be shorter) that end where a
+    ``batch_cuts`` batch ends: a chunk, or a worker's share of one, holds whole batches, and
+    ``batch_cuts`` of a range that starts at a batch boundary gives the same batches."""
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    for _, end in batch_cuts(rows, group_size, batch):
+        if end - start >= per_part or end == len(rows):
+            bounds.append((start, end))
+            start = end
+    return bounds
+
+
+def map_grouped(stage: Stage, batch: dict[str, list], rank: int | None, group_size: int) -> dict[str, list]:
+    """``stage`` over ``batch`` (whole groups, in input order) one ``batch_cuts`` batch at a
+    time: the stage's output columns, with the input's other columns (its ``ds.map`` result)."""
+    rows = batch[ROW]
+    out: dict[str, list] = {}
+    for start, end in batch_cuts(rows, group_size, stage.rows_per_batch):
+        part = {k: v[start:end] for k, v in batch.items()}
+        result = stage(part, rank)
+        if not stage.fan_out:
+            result = {**part, **result}
+        for k, v in result.items():
+            out.setdefault(k, []).extend(v)
+    return out
+
+
+def _map_to_file(ds: Dataset, stage: Stage, rank: int | None, group_size: int, path: str) -> Dataset:
+    """``ds`` (whole groups) through ``stage``, batch by ``batch_cuts``, written to ``path``."""
+    from datasets.arrow_writer import ArrowWriter
+
+    stage.check_input(ds.column_names)
+    features = stage.output_features(ds.features)
+    rows = ds[ROW]
+    with ArrowWriter(features=features, path=path) as writer:
+        for start, end in batch_cuts(rows, group_size, stage.rows_per_batch):
+            out = map_grouped(stage, ds[start:end], rank, group_size)
+            writer.write_batch({k: out.get(k, []) for k in features})
+        writer.finalize()
+    return Dataset.from_file(path)
+
+
 def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
     """``"2/4"`` -> ``(2, 4)``: part 2 of 4 (1-based). ``None`` means the whole input."""
     if text is None or text == "":
@@ -212,19 +297,41 @@ def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
     return index, count
 
 
-def take_shard(ds: Dataset, shard: tuple[int, int] | None) -> Dataset:
-    """Part ``i`` of ``n`` of ``ds`` (contiguous rows; parts 1..n in order give back ``ds``)."""
+def shard_range(rows: int, shard: tuple[int, int] | None, group_size: int = 1) -> tuple[int, int]:
+    """The input rows ``[start, end)`` of part ``i`` of ``n``: contiguous whole groups of
+    ``group_size`` rows (the split of ``datasets.distributed.split_dataset_by_node`` over the
+    groups), so a part never splits a batch group. Parts 1..n in order cover ``[0, rows)``."""
+    if shard is None or shard[1] == 1:
+        return 0, rows
+    index, count = shard
+    groups = -(-rows // group_size)
+    size, extra = divmod(groups, count)
+    first = size * (index - 1) + min(index - 1, extra)
+    last = first + size + (1 if index - 1 < extra else 0)
+    return min(rows, first * group_size), min(rows, last * group_size)
+
+
+def take_shard(ds: Dataset, shard: tuple[int, int] | None, group_size: int = 1) -> Dataset:
+    """Part ``i`` of ``n`` of ``ds`` (``shard_range``; parts 1..n in order give back ``ds``)."""
     if shard is None or shard[1] == 1:
         return ds
-    index, count = shard
-    # The contiguous split of ``datasets.distributed.split_dataset_by_node`` (Dataset.shard),
-    # computed here so that a part with no rows (more parts than rows) is an empty dataset.
-    size, extra = divmod(len(ds), count)
-    start = size * (index - 1) + min(index - 1, extra)
-    end = start + size + (1 if index - 1 < extra else 0)
+    start, end = shard_range(len(ds), shard, group_size)
     part = _select(ds, start, end)
-    logger.info("shard %d/%d: %d of %d rows", index, count, len(part), len(ds))
+    logger.info("shard %d/%d: %d of %d rows (groups of %d)", shard[0], shard[1], len(part), len(ds), group_size)
     return part
+
+
+def with_row_index(ds: Dataset, start: int = 0) -> Dataset:
+    """``ds`` with the hidden ``ROW`` column: each row's index in the whole input."""
+    from datasets import Value
+
+    if ROW in ds.column_names:
+        return ds
+    return ds.add_column(ROW, list(range(start, start + len(ds))), feature=Value("int64"))
+
+
+def without_row_index(ds: Dataset | None) -> Dataset | None:
+    return ds.remove_columns(ROW) if ds is not None and ROW in ds.column_names else ds
 
 
 def _select(ds: Dataset, start: int, end: int) -> Dataset:
@@ -244,16 +351,6 @@ class RunResult:
     model_loads: dict[str, list[int]] = field(default_factory=dict)
 
 
-def threads_per_worker(workers: int, cpus: float | None = None) -> int:
-    """CPU threads for each of ``workers`` processes that share ``cpus`` cores (default: this
-    machine's): together they use every core once. ``OMP_NUM_THREADS``, when set, wins."""
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, int(cpus // max(1, workers)))
-
-
 def models_loaded() -> int:
     """How many models this process has loaded (the contract's per-process cache)."""
     from lomo_datasets.core import stage as contract
@@ -264,10 +361,11 @@ def models_loaded() -> int:
 class StepPool:
     """The workers of one stage step: ``num_proc`` processes that live for the whole step.
 
-    Each worker takes a rank (0..N-1, for the device rule) and a share of the CPU threads
-    (``threads_per_worker``) when it starts, and keeps its model for every chunk of the step:
-    one model load per worker per step, not per chunk. A chunk is cut into contiguous shards on
-    batch boundaries (so the stage sees the same batches as in one process), the shards go to
+    Each worker takes a rank (0..N-1, for the device rule) and the stage's CPU threads
+    (``stage.cpu_threads``: a setting, not a share of the cores) when it starts, and keeps its
+    model for every chunk of the step: one model load per worker per step, not per chunk. A
+    chunk is cut into contiguous shards of whole batch groups (so the stage sees the same
+    batches as in one process, ``batch_cuts``), the shards go to
     whichever worker is free, and the chunk is the shards' outputs in order; the runner saves
     it as before, so crash safety per chunk is unchanged. A worker that dies fails the step
     (rerun to resume from the finished chunks). With ``num_proc=1`` the stage runs in this
@@ -278,9 +376,10 @@ class StepPool:
     #: Shards per worker and chunk: enough to even out rows of different lengths.
     SHARDS_PER_WORKER = 4
 
-    def __init__(self, stage: Stage, num_proc: int):
+    def __init__(self, stage: Stage, num_proc: int, group_size: int = DEFAULT_GROUP_SIZE):
         self.stage = stage
         self.num_proc = num_proc
+        self.group_size = group_size
         self.used = False
         self._executor: Any = None
         self._loads: dict[int, int] = {}
@@ -301,11 +400,12 @@ class StepPool:
         ranks = context.Queue()
         for rank in range(self.num_proc):
             ranks.put(rank)
-        threads = threads_per_worker(self.num_proc)
-        logger.info("%s: starting %d workers (%d CPU threads each)", self.stage.name, self.num_proc, threads)
+        threads = cpu_threads(self.stage)
+        logger.info("%s: starting %d workers (%d CPU threads per model call)", self.stage.name, self.num_proc, threads)
         started = context.Barrier(self.num_proc)
         executor = ProcessPoolExecutor(
-            max_workers=self.num_proc, mp_context=context, initializer=_start_worker, initargs=(self.stage, ranks, threads, started)
+            max_workers=self.num_proc, mp_context=context, initializer=_start_worker,
+            initargs=(self.stage, ranks, threads, started, self.group_size),
         )
         # The executor starts workers only when none is idle: N tasks that wait for each other
         # start all N now (every rank, every GPU), not one per small chunk.
@@ -317,14 +417,13 @@ class StepPool:
         """``ds`` through the stage; the map's Arrow files go under ``scratch``."""
         self.used = True
         if self.num_proc == 1:
-            part = apply_stage(ds, self.stage, load_from_cache_file=False, desc=desc, cache_file_name=str(scratch / "map.arrow"))
+            part = _map_to_file(ds, self.stage, None, self.group_size, str(scratch / "map.arrow"))
             self._loads[os.getpid()] = models_loaded() - self._loaded_before
             return part
         from concurrent.futures.process import BrokenProcessPool
 
-        batch = self.stage.rows_per_batch
-        size = max(batch, math.ceil(len(ds) / (self.num_proc * self.SHARDS_PER_WORKER) / batch) * batch)
-        bounds = [(i, min(len(ds), i + size)) for i in range(0, len(ds), size)]
+        size = max(self.stage.rows_per_batch, math.ceil(len(ds) / (self.num_proc * self.SHARDS_PER_WORKER)))
+        bounds = batch_bounds(ds[ROW], self.group_size, self.stage.rows_per_batch, size)  # whole batches
         from concurrent.futures import as_completed
 
         from datasets.utils import tqdm
@@ -383,10 +482,11 @@ class StepPool:
 _WORKER: dict[str, Any] = {}
 
 
-def _start_worker(stage: Stage, ranks: Any, threads: int, started: Any) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before torch/CTranslate2 start their pools
+def _start_worker(stage: Stage, ranks: Any, threads: int, started: Any, group_size: int) -> None:
+    # the stage's threads, whatever the environment says: before torch/CTranslate2 start their pools
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     # a forked worker starts with its parent's models: count only the ones it loads
-    _WORKER.update(stage=stage, rank=ranks.get(), started=started, loaded=models_loaded())
+    _WORKER.update(stage=stage, rank=ranks.get(), started=started, loaded=models_loaded(), group_size=group_size)
     import datasets
 
     datasets.disable_progress_bars()  # the parent reports progress per chunk
@@ -397,33 +497,33 @@ def _wait_for_all_workers() -> None:
 
 
 def _map_in_worker(shard: Dataset, cache_file: str) -> tuple[Dataset, int, int]:
-    stage, rank = _WORKER["stage"], _WORKER["rank"]
-    part = apply_stage(
-        shard, stage, with_rank=False, fn_kwargs={"rank": rank}, load_from_cache_file=False, cache_file_name=cache_file
-    )
+    part = _map_to_file(shard, _WORKER["stage"], _WORKER["rank"], _WORKER["group_size"], cache_file)
     return part, os.getpid(), models_loaded() - _WORKER["loaded"]
 
 
 class Runner:
     """Runs steps over a dataset, persisting each step's output in chunks under ``work_dir``.
 
-    With ``num_proc > 1`` each stage step runs on one ``StepPool`` of that many workers."""
+    With ``num_proc > 1`` each stage step runs on one ``StepPool`` of that many workers. A chunk
+    is about ``chunk_size`` rows, cut where a batch ends (``batch_bounds``)."""
 
-    def __init__(self, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256):
+    def __init__(self, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, group_size: int = DEFAULT_GROUP_SIZE):
         if num_proc < 1:
             raise SettingError(f"--num-proc must be >= 1, got {num_proc}")
         if chunk_size < 1:
             raise SettingError(f"chunk_size must be >= 1, got {chunk_size}")
         self.work_dir = Path(work_dir)
         self.num_proc = num_proc
+        self.group_size = check_group_size(group_size)
         self.chunk_size = chunk_size
 
     def run(self, ds: Dataset, steps: list[Stage | Filter], shard: tuple[int, int] | None = None) -> RunResult:
         """Run ``steps`` over ``ds`` (or over part ``shard = (i, n)`` of it)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        ds = take_shard(ds, shard)
+        start, end = shard_range(len(ds), shard, self.group_size)
+        ds = with_row_index(_select(ds, start, end) if (start, end) != (0, len(ds)) else ds, start)
         inputs = len(ds)
-        fingerprint = _fingerprint_dataset(ds)
+        fingerprint = run_fingerprint(ds, self.group_size)
         dropped_parts: list[Dataset] = []
         timings: dict[str, float] = {}
         self.model_loads: dict[str, list[int]] = {}
@@ -442,8 +542,8 @@ class Runner:
                     ds = self._stage(ds, step, step_dir, bar)
             timings[step.name] = time.perf_counter() - started
             logger.info("%s: %d rows (%.1fs)", step.name, len(ds), timings[step.name])
-        dropped = _join_dropped(dropped_parts)
-        return RunResult(ds, dropped, self.work_dir, timings, inputs, self.model_loads)
+        dropped = without_row_index(_join_dropped(dropped_parts))
+        return RunResult(without_row_index(ds), dropped, self.work_dir, timings, inputs, self.model_loads)
 
     def _stage(self, ds: Dataset, stage: Stage, step_dir: Path, bar=None) -> Dataset:
         bar = bar or progress.NO_BAR
@@ -453,11 +553,11 @@ class Runner:
             bar.update(len(ds))
             return reused_step[0]
         parts = []
-        n_chunks = max(1, math.ceil(len(ds) / self.chunk_size))
+        chunks = batch_bounds(ds[ROW], self.group_size, stage.rows_per_batch, self.chunk_size) or [(0, 0)]
+        n_chunks = len(chunks)
         reused = 0
-        with StepPool(stage, self.num_proc) as pool:  # its workers start with the first computed chunk
-            for chunk in range(n_chunks):
-                start, end = chunk * self.chunk_size, min(len(ds), (chunk + 1) * self.chunk_size)
+        with StepPool(stage, self.num_proc, self.group_size) as pool:  # its workers start with the first computed chunk
+            for chunk, (start, end) in enumerate(chunks):
                 chunk_dir = step_dir / f"chunk-{start:09d}-{end:09d}"
                 found = _reuse(chunk_dir, ("data",))
                 if found is not None:

@@ -27,7 +27,8 @@ from lomo_datasets.publish.card import Provenance, error_kind, yield_counts
 from lomo_datasets.formats.livecc import LiveCCExport
 from lomo_datasets.core.redact import mask_url_credentials
 from lomo_datasets.execution.pipeline import (
-    Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard, write_failed_report,
+    DEFAULT_GROUP_SIZE, Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard,
+    write_failed_report,
 )
 from lomo_datasets.core.stage import Filter, SettingError
 
@@ -181,18 +182,19 @@ EXECUTORS = ("local", "ray")
 
 
 def make_runner(
-    executor: str, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, ray_address: str | None = None
+    executor: str, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, ray_address: str | None = None,
+    group_size: int = DEFAULT_GROUP_SIZE,
 ) -> Any:
     """The runner of ``executor``: ``Runner`` (this machine) or the Ray executor (a cluster),
     both with ``run(ds, steps, shard) -> RunResult``. Checked before any work starts."""
     if executor == "local":
         if ray_address:
             raise SettingError("--ray-address needs --executor ray")
-        return Runner(work_dir, num_proc=num_proc, chunk_size=chunk_size)
+        return Runner(work_dir, num_proc=num_proc, chunk_size=chunk_size, group_size=group_size)
     if executor == "ray":
         from lomo_datasets.execution.ray_executor import RayExecutor, RaySettings
 
-        return RayExecutor(work_dir, RaySettings(address=ray_address, workers=num_proc))
+        return RayExecutor(work_dir, RaySettings(address=ray_address, workers=num_proc, group_size=group_size))
     raise SettingError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
 
 
@@ -282,6 +284,7 @@ def run_recipe(
     shard: str | tuple[int, int] | None = None,
     executor: str = "local",
     ray_address: str | None = None,
+    group_size: int = DEFAULT_GROUP_SIZE,
 ) -> RunSummary:
     """Run recipe ``name`` over ``videos`` and write the Hub layout to ``out``.
 
@@ -304,7 +307,7 @@ def run_recipe(
     shard_spec = parse_shard(shard)
     out = Path(out)
     work = Path(work_dir or out / ".lomo-work")
-    runner = make_runner(executor, work, num_proc=num_proc, chunk_size=chunk_size, ray_address=ray_address)
+    runner = make_runner(executor, work, num_proc=num_proc, chunk_size=chunk_size, ray_address=ray_address, group_size=group_size)
     outputs.check_paths(out, videos, work)
     new_folders = [f for f in (out, work if work_dir else None) if f is not None and not f.exists()]
     outputs.claim(out)
