@@ -51,8 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     merge = sub.add_parser("merge", help="join the --out folders of `run --shard 1/N` .. `N/N` into one dataset folder")
-    merge.add_argument("parts", nargs="+", help="the shard runs' output folders, in shard order")
+    merge.add_argument("parts", nargs="+", help="the shard runs' output folders (any order)")
     merge.add_argument("--out", required=True, help="output folder for the merged dataset (Hub layout)")
+    merge.add_argument(
+        "--allow-missing", action="store_true",
+        help="merge the parts that exist when a shard is missing (the card says which input rows are missing)",
+    )
 
     pub = sub.add_parser("publish", help="push a dataset folder (Hub layout) to a Hub dataset repo")
     pub.add_argument("folder", help="folder written by `run` (data/*.parquet + README.md + stats.png)")
@@ -181,7 +185,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "merge":
         from lomo_datasets.execution.pipeline import merge_outputs
 
-        out = merge_outputs(args.parts, args.out)
+        out = merge_outputs(args.parts, args.out, allow_missing=args.allow_missing)
         print(f"merged {len(args.parts)} parts into {out}")
         print(f"load it with: datasets.load_dataset({str(out)!r})")
         return 0

@@ -58,11 +58,12 @@ def test_shards_are_contiguous_and_cover_the_input():
 
 def test_two_shards_merged_equal_one_run(videos, tmp_path, capsys):
     whole = tmp_path / "whole"
-    run_recipe("probe", videos, whole)
+    run_recipe("probe", videos, whole, group_size=1)
 
-    # Part 1 through the CLI (as a node would run it), part 2 through Python.
-    assert cli.main(["run", "probe", "--videos", str(videos), "--out", str(tmp_path / "part1"), "--shard", "1/2"]) == 0
-    second = run_recipe("probe", videos, tmp_path / "part2", shard="2/2")
+    # Part 1 through the CLI (as a node would run it), part 2 through Python; groups of one
+    # video, so that five videos make two parts (a shard holds whole groups).
+    assert cli.main(["run", "probe", "--videos", str(videos), "--out", str(tmp_path / "part1"), "--shard", "1/2", "--group-size", "1"]) == 0
+    second = run_recipe("probe", videos, tmp_path / "part2", shard="2/2", group_size=1)
     part1, part2 = _rows(tmp_path / "part1"), _rows(tmp_path / "part2")
     assert len(part1) == 3 and len(part2) == 2 and second.rows == 2
 
@@ -79,7 +80,7 @@ def test_more_shards_than_rows_and_bad_merges(videos, tmp_path):
     parts = []
     for i in (1, 2, 3, 4, 5, 6):
         out = tmp_path / f"p{i}"
-        run_recipe("probe", videos, out, shard=(i, 6))
+        run_recipe("probe", videos, out, shard=(i, 6), group_size=1)
         parts.append(out)
     # (load_dataset refuses a folder with no rows, so count the parquet rows)
     assert [sum(pq.ParquetFile(f).metadata.num_rows for f in (p / "data").glob("*.parquet")) for p in parts] == [1, 1, 1, 1, 1, 0]

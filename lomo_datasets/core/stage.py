@@ -130,17 +130,62 @@ def cpu_threads(stage: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else DEFAULT_CPU_THREADS
 
 
+#: The environment a worker process gets before it imports a model library: every thread pool
+#: (OpenMP, OpenBLAS, MKL) starts with the stage's count (``thread_environment``).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    return {name: str(threads) for name in THREAD_VARIABLES}
+
+
+def _openblas_controls() -> list[tuple[Any, Any]]:
+    """``(set, get)`` of every OpenBLAS loaded in this process (numpy's ``scipy_openblas``;
+    Linux, found in /proc/self/maps); threads of a BLAS change the sums of a matrix product
+    (Whisper's features go through numpy's)."""
+    import ctypes
+    import re
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as fh:
+            paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", fh.read())))
+    except OSError:
+        return []
+    controls = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", "")):
+            setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            if setter is not None and getter is not None:
+                setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
+                controls.append((setter, getter))
+                break
+    return controls
+
+
 @contextlib.contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
-    """torch's intra-op CPU threads set to ``threads`` inside the block (when torch is loaded),
-    then back to what they were: a stage's model calls get its thread count in any process."""
+    """torch's intra-op CPU threads and every loaded OpenBLAS's set to ``threads`` inside the
+    block, then back to what they were: a stage's model calls get its thread count in any
+    process (this one, a pool worker, a Ray actor), whatever its cores or environment."""
     torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch is not None else None
     if torch is not None and before != threads:
         torch.set_num_threads(threads)
+    blas = [(setter, getter, getter()) for setter, getter in _openblas_controls()]
+    for setter, _, old in blas:
+        if old != threads:
+            setter(threads)
     try:
         yield
     finally:
+        for setter, getter, old in blas:
+            if getter() != old:
+                setter(old)
         if torch is not None and torch.get_num_threads() != before:
             torch.set_num_threads(before)
 

@@ -53,7 +53,7 @@ from lomo_datasets.execution.pipeline import (
     DEFAULT_GROUP_SIZE, ROW, RunResult, _join_dropped, check_group_size, map_grouped, models_loaded, run_fingerprint,
     shard_range, with_row_index,
 )
-from lomo_datasets.core.stage import Filter, MissingDependencyError, SettingError, Stage, cpu_threads, in_band
+from lomo_datasets.core.stage import Filter, MissingDependencyError, SettingError, Stage, cpu_threads, in_band, thread_environment
 
 logger = logging.getLogger(__name__)
 
@@ -414,7 +414,7 @@ class RayExecutor:
             common = dict(batch_format="pyarrow", batch_size=None, num_cpus=share)
             if modelled:
                 # the stage's CPU threads (a setting), as in a local worker: not Ray's share of the cores
-                actor_env = {"env_vars": {"OMP_NUM_THREADS": str(cpu_threads(step))}}
+                actor_env = {"env_vars": thread_environment(cpu_threads(step))}
                 data = data.map_batches(
                     ActorStageOp, fn_constructor_kwargs={"op": op}, compute=ActorPoolStrategy(size=s.workers),
                     num_gpus=s.gpus_per_actor if wants_gpu else 0, runtime_env=actor_env,
@@ -483,6 +483,5 @@ def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Data
     for index, step in enumerate(steps):
         if isinstance(step, Filter) and step.enabled:
             part = rows(pc.equal(state, index) if state is not None else None, features[index])
-            if len(part):
-                dropped_parts.append(part.add_column("drop_reason", [step.name] * len(part)))
+            dropped_parts.append(part.add_column("drop_reason", [step.name] * len(part)))  # empty too: see _join_dropped
     return data, _join_dropped(dropped_parts), loads

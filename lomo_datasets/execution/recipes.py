@@ -359,14 +359,18 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
     recipe = _with_download(recipe, ds, config, overrides, work / "downloads")
     steps = build_steps(recipe, config, overrides, embedded=embedded)
     exports = build_exports(recipe, config, overrides)
+    record = run_record(recipe, steps, ds, shard, getattr(runner, "group_size", None) or runner.settings.group_size,
+                        {**config.get("export", {}), **overrides.get("export", {})})
     result = runner.run(ds, steps, shard=shard)
     # Credentials in input URLs served the download; the published rows and reports get them masked.
     result.dataset, result.dropped = mask_credentials(result.dataset), mask_credentials(result.dropped)
     data = result.dataset
 
     def write(folder: Path) -> None:
+        provenance = Provenance.from_recipe(recipe, steps)
+        provenance.run = record
         publish.write_layout(
-            DatasetDict({"train": data}), folder, provenance=Provenance.from_recipe(recipe, steps),
+            DatasetDict({"train": data}), folder, provenance=provenance,
             dropped=result.dropped, repo_id=repo_id,
         )
         if result.dropped is not None and len(result.dropped):
@@ -377,6 +381,28 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
 
     outputs.publish(out, write)
     return recipe, steps, result
+
+
+def run_record(recipe: Recipe, steps: list, ds: Dataset, shard, group_size: int, exports: dict) -> dict[str, Any]:
+    """What ``merge`` checks and the card says about a run (``Provenance.run``): the
+    fingerprint of everything that decides its rows but the input (recipe, every step's
+    settings, version and code, the group size, the export settings), the whole input's size
+    and fingerprint, and which input rows this run holds."""
+    import hashlib
+    import json
+
+    from lomo_datasets.execution.pipeline import _fingerprint_dataset, shard_range
+
+    fingerprint = hashlib.sha256(json.dumps({"recipe": recipe.name, "group_size": group_size, "exports": exports},
+                                            sort_keys=True, default=repr).encode()).hexdigest()
+    for step in steps:
+        fingerprint = step.fingerprint(fingerprint)
+    first, last = shard_range(len(ds), shard, group_size)
+    return {
+        "fingerprint": fingerprint, "group_size": group_size, "exports": exports,
+        "input": {"rows": len(ds), "fingerprint": _fingerprint_dataset(ds)},
+        "shard": list(shard) if shard and shard[1] > 1 else None, "rows": [first, last],
+    }
 
 
 def audit_line(out: Path) -> str | None:
