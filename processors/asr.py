@@ -43,7 +43,7 @@ from datasets import Features
 from lomo_datasets.core import features as F
 from lomo_datasets.media import decode as media
 from lomo_datasets.models.zoo import resolve_model
-from lomo_datasets.core.stage import SettingError, Stage, auto_precision, split_device
+from lomo_datasets.core.stage import SettingError, Stage, auto_precision, seeded_random, split_device
 
 logger = logging.getLogger(__name__)
 
@@ -475,6 +475,15 @@ class Transcribe(Stage):
         return {"language": language, "language_probability": probability, "segments": [], "words": [],
                 **assess([])}
 
+    def _seed(self, row: dict[str, Any]) -> None:
+        """The temperature ladder samples above 0: seed CTranslate2 from the row (its video and
+        clip start), so a fallback gives the same words in every run and schedule."""
+        steps = self.temperature if isinstance(self.temperature, (list, tuple)) else [self.temperature]
+        if any(t > 0 for t in steps):
+            import ctranslate2
+
+            ctranslate2.set_random_seed(seeded_random(row.get("video_id"), row.get("video"), row.get("video_start"), "asr").getrandbits(31))
+
     def run_batch(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Transcribe the batch's rows in order (a row that cannot decode raises: the contract
         then runs the rows one by one so only that row fails)."""
@@ -488,6 +497,7 @@ class Transcribe(Stage):
             for i in range(len(items)):
                 current = load
                 load = pool.submit(self._audio, items[i + 1]) if i + 1 < len(items) else None
+                self._seed(items[i])
                 results.append(self.transcribe_audio(*current.result()))
         return results
 
