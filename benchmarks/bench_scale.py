@@ -88,8 +88,6 @@ def _asr_steps(threads: int) -> list:
 
 def prepare_llm_rows(listing: Path, rows: int, folder: Path) -> Path:
     """The first ``rows`` videos through probe + ASR once (saved), the LLM configs' input."""
-    from datasets import load_from_disk
-
     from lomo_datasets.execution.pipeline import Runner
     from lomo_datasets.processors.ingest import ingest
 
