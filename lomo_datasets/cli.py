@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--work-dir", help="where step outputs persist for reruns (default OUT/.lomo-work)")
     run.add_argument("--chunk-size", type=int, default=256, help="rows per persisted chunk")
     run.add_argument(
+        "--group-size", type=int, default=16, metavar="N",
+        help="input rows whose rows may share a model batch (default 16); the output depends on it, "
+        "never on --num-proc, --shard or --executor",
+    )
+    run.add_argument(
         "--executor", choices=("local", "ray"), default="local",
         help="local: worker processes on this machine; ray: Ray Data on a cluster (pip install 'lomo-datasets[ray]')",
     )
@@ -46,8 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     merge = sub.add_parser("merge", help="join the --out folders of `run --shard 1/N` .. `N/N` into one dataset folder")
-    merge.add_argument("parts", nargs="+", help="the shard runs' output folders, in shard order")
+    merge.add_argument("parts", nargs="+", help="the shard runs' output folders (any order)")
     merge.add_argument("--out", required=True, help="output folder for the merged dataset (Hub layout)")
+    merge.add_argument(
+        "--allow-missing", action="store_true",
+        help="merge the parts that exist when a shard is missing (the card says which input rows are missing)",
+    )
 
     pub = sub.add_parser("publish", help="push a dataset folder (Hub layout) to a Hub dataset repo")
     pub.add_argument("folder", help="folder written by `run` (data/*.parquet + README.md + stats.png)")
@@ -182,7 +191,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "merge":
         from lomo_datasets.execution.pipeline import merge_outputs
 
-        out = merge_outputs(args.parts, args.out)
+        out = merge_outputs(args.parts, args.out, allow_missing=args.allow_missing)
         print(f"merged {len(args.parts)} parts into {out}: {_rows_text(out)}, from "
               + ", ".join(f"{part} ({_rows_text(Path(part))})" for part in args.parts))
         print(f"load it with: datasets.load_dataset({str(out)!r})")
@@ -227,6 +236,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         shard=args.shard,
         executor=args.executor,
         ray_address=args.ray_address,
+        group_size=args.group_size,
     )
     return _print_summary(summary)
 

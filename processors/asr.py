@@ -43,7 +43,7 @@ from datasets import Features
 from lomo_datasets.core import features as F
 from lomo_datasets.media import decode as media
 from lomo_datasets.models.zoo import resolve_model
-from lomo_datasets.core.stage import SettingError, Stage, auto_precision, split_device
+from lomo_datasets.core.stage import SettingError, Stage, auto_precision, seeded_random, split_device
 
 logger = logging.getLogger(__name__)
 
@@ -294,8 +294,9 @@ class Transcribe(Stage):
     #: seeded, so hard audio can give a different transcript per run: 0 is greedy and
     #: reproducible.
     temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    #: CPU threads per model (0: CTranslate2's default).
-    cpu_threads: int = 0
+    #: CPU threads per model call (a fixed number: the output depends on it; see
+    #: ``stage.DEFAULT_CPU_THREADS``). More speed on a CPU: ``--num-proc``.
+    cpu_threads: int = 1
     #: Model replicas per process (faster-whisper's num_workers); rows run in that many threads.
     models_per_gpu: int = 1
     #: Write short subtitle lines built from the word timestamps (else Whisper's segments).
@@ -328,8 +329,8 @@ class Transcribe(Stage):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SettingError(f"asr.{key} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
-            raise SettingError(f"asr.cpu_threads must be an integer >= 0 (0: default), got {self.cpu_threads!r}")
+        if not isinstance(self.cpu_threads, int) or self.cpu_threads < 1:
+            raise SettingError(f"asr.cpu_threads must be an integer >= 1 (threads per model call), got {self.cpu_threads!r}")
         steps = self.temperature if isinstance(self.temperature, (list, tuple)) else [self.temperature]
         if not steps or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 2 for t in steps):
             raise SettingError(f"asr.temperature must be a number in [0, 2] or a list of them, got {self.temperature!r}")
@@ -474,6 +475,15 @@ class Transcribe(Stage):
         return {"language": language, "language_probability": probability, "segments": [], "words": [],
                 **assess([])}
 
+    def _seed(self, row: dict[str, Any]) -> None:
+        """The temperature ladder samples above 0: seed CTranslate2 from the row (its video and
+        clip start), so a fallback gives the same words in every run and schedule."""
+        steps = self.temperature if isinstance(self.temperature, (list, tuple)) else [self.temperature]
+        if any(t > 0 for t in steps):
+            import ctranslate2
+
+            ctranslate2.set_random_seed(seeded_random(row.get("video_id"), row.get("video"), row.get("video_start"), "asr").getrandbits(31))
+
     def run_batch(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Transcribe the batch's rows in order (a row that cannot decode raises: the contract
         then runs the rows one by one so only that row fails)."""
@@ -487,6 +497,7 @@ class Transcribe(Stage):
             for i in range(len(items)):
                 current = load
                 load = pool.submit(self._audio, items[i + 1]) if i + 1 < len(items) else None
+                self._seed(items[i])
                 results.append(self.transcribe_audio(*current.result()))
         return results
 

@@ -166,6 +166,8 @@ class LMLoss(Stage):
     max_tokens: int | None = 8192
     #: "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16" or "float16".
     dtype: str = "auto"
+    #: torch CPU threads per model call (fixed: the losses depend on it).
+    cpu_threads: int = 1
 
     @property
     def lm(self):

@@ -198,7 +198,7 @@ def speech_share(words: list[dict[str, Any]] | None, start: float, end: float) -
 
 _COMMON = ("device", "method", "num_frames")
 _OWN = {
-    "vlm": ("model", "width", "height", "batch_size", "question", "dtype"),
+    "vlm": ("model", "width", "height", "batch_size", "question", "dtype", "cpu_threads"),
     "face": ("min_face_ratio", "use_speech"),
 }
 
@@ -235,6 +235,8 @@ class TalkingHead(Stage):
     question: str = QUESTION
     #: vlm: "auto" (``stage.auto_precision``), "float32", "bfloat16" or "float16".
     dtype: str = "auto"
+    #: vlm: torch CPU threads per model call (fixed: the scores depend on it).
+    cpu_threads: int = 1
     #: face: smallest face height as a share of the frame height.
     min_face_ratio: float = 0.2
     use_speech: bool = False

@@ -123,7 +123,8 @@ class Translate(Stage):
     max_decoding_length: int = 256
     #: "auto": int8 on CPU, int8_float16 on GPU.
     compute_type: str = "auto"
-    cpu_threads: int = 0
+    #: CPU threads per model call (fixed: the output depends on it).
+    cpu_threads: int = 1
 
     def validate(self) -> None:
         if not isinstance(self.model, str) or not self.model:

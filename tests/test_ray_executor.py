@@ -164,7 +164,7 @@ def test_a_killed_worker_is_restarted_and_no_row_is_lost_or_doubled(ray_cluster,
 
     killer = threading.Thread(target=kill_first_worker)
     killer.start()
-    result = _executor(tmp_path / "ray", block_rows=2).run(ds, steps)
+    result = _executor(tmp_path / "ray", block_rows=2, group_size=2).run(ds, steps)
     killer.join()
     assert killed and len(list(pids.iterdir())) >= 2  # the killed actor was replaced
     assert sorted(result.dataset["video_id"]) == [f"v{i:02d}" for i in range(16)]  # each row once
@@ -179,7 +179,7 @@ from lomo_datasets.execution.ray_executor import RayExecutor, RaySettings
 from tests.toy_stages import ToySlowModel
 ray.init(address={address!r}, logging_level="WARNING", runtime_env={{"env_vars": {{"PYTHONPATH": {root!r}}}}})
 ds = Dataset.from_dict({{"video_id": [f"v{{i:02d}}" for i in range(16)], "x": [float(i) for i in range(16)]}})
-RayExecutor({work!r}, RaySettings(block_rows=2)).run(ds, [ToySlowModel(delay={delay})])
+RayExecutor({work!r}, RaySettings(block_rows=2, group_size=2)).run(ds, [ToySlowModel(delay={delay})])
 """
 
 
@@ -205,7 +205,7 @@ def test_a_killed_driver_is_resumed_without_redoing_written_rows(ray_cluster, tm
     before = sum(pq.read_table(p).num_rows for p in written)
     ds = Dataset.from_dict({"video_id": [f"v{i:02d}" for i in range(16)], "x": [float(i) for i in range(16)]})
     with caplog.at_level("WARNING", logger="lomo_datasets.execution.ray_executor"):
-        result = _executor(work, block_rows=2).run(ds, [ToySlowModel(delay=0.15)])
+        result = _executor(work, block_rows=2, group_size=2).run(ds, [ToySlowModel(delay=0.15)])
     assert result.dataset["video_id"] == [f"v{i:02d}" for i in range(16)]
     resumed = [r.getMessage() for r in caplog.records if "already written" in r.getMessage()]
     assert resumed and resumed[0].startswith(f"ray: {before} of 16 input rows already written")
@@ -215,14 +215,14 @@ def test_a_killed_driver_is_resumed_without_redoing_written_rows(ray_cluster, tm
 def test_a_damaged_part_file_is_found_and_its_rows_recomputed(ray_cluster, tmp_path, caplog):
     ds = Dataset.from_dict({"video_id": list("abcdef"), "x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
     steps = [ToyModelStage(scale=2.0)]
-    first = _executor(tmp_path / "work", block_rows=2).run(ds, steps)
+    first = _executor(tmp_path / "work", block_rows=2, group_size=2).run(ds, steps)
     parts = sorted((tmp_path / "work").glob("ray-*/part-*.parquet"))
     assert len(parts) == 3
     data = bytearray(parts[0].read_bytes())
     data[len(data) // 2] ^= 0xFF  # altered in place after it was written
     parts[0].write_bytes(bytes(data))
     with caplog.at_level("WARNING", logger="lomo_datasets.execution.ray_executor"):
-        again = _executor(tmp_path / "work", block_rows=2).run(ds, steps)
+        again = _executor(tmp_path / "work", block_rows=2, group_size=2).run(ds, steps)
     assert any("does not match what was written; recomputing its rows" in r.getMessage() for r in caplog.records)
     assert any("4 of 6 input rows already written" in r.getMessage() for r in caplog.records)
     assert again.dataset["y"] == first.dataset["y"] == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]

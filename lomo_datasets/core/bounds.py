@@ -64,7 +64,7 @@ RANGES: tuple[Range, ...] = (
     Range(r"backoff$", 0, 300, "seconds"),
     Range(r"batch_size$", 1, 4096, "rows per batch"),
     Range(r"^concurrency$|^num_workers$|^models_per_gpu$", 1, 256, "a whole number"),
-    Range(r"threads$", 0, 1024, "threads (0: the library's default)"),
+    Range(r"threads$", 1, 1024, "a whole number of CPU threads per model (the output depends on it)"),
     Range(r"^temperature$", 0, 2, "a temperature"),
     Range(r"^top_p$|(^|_)prob$|probability$|^threshold$|_threshold$|^min_face_ratio$", 0, 1, "a share"),
     Range(r"^top_k$|^beam_size$|^num_frames$|^repetition$|^max_repetition$", 1, 1000, "a whole number"),

@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import random
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
@@ -109,6 +110,84 @@ def split_device(device: str) -> tuple[str, int]:
     CTranslate2 and faster-whisper take."""
     kind, _, index = device.partition(":")
     return kind, int(index or 0)
+
+
+# --------------------------------------------------------------------------------------------
+# CPU threads: a setting, never the machine's cores
+# --------------------------------------------------------------------------------------------
+
+#: CPU threads per model call for a model stage with no ``cpu_threads`` setting of its own.
+#: Threads change a model's numerics on CPU (the order of its sums), so the count is a fixed
+#: setting, never derived from the cores or the number of workers: the same rows on any machine,
+#: in one process, in N workers or in Ray actors. More speed on a CPU comes from ``--num-proc``.
+DEFAULT_CPU_THREADS = 1
+
+
+def cpu_threads(stage: Any) -> int:
+    """The CPU threads ``stage``'s model uses per call: its ``cpu_threads`` setting, else
+    ``DEFAULT_CPU_THREADS``."""
+    value = getattr(stage, "cpu_threads", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else DEFAULT_CPU_THREADS
+
+
+#: The environment a worker process gets before it imports a model library: every thread pool
+#: (OpenMP, OpenBLAS, MKL) starts with the stage's count (``thread_environment``).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    return {name: str(threads) for name in THREAD_VARIABLES}
+
+
+def _openblas_controls() -> list[tuple[Any, Any]]:
+    """``(set, get)`` of every OpenBLAS loaded in this process (numpy's ``scipy_openblas``;
+    Linux, found in /proc/self/maps); threads of a BLAS change the sums of a matrix product
+    (Whisper's features go through numpy's)."""
+    import ctypes
+    import re
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as fh:
+            paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", fh.read())))
+    except OSError:
+        return []
+    controls = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", "")):
+            setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            if setter is not None and getter is not None:
+                setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
+                controls.append((setter, getter))
+                break
+    return controls
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op CPU threads and every loaded OpenBLAS's set to ``threads`` inside the
+    block, then back to what they were: a stage's model calls get its thread count in any
+    process (this one, a pool worker, a Ray actor), whatever its cores or environment."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None and before != threads:
+        torch.set_num_threads(threads)
+    blas = [(setter, getter, getter()) for setter, getter in _openblas_controls()]
+    for setter, _, old in blas:
+        if old != threads:
+            setter(threads)
+    try:
+        yield
+    finally:
+        for setter, getter, old in blas:
+            if getter() != old:
+                setter(old)
+        if torch is not None and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,9 +525,14 @@ class Stage:
             else:
                 todo.append((i, item))
         if todo:
+            threads = contextlib.nullcontext()
             if self.has_model:
                 self.loaded_model  # a model that cannot load is a setting error, not a row error
-            for (i, _), out in zip(todo, self._run_items([item for _, item in todo])):
+                if split_device(self.current_device)[0] == "cpu":  # the stage's threads, not the process's
+                    threads = torch_threads(cpu_threads(self))
+            with threads:
+                outs = self._run_items([item for _, item in todo])
+            for (i, _), out in zip(todo, outs):
                 if isinstance(out, BaseException):
                     results[i] = out
                     continue

@@ -14,9 +14,18 @@ every file the chunk (or step) wrote; reuse checks them, and a damaged or missin
 that part recompute (one log line says which file), so recorded bytes are all that is reused. Chunk folders are named by their row range, so a
 rerun with another ``chunk_size`` never reuses a chunk that covers other rows.
 
-Many nodes: ``--shard i/n`` runs part i of n of the ingested input (contiguous rows, through
-the split of ``datasets.distributed.split_dataset_by_node``); ``merge_outputs`` joins the parts' published
-folders in shard order, so shards 1..n merged equal one unsharded run.
+Sameness: the output is a function of the inputs and the settings, never of the schedule.
+Every row carries the index of the input row it comes from (``ROW``; a clip keeps its video's);
+input rows form groups of ``group_size`` (``--group-size``), and a step's batches are cut from
+one group's rows in input order (``batch_cuts``), so after filters and fan-out every model call
+sees the same rows together. Chunks, the shards of a chunk that the workers share, ``--shard``
+parts and Ray blocks all hold whole groups; CPU threads per model call are a stage setting
+(``stage.cpu_threads``), not a share of the cores.
+
+Many nodes: ``--shard i/n`` runs part i of n of the ingested input (contiguous whole groups);
+``merge_outputs`` checks that the parts are the shards of one run (same recipe, settings and
+input; none twice, none overlapping, none missing) and joins them into the folder one unsharded
+run writes.
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from lomo_datasets.core import safe_yaml
 from lomo_datasets.core.bounds import check_settings, did_you_mean
 from lomo_datasets.models.check import check_model
 from lomo_datasets.core.redact import shorten
-from lomo_datasets.core.stage import Filter, SettingError, Stage, apply_stage, split_by_threshold
+from lomo_datasets.core.stage import Filter, SettingError, Stage, cpu_threads, split_by_threshold, thread_environment
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +215,82 @@ def file_identity(video: Any) -> list | None:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
+#: The hidden column of the input row index every row carries through the steps (dropped from
+#: what a run returns and publishes).
+ROW = "_lomo_row"
+#: Input rows per batch group (``--group-size``): a step's batches never mix rows of two groups.
+DEFAULT_GROUP_SIZE = 16
+
+
+def check_group_size(group_size: Any) -> int:
+    if not isinstance(group_size, int) or isinstance(group_size, bool) or not 1 <= group_size <= 1_000_000:
+        raise SettingError(f"--group-size {group_size!r}: use a whole number of input rows from 1 to 1000000 (default {DEFAULT_GROUP_SIZE})")
+    return group_size
+
+
+def run_fingerprint(ds: Dataset, group_size: int) -> str:
+    """The fingerprint the steps' fingerprints chain from: the input rows and the group size."""
+    return hashlib.sha256(f"{_fingerprint_dataset(ds)}/groups={group_size}".encode()).hexdigest()[:32]
+
+
+def batch_cuts(rows: list[int], group_size: int, batch: int) -> list[tuple[int, int]]:
+    """``[(start, end), ...]``: the batches of a sequence of rows given their input indices
+    ``rows`` (in input order; a fan-out's rows repeat their input's index): a batch never
+    spans two groups (``index // group_size``), and a group's rows are cut every ``batch`` rows
+    from the group's first row. So the batches depend only on which rows a group holds, not on
+    where a chunk, a worker's shard, a ``--shard`` part or a Ray block starts."""
+    cuts: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if i == len(rows) or rows[i] // group_size != rows[start] // group_size or i - start == batch:
+            cuts.append((start, i))
+            start = i
+    return cuts
+
+
+def batch_bounds(rows: list[int], group_size: int, batch: int, per_part: int) -> list[tuple[int, int]]:
+    """Row ranges of at least ``per_part`` rows (the last may be shorter) that end where a
+    ``batch_cuts`` batch ends: a chunk, or a worker's share of one, holds whole batches, and
+    ``batch_cuts`` of a range that starts at a batch boundary gives the same batches."""
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    for _, end in batch_cuts(rows, group_size, batch):
+        if end - start >= per_part or end == len(rows):
+            bounds.append((start, end))
+            start = end
+    return bounds
+
+
+def map_grouped(stage: Stage, batch: dict[str, list], rank: int | None, group_size: int) -> dict[str, list]:
+    """``stage`` over ``batch`` (whole groups, in input order) one ``batch_cuts`` batch at a
+    time: the stage's output columns, with the input's other columns (its ``ds.map`` result)."""
+    rows = batch[ROW]
+    out: dict[str, list] = {}
+    for start, end in batch_cuts(rows, group_size, stage.rows_per_batch):
+        part = {k: v[start:end] for k, v in batch.items()}
+        result = stage(part, rank)
+        if not stage.fan_out:
+            result = {**part, **result}
+        for k, v in result.items():
+            out.setdefault(k, []).extend(v)
+    return out
+
+
+def _map_to_file(ds: Dataset, stage: Stage, rank: int | None, group_size: int, path: str) -> Dataset:
+    """``ds`` (whole groups) through ``stage``, batch by ``batch_cuts``, written to ``path``."""
+    from datasets.arrow_writer import ArrowWriter
+
+    stage.check_input(ds.column_names)
+    features = stage.output_features(ds.features)
+    rows = ds[ROW]
+    with ArrowWriter(features=features, path=path) as writer:
+        for start, end in batch_cuts(rows, group_size, stage.rows_per_batch):
+            out = map_grouped(stage, ds[start:end], rank, group_size)
+            writer.write_batch({k: out.get(k, []) for k in features})
+        writer.finalize()
+    return Dataset.from_file(path)
+
+
 def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
     """``"2/4"`` -> ``(2, 4)``: part 2 of 4 (1-based). ``None`` means the whole input."""
     if text is None or text == "":
@@ -225,19 +310,41 @@ def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
     return index, count
 
 
-def take_shard(ds: Dataset, shard: tuple[int, int] | None) -> Dataset:
-    """Part ``i`` of ``n`` of ``ds`` (contiguous rows; parts 1..n in order give back ``ds``)."""
+def shard_range(rows: int, shard: tuple[int, int] | None, group_size: int = 1) -> tuple[int, int]:
+    """The input rows ``[start, end)`` of part ``i`` of ``n``: contiguous whole groups of
+    ``group_size`` rows (the split of ``datasets.distributed.split_dataset_by_node`` over the
+    groups), so a part never splits a batch group. Parts 1..n in order cover ``[0, rows)``."""
+    if shard is None or shard[1] == 1:
+        return 0, rows
+    index, count = shard
+    groups = -(-rows // group_size)
+    size, extra = divmod(groups, count)
+    first = size * (index - 1) + min(index - 1, extra)
+    last = first + size + (1 if index - 1 < extra else 0)
+    return min(rows, first * group_size), min(rows, last * group_size)
+
+
+def take_shard(ds: Dataset, shard: tuple[int, int] | None, group_size: int = 1) -> Dataset:
+    """Part ``i`` of ``n`` of ``ds`` (``shard_range``; parts 1..n in order give back ``ds``)."""
     if shard is None or shard[1] == 1:
         return ds
-    index, count = shard
-    # The contiguous split of ``datasets.distributed.split_dataset_by_node`` (Dataset.shard),
-    # computed here so that a part with no rows (more parts than rows) is an empty dataset.
-    size, extra = divmod(len(ds), count)
-    start = size * (index - 1) + min(index - 1, extra)
-    end = start + size + (1 if index - 1 < extra else 0)
+    start, end = shard_range(len(ds), shard, group_size)
     part = _select(ds, start, end)
-    logger.info("shard %d/%d: %d of %d rows", index, count, len(part), len(ds))
+    logger.info("shard %d/%d: %d of %d rows (groups of %d)", shard[0], shard[1], len(part), len(ds), group_size)
     return part
+
+
+def with_row_index(ds: Dataset, start: int = 0) -> Dataset:
+    """``ds`` with the hidden ``ROW`` column: each row's index in the whole input."""
+    from datasets import Value
+
+    if ROW in ds.column_names:
+        return ds
+    return ds.add_column(ROW, list(range(start, start + len(ds))), feature=Value("int64"))
+
+
+def without_row_index(ds: Dataset | None) -> Dataset | None:
+    return ds.remove_columns(ROW) if ds is not None and ROW in ds.column_names else ds
 
 
 def _select(ds: Dataset, start: int, end: int) -> Dataset:
@@ -258,16 +365,6 @@ class RunResult:
     #: Per step whose finished output a rerun took from the work dir: what it reused
     #: (``"4 rows"``, ``"1 of 2 chunks (256 rows)"``).
     reused: dict[str, str] = field(default_factory=dict)
-
-
-def threads_per_worker(workers: int, cpus: float | None = None) -> int:
-    """CPU threads for each of ``workers`` processes that share ``cpus`` cores (default: this
-    machine's): together they use every core once. ``OMP_NUM_THREADS``, when set, wins."""
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, int(cpus // max(1, workers)))
 
 
 def cap_workers(num_proc: int, rows: int, stage: Any = None) -> int:
@@ -295,10 +392,11 @@ def models_loaded() -> int:
 class StepPool:
     """The workers of one stage step: ``num_proc`` processes that live for the whole step.
 
-    Each worker takes a rank (0..N-1, for the device rule) and a share of the CPU threads
-    (``threads_per_worker``) when it starts, and keeps its model for every chunk of the step:
-    one model load per worker per step, not per chunk. A chunk is cut into contiguous shards on
-    batch boundaries (so the stage sees the same batches as in one process), the shards go to
+    Each worker takes a rank (0..N-1, for the device rule) and the stage's CPU threads
+    (``stage.cpu_threads``: a setting, not a share of the cores) when it starts, and keeps its
+    model for every chunk of the step: one model load per worker per step, not per chunk. A
+    chunk is cut into contiguous shards of whole batch groups (so the stage sees the same
+    batches as in one process, ``batch_cuts``), the shards go to
     whichever worker is free, and the chunk is the shards' outputs in order; the runner saves
     it as before, so crash safety per chunk is unchanged. A worker that dies fails the step
     (rerun to resume from the finished chunks). With ``num_proc=1`` the stage runs in this
@@ -309,9 +407,10 @@ class StepPool:
     #: Shards per worker and chunk: enough to even out rows of different lengths.
     SHARDS_PER_WORKER = 4
 
-    def __init__(self, stage: Stage, num_proc: int):
+    def __init__(self, stage: Stage, num_proc: int, group_size: int = DEFAULT_GROUP_SIZE):
         self.stage = stage
         self.num_proc = num_proc
+        self.group_size = group_size
         self.used = False
         self._executor: Any = None
         self._loads: dict[int, int] = {}
@@ -332,11 +431,12 @@ class StepPool:
         ranks = context.Queue()
         for rank in range(self.num_proc):
             ranks.put(rank)
-        threads = threads_per_worker(self.num_proc)
-        logger.info("%s: starting %d workers (%d CPU threads each)", self.stage.name, self.num_proc, threads)
+        threads = cpu_threads(self.stage)
+        logger.info("%s: starting %d workers (%d CPU threads per model call)", self.stage.name, self.num_proc, threads)
         started = context.Barrier(self.num_proc)
         executor = ProcessPoolExecutor(
-            max_workers=self.num_proc, mp_context=context, initializer=_start_worker, initargs=(self.stage, ranks, threads, started)
+            max_workers=self.num_proc, mp_context=context, initializer=_start_worker,
+            initargs=(self.stage, ranks, threads, started, self.group_size),
         )
         # The executor starts workers only when none is idle: N tasks that wait for each other
         # start all N now (every rank, every GPU), not one per small chunk.
@@ -348,14 +448,13 @@ class StepPool:
         """``ds`` through the stage; the map's Arrow files go under ``scratch``."""
         self.used = True
         if self.num_proc == 1:
-            part = apply_stage(ds, self.stage, load_from_cache_file=False, desc=desc, cache_file_name=str(scratch / "map.arrow"))
+            part = _map_to_file(ds, self.stage, None, self.group_size, str(scratch / "map.arrow"))
             self._loads[os.getpid()] = models_loaded() - self._loaded_before
             return part
         from concurrent.futures.process import BrokenProcessPool
 
-        batch = self.stage.rows_per_batch
-        size = max(batch, math.ceil(len(ds) / (self.num_proc * self.SHARDS_PER_WORKER) / batch) * batch)
-        bounds = [(i, min(len(ds), i + size)) for i in range(0, len(ds), size)]
+        size = max(self.stage.rows_per_batch, math.ceil(len(ds) / (self.num_proc * self.SHARDS_PER_WORKER)))
+        bounds = batch_bounds(ds[ROW], self.group_size, self.stage.rows_per_batch, size)  # whole batches
         from concurrent.futures import as_completed
 
         from datasets.utils import tqdm
@@ -414,10 +513,11 @@ class StepPool:
 _WORKER: dict[str, Any] = {}
 
 
-def _start_worker(stage: Stage, ranks: Any, threads: int, started: Any) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before torch/CTranslate2 start their pools
+def _start_worker(stage: Stage, ranks: Any, threads: int, started: Any, group_size: int) -> None:
+    # the stage's threads, whatever the environment says: before torch/CTranslate2 start their pools
+    os.environ.update(thread_environment(threads))
     # a forked worker starts with its parent's models: count only the ones it loads
-    _WORKER.update(stage=stage, rank=ranks.get(), started=started, loaded=models_loaded())
+    _WORKER.update(stage=stage, rank=ranks.get(), started=started, loaded=models_loaded(), group_size=group_size)
     import datasets
 
     datasets.disable_progress_bars()  # the parent reports progress per chunk
@@ -428,34 +528,34 @@ def _wait_for_all_workers() -> None:
 
 
 def _map_in_worker(shard: Dataset, cache_file: str) -> tuple[Dataset, int, int]:
-    stage, rank = _WORKER["stage"], _WORKER["rank"]
-    part = apply_stage(
-        shard, stage, with_rank=False, fn_kwargs={"rank": rank}, load_from_cache_file=False, cache_file_name=cache_file
-    )
+    part = _map_to_file(shard, _WORKER["stage"], _WORKER["rank"], _WORKER["group_size"], cache_file)
     return part, os.getpid(), models_loaded() - _WORKER["loaded"]
 
 
 class Runner:
     """Runs steps over a dataset, persisting each step's output in chunks under ``work_dir``.
 
-    With ``num_proc > 1`` each stage step runs on one ``StepPool`` of that many workers."""
+    With ``num_proc > 1`` each stage step runs on one ``StepPool`` of that many workers. A chunk
+    is about ``chunk_size`` rows, cut where a batch ends (``batch_bounds``)."""
 
-    def __init__(self, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256):
+    def __init__(self, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, group_size: int = DEFAULT_GROUP_SIZE):
         if num_proc < 1:
             raise SettingError(f"--num-proc must be >= 1, got {num_proc}")
         if chunk_size < 1:
             raise SettingError(f"chunk_size must be >= 1, got {chunk_size}")
         self.work_dir = Path(work_dir)
         self.num_proc = num_proc
+        self.group_size = check_group_size(group_size)
         self.chunk_size = chunk_size
         self.reused: dict[str, str] = {}
 
     def run(self, ds: Dataset, steps: list[Stage | Filter], shard: tuple[int, int] | None = None) -> RunResult:
         """Run ``steps`` over ``ds`` (or over part ``shard = (i, n)`` of it)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        ds = take_shard(ds, shard)
+        start, end = shard_range(len(ds), shard, self.group_size)
+        ds = with_row_index(_select(ds, start, end) if (start, end) != (0, len(ds)) else ds, start)
         inputs = len(ds)
-        fingerprint = _fingerprint_dataset(ds)
+        fingerprint = run_fingerprint(ds, self.group_size)
         dropped_parts: list[Dataset] = []
         timings: dict[str, float] = {}
         self.model_loads: dict[str, list[int]] = {}
@@ -474,14 +574,14 @@ class Runner:
                     rows = len(ds)
                     ds, dropped = self._filter(ds, step, step_dir)
                     bar.update(rows)
-                    if dropped is not None and len(dropped):
+                    if dropped is not None:  # also when empty: the columns must not depend on which filters dropped rows
                         dropped_parts.append(dropped)
                 else:
                     ds = self._stage(ds, step, step_dir, bar)
             timings[step.name] = time.perf_counter() - started
             logger.info("%s: %d rows (%.1fs)", step.name, len(ds), timings[step.name])
-        dropped = _join_dropped(dropped_parts)
-        return RunResult(ds, dropped, self.work_dir, timings, inputs, self.model_loads, self.reused)
+        dropped = without_row_index(_join_dropped(dropped_parts))
+        return RunResult(without_row_index(ds), dropped, self.work_dir, timings, inputs, self.model_loads, self.reused)
 
     def _stage(self, ds: Dataset, stage: Stage, step_dir: Path, bar=None) -> Dataset:
         bar = bar or progress.NO_BAR
@@ -492,11 +592,11 @@ class Runner:
             bar.update(len(ds))
             return reused_step[0]
         parts = []
-        n_chunks = max(1, math.ceil(len(ds) / self.chunk_size))
+        chunks = batch_bounds(ds[ROW], self.group_size, stage.rows_per_batch, self.chunk_size) or [(0, 0)]
+        n_chunks = len(chunks)
         reused = reused_rows = 0
-        with StepPool(stage, cap_workers(self.num_proc, len(ds), stage)) as pool:  # workers start with the first computed chunk
-            for chunk in range(n_chunks):
-                start, end = chunk * self.chunk_size, min(len(ds), (chunk + 1) * self.chunk_size)
+        with StepPool(stage, cap_workers(self.num_proc, len(ds), stage), self.group_size) as pool:  # its workers start with the first computed chunk
+            for chunk, (start, end) in enumerate(chunks):
                 chunk_dir = step_dir / f"chunk-{start:09d}-{end:09d}"
                 found = _reuse(chunk_dir, ("data",))
                 if found is not None:
@@ -551,8 +651,9 @@ class Runner:
 
 def _join_dropped(parts: list[Dataset]) -> Dataset | None:
     """All filters' dropped rows in one dataset; filters later in a recipe see more columns,
-    so only the columns every part has (with the first part's types) are kept."""
-    if not parts:
+    so only the columns every part has (with the first part's types) are kept; every enabled
+    filter's part counts, empty or not, so the columns are the same in every schedule."""
+    if not parts or not sum(len(p) for p in parts):
         return None
     common = [c for c in parts[0].column_names if all(c in p.column_names for p in parts)]
     features = parts[0].select_columns(common).features
@@ -666,9 +767,128 @@ def _read_parquet(paths: list[Path]) -> Dataset:
     return Dataset(InMemoryTable(pa.concat_tables([pq.read_table(str(p)) for p in paths])))
 
 
-def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Join the published folders of ``--shard 1/n`` .. ``n/n`` (in the order given) into one
-    published folder at ``out``; their row reports (failed, dropped) are joined as well."""
+def _part_record(folder: Path) -> tuple[Any, dict[str, Any]]:
+    """The provenance of a part and its run record (a SettingError when it has none)."""
+    from lomo_datasets.publish import layout as publish
+
+    provenance = publish.read_provenance(folder)
+    record = provenance.run if provenance is not None else {}
+    if not record.get("fingerprint") or not isinstance(record.get("rows"), list):
+        raise SettingError(
+            f"merge: {folder} has no record of how it was made (written by an older version, or not by "
+            "`lomo-datasets run`); rerun that part with this version"
+        )
+    return provenance, record
+
+
+def _what_differs(a: Any, b: Any) -> str:
+    """The first recorded difference between two parts' provenance, in words."""
+    ra, rb = a.run, b.run
+    if a.recipe != b.recipe:
+        return f"recipe '{b.recipe}' vs '{a.recipe}'"
+    if ra.get("group_size") != rb.get("group_size"):
+        return f"--group-size {rb.get('group_size')} vs {ra.get('group_size')}"
+    if ra.get("exports") != rb.get("exports"):
+        return f"export settings {rb.get('exports')} vs {ra.get('exports')}"
+    steps_a, steps_b = {s.name: s for s in a.steps}, {s.name: s for s in b.steps}
+    if list(steps_a) != list(steps_b):
+        return f"steps {list(steps_b)} vs {list(steps_a)}"
+    for name, step in steps_a.items():
+        other = steps_b[name]
+        for key in sorted(set(step.settings) | set(other.settings)):
+            if step.settings.get(key) != other.settings.get(key):
+                return f"{name}.{key}={other.settings.get(key)!r} vs {step.settings.get(key)!r}"
+        if step.version != other.version:
+            return f"step '{name}' version {other.version} vs {step.version}"
+    versions = (b.packages.get("lomo-datasets"), a.packages.get("lomo-datasets"))
+    return f"the steps' code differs (lomo-datasets {versions[0]} vs {versions[1]})"
+
+
+def _check_parts(folders: list[Path], allow_missing: bool) -> tuple[list[int], Any, list[list[int]]]:
+    """The order of the parts by input rows, the first part's provenance and the input rows no
+    part holds; a SettingError (one line) for a part given twice, parts of another recipe,
+    settings or input, overlapping parts, and (without ``allow_missing``) missing ones."""
+    records = [_part_record(f) for f in folders]
+    seen: dict[Path, Path] = {}
+    for folder in folders:
+        real = folder.resolve()
+        if real in seen:
+            raise SettingError(f"merge: {folder} is given twice; give each part once")
+        seen[real] = folder
+    (first_prov, first), first_folder = records[0], folders[0]
+    for folder, (prov, record) in zip(folders[1:], records[1:]):
+        if record.get("input") != first.get("input"):
+            raise SettingError(
+                f"merge: {folder} was made from other input than {first_folder} "
+                f"({record.get('input', {}).get('rows')} vs {first.get('input', {}).get('rows')} input rows, other content); "
+                "merge only the shards of one --videos input"
+            )
+        if record["fingerprint"] != first["fingerprint"]:
+            raise SettingError(
+                f"merge: {folder} was made with other settings than {first_folder} ({_what_differs(first_prov, prov)}); "
+                "merge only parts of one recipe run with the same settings"
+            )
+    order = sorted(range(len(folders)), key=lambda i: tuple(records[i][1]["rows"]))
+
+    def label(i: int) -> str:
+        record = records[i][1]
+        shard = f"shard {record['shard'][0]}/{record['shard'][1]}, " if record.get("shard") else ""
+        return f"{folders[i]} ({shard}input rows {record['rows'][0]}-{record['rows'][1]})"
+
+    for a, b in zip(order, order[1:]):
+        ra, rb = records[a][1]["rows"], records[b][1]["rows"]
+        same = ra == rb and records[a][1].get("shard") == records[b][1].get("shard")
+        if rb[0] < ra[1] or same:
+            raise SettingError(
+                f"merge: {label(a)} and {label(b)} {'are the same part' if same else 'overlap'}; "
+                f"give each shard of the input once"
+            )
+    total = int(first["input"]["rows"])
+    missing, covered = [], 0
+    for i in order:
+        lo, hi = records[i][1]["rows"]
+        if lo > covered:
+            missing.append([covered, lo])
+        covered = max(covered, hi)
+    if covered < total:
+        missing.append([covered, total])
+    if missing and not allow_missing:
+        count = {tuple(r[1]["shard"] or (1, 1))[1] for r in records}
+        hint = ""
+        if len(count) == 1 and (n := count.pop()) > 1:
+            have = {r[1]["shard"][0] for r in records}
+            hint = f" (shard {', '.join(f'{i}/{n}' for i in range(1, n + 1) if i not in have)})"
+        where = ", ".join(f"{lo}-{hi}" for lo, hi in missing)
+        raise SettingError(
+            f"merge: input rows {where} of {total}{hint} are in no part; run the missing shard and merge it too, "
+            "or pass --allow-missing to merge what exists (the card then says what is missing)"
+        )
+    return order, first_prov, missing
+
+
+def _dropped_lines(folders: list[Path], filters: list[str]) -> list[bytes]:
+    """The parts' dropped rows (``dropped.jsonl`` lines) in the order one run writes them: by
+    filter (in recipe order), then by part."""
+    lines: list[tuple[int, int, int, bytes]] = []
+    for p, folder in enumerate(folders):
+        path = folder / "dropped.jsonl"
+        if not path.is_file():
+            continue
+        for n, line in enumerate(path.read_bytes().splitlines(keepends=True)):
+            if line.strip():
+                reason = json.loads(line).get("drop_reason")
+                lines.append((filters.index(reason) if reason in filters else len(filters), p, n, line))
+    return [line for *_, line in sorted(lines, key=lambda t: t[:3])]
+
+
+def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike, allow_missing: bool = False) -> Path:
+    """Join the published folders of ``--shard 1/n`` .. ``n/n`` into the folder one unsharded
+    run writes at ``out``: the rows in input order, failed and dropped rows, the card with the
+    union's statistics, the audit and the recipe's exports. Refused (one line each): a part
+    given twice, parts of another recipe, settings or input (their recorded fingerprints),
+    overlapping parts, and missing ones unless ``allow_missing`` (the card then says so)."""
+    import dataclasses as dc
+
     from datasets import DatasetDict
 
     from lomo_datasets.publish import layout as publish
@@ -677,14 +897,16 @@ def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike) -> Pat
     if not folders:
         raise SettingError("merge: give the output folders of the shard runs, e.g. merge out-1 out-2 --out merged")
     out = Path(out)
-    by_split: dict[str, list[Dataset]] = {}
     for folder in folders:
         if folder.resolve() == out.resolve() or folder.resolve() in out.resolve().parents:
             raise SettingError(f"merge: --out {out} is (inside) one of the parts; write the merged dataset to a new folder")
-        files = _split_files(folder)
-        if not files:
+        if not _split_files(folder):
             raise SettingError(f"merge: {folder} has no data/*.parquet; is it the --out folder of a `run`?")
-        for split, paths in files.items():
+    order, provenance, missing = _check_parts(folders, allow_missing)
+    folders = [folders[i] for i in order]
+    by_split: dict[str, list[Dataset]] = {}
+    for folder in folders:
+        for split, paths in _split_files(folder).items():
             by_split.setdefault(split, []).append(_read_parquet(paths))
     merged: dict[str, Dataset] = {}
     for split, datasets_ in by_split.items():
@@ -698,22 +920,42 @@ def merge_outputs(parts: list[str | os.PathLike], out: str | os.PathLike) -> Pat
                     "merge only parts of one recipe run with the same settings"
                 )
         merged[split] = concatenate_datasets(datasets_)
+    from lomo_datasets.execution.recipes import RECIPES
+
+    recipe = RECIPES.get(provenance.recipe)
+    filters = [s.name for s in provenance.steps if s.kind == "filter"]
+    dropped_lines = _dropped_lines(folders, filters)
     dropped = None
-    dropped_files = [str(f / "dropped.jsonl") for f in folders if (f / "dropped.jsonl").is_file() and (f / "dropped.jsonl").stat().st_size]
-    if dropped_files:
-        dropped = Dataset.from_json(dropped_files)
-    body = "Merged from the outputs of {} shard runs: {}.".format(len(folders), ", ".join(f.name for f in folders))
+    if dropped_lines:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="lomo-merge-") as scratch:
+            staged = Path(scratch) / "dropped.jsonl"
+            staged.write_bytes(b"".join(dropped_lines))
+            dropped = Dataset.from_json(str(staged), cache_dir=str(Path(scratch) / "cache"))
+            dropped = Dataset.from_list(dropped.to_list(), features=dropped.features)  # in memory: the folder goes
+    names = ", ".join(f.name for f in folders)
+    body = f"Merged from the outputs of {len(folders)} shard runs: {names}."
+    if missing:
+        body += " Incomplete (`--allow-missing`): input rows " + ", ".join(f"{a}-{b}" for a, b in missing) + " are missing."
+    run = dict(provenance.run)
+    rows = [part_record[1]["rows"] for part_record in (_part_record(f) for f in folders)]
+    run.update(shard=None, rows=[rows[0][0], rows[-1][1]], merged_from=[f.name for f in folders], missing=missing)
+    provenance = dc.replace(provenance, run=run)
+    exports = []
+    if recipe is not None:
+        exports = build_exports(recipe, overrides={"export": dict(run.get("exports") or {})})
+    elif any(e for e in (run.get("exports"),)):
+        logger.warning("merge: recipe '%s' is unknown here; its exports are not written", provenance.recipe)
 
     def write(folder: Path) -> None:
-        publish.write_layout(
-            DatasetDict(merged), folder, body=body, dropped=dropped, provenance=publish.read_provenance(folders[0])
-        )
-        for report in REPORTS:
-            sources = [f / report for f in folders if (f / report).exists()]
-            if sources:
-                with open(folder / report, "wb") as dst:
-                    for src in sources:
-                        dst.write(src.read_bytes())
+        publish.write_layout(DatasetDict(merged), folder, body=body, dropped=dropped, provenance=provenance)
+        if dropped_lines:
+            (folder / "dropped.jsonl").write_bytes(b"".join(dropped_lines))
+        main = merged.get("train", next(iter(merged.values())))
+        write_failed_report(folder / "failed.jsonl", main, dropped)
+        for export in exports:
+            export(main, folder)
 
     outputs.claim(out)
     with outputs.Lock(out):

@@ -49,15 +49,17 @@ from typing import Any
 
 from datasets import Dataset, DatasetInfo, Features, Value
 
-from lomo_datasets.execution.pipeline import RunResult, _fingerprint_dataset, _join_dropped, models_loaded, take_shard, threads_per_worker
-from lomo_datasets.core.stage import Filter, MissingDependencyError, SettingError, Stage, in_band
+from lomo_datasets.execution.pipeline import (
+    DEFAULT_GROUP_SIZE, ROW, RunResult, _join_dropped, check_group_size, map_grouped, models_loaded, run_fingerprint,
+    shard_range, with_row_index,
+)
+from lomo_datasets.core.stage import Filter, MissingDependencyError, SettingError, Stage, cpu_threads, in_band, thread_environment
 
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "the Ray executor needs Ray Data: pip install 'lomo-datasets[ray]'"
 
 #: Hidden columns the executor adds (dropped before anything is returned).
-ROW = "_lomo_row"  #: index of the input row a row comes from
 DROPPED = "_lomo_dropped"  #: index of the filter step that dropped the row; KEPT while kept
 KEPT = -1
 VANISHED = -2  #: a placeholder for an input row a fan-out stage turned into no rows
@@ -85,9 +87,11 @@ class RaySettings:
     #: Actors per model stage (``--num-proc``): one per GPU on a GPU cluster.
     workers: int = 1
     gpus_per_actor: float = 1.0
-    #: Input rows per block: the unit of parallelism and of what a rerun may redo.
-    #: None: the largest batch of the recipe's stages.
+    #: Input rows per block: the unit of parallelism and of what a rerun may redo, rounded to
+    #: whole batch groups. None: one group.
     block_rows: int | None = None
+    #: Input rows per batch group (``--group-size``), as for the local runner.
+    group_size: int = DEFAULT_GROUP_SIZE
     #: Restarts of a dead actor and retries of a lost task (never unbounded).
     retries: int = 3
 
@@ -98,6 +102,7 @@ class RaySettings:
             raise SettingError(f"gpus_per_actor must be a number in (0, 64], got {self.gpus_per_actor!r}")
         if self.block_rows is not None and (not isinstance(self.block_rows, int) or self.block_rows < 1):
             raise SettingError(f"block_rows must be an integer >= 1 or null, got {self.block_rows!r}")
+        check_group_size(self.group_size)
         if not isinstance(self.retries, int) or not 0 <= self.retries <= 100:
             raise SettingError(f"retries must be an integer in 0..100, got {self.retries!r}")
 
@@ -123,8 +128,10 @@ class StageOp:
     ``carried`` are the executor's own columns on the way in (the row index, the drop mark,
     earlier steps' load counters); they travel past the stage unchanged."""
 
-    def __init__(self, stage: Stage, index: int, in_features: Features, out_features: Features, carried: Features, count_loads: bool):
+    def __init__(self, stage: Stage, index: int, in_features: Features, out_features: Features, carried: Features, count_loads: bool,
+                 group_size: int = DEFAULT_GROUP_SIZE):
         self.stage = stage
+        self.group_size = group_size
         self.index = index
         self.in_features = in_features
         self.out_features = out_features
@@ -156,11 +163,15 @@ class StageOp:
         return pa.concat_tables(parts)
 
     def _run(self, table: Any) -> Any:
+        import pyarrow.compute as pc
+
+        # Blocks hold whole batch groups; in input order, the stage gets the local runner's batches.
+        table = table.take(pc.sort_indices(table, sort_keys=[(ROW, "ascending")]))  # stable: fan-out order kept
         columns = table.to_pydict()
         carried = {k: columns.pop(k) for k in self.carried}
         batch = self.in_features.decode_batch(columns)
         n = table.num_rows
-        out = self._fan_out(batch, carried, n) if self.fan_out else {**batch, **self._call(batch, n), **carried}
+        out = self._fan_out(batch, carried, n) if self.fan_out else {**self._call({**batch, ROW: carried[ROW]}, n), **carried}
         rows = len(out[ROW])
         if self.count_loads:
             out[_PID.format(self.index)] = [os.getpid()] * rows
@@ -171,7 +182,7 @@ class StageOp:
         """The stage's outputs for ``batch``. The contract turns a bad row into a row error (a
         batch that raises runs again item by item), so a Ray task fails only for what stops a
         local run too: a model that cannot load, a missing input column, a bug in a stage."""
-        return self.stage(batch, None)
+        return map_grouped(self.stage, batch, None, self.group_size) if ROW in batch else self.stage(batch, None)
 
     def _fan_out(self, batch: dict[str, list], carried: dict[str, list], n: int) -> dict[str, list]:
         """A stage that makes any number of rows per input row. The carried columns travel
@@ -331,8 +342,11 @@ class RayExecutor:
 
     def run(self, ds: Dataset, steps: list[Stage | Filter], shard: tuple[int, int] | None = None) -> RunResult:
         """Run ``steps`` over ``ds`` (or part ``shard = (i, n)`` of it) on Ray."""
-        ds = take_shard(ds, shard)
-        fingerprint = _fingerprint_dataset(ds)
+        s = self.settings
+        first, last = shard_range(len(ds), shard, s.group_size)
+        ds = ds.select(range(first, last)) if (first, last) != (0, len(ds)) else ds
+        self._first = first  # the input index of ds's first row (ROW travels as a hidden column)
+        fingerprint = run_fingerprint(with_row_index(ds, first), s.group_size)
         features = [ds.features]  # the schema before each step, then after the last
         for step in steps:
             fingerprint = step.fingerprint(fingerprint)
@@ -346,7 +360,7 @@ class RayExecutor:
             stale.unlink()
         started = time.perf_counter()
         done = _rows_written(_parts(folder))
-        todo = [i for i in range(len(ds)) if i not in done]
+        todo = [i for i in range(len(ds)) if first + i not in done]
         if done:
             (logger.warning if todo else logger.info)(
                 "ray: %d of %d input rows already written in %s; running the other %d", len(done), len(ds), folder, len(todo)
@@ -389,24 +403,23 @@ class RayExecutor:
 
         s = self.settings
         table = ds.with_format("arrow")[:]
-        table = table.append_column(ROW, pa.array(range(len(ds)), pa.int64()))
+        table = table.append_column(ROW, pa.array(range(self._first, self._first + len(ds)), pa.int64()))
         table = table.append_column(DROPPED, pa.array([KEPT] * len(ds), pa.int32())).take(todo)
         model_stages = [st for st in steps if isinstance(st, Stage) and st.has_model]
-        block = s.block_rows or max([st.rows_per_batch for st in steps if isinstance(st, Stage)] or [8])
-        blocks = [table.slice(i, block) for i in range(0, table.num_rows, block)]
+        # A block is whole batch groups (each stage cuts its batches inside them, as locally);
+        # every operator takes whole blocks (batch_size=None), so no block is split or mixed.
+        per_block = max(1, (s.block_rows or s.group_size) // s.group_size)
+        keys = [row // s.group_size // per_block for row in table[ROW].to_pylist()]
+        starts = [i for i in range(len(keys)) if i == 0 or keys[i] != keys[i - 1]]
+        blocks = [table.slice(a, b - a) for a, b in zip(starts, starts[1:] + [len(keys)])]
         resources = self.ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
         # Logical CPUs per operator: every actor pool plus two tasks fit at once, else fixed
         # pools and tasks can wait for each other forever without an error.
         share = min(1.0, cpus / (len(model_stages) * s.workers + 2))
-        # Ray gives a worker floor(its logical CPUs) threads (here 1); an actor gets its part of
-        # the cluster's cores instead, as a local worker does (CTranslate2, torch and OpenMP
-        # read OMP_NUM_THREADS).
-        threads = threads_per_worker(max(1, len(model_stages) * s.workers), cpus)
-        actor_env = {"env_vars": {"OMP_NUM_THREADS": str(threads)}}
         logger.info(
-            "ray: %d rows in %d blocks; %d model stage(s) x %d actor(s) of %d thread(s); %.2f logical CPU per operator",
-            table.num_rows, len(blocks), len(model_stages), s.workers, threads, share,
+            "ray: %d rows in %d blocks; %d model stage(s) x %d actor(s); %.2f logical CPU per operator",
+            table.num_rows, len(blocks), len(model_stages), s.workers, share,
         )
         data = ray.data.from_arrow(blocks)
         carried = Features(_HIDDEN)
@@ -424,10 +437,12 @@ class RayExecutor:
             if wants_gpu and step.device != "auto":
                 logger.warning("%s: device %s is replaced by the GPU Ray gives the actor (cuda:0 inside it)", step.name, step.device)
                 stage = _with_device(step, "auto")
-            op = StageOp(stage, index, features[index], features[index + 1], carried, count_loads=modelled)
+            op = StageOp(stage, index, features[index], features[index + 1], carried, count_loads=modelled, group_size=s.group_size)
             carried = Features({k: f for k, f in op.columns().items() if k not in op.out_features})
-            common = dict(batch_format="pyarrow", batch_size=step.rows_per_batch, num_cpus=share)
+            common = dict(batch_format="pyarrow", batch_size=None, num_cpus=share)
             if modelled:
+                # the stage's CPU threads (a setting), as in a local worker: not Ray's share of the cores
+                actor_env = {"env_vars": thread_environment(cpu_threads(step))}
                 data = data.map_batches(
                     ActorStageOp, fn_constructor_kwargs={"op": op}, compute=ActorPoolStrategy(size=s.workers),
                     num_gpus=s.gpus_per_actor if wants_gpu else 0, runtime_env=actor_env,
@@ -496,6 +511,5 @@ def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Data
     for index, step in enumerate(steps):
         if isinstance(step, Filter) and step.enabled:
             part = rows(pc.equal(state, index) if state is not None else None, features[index])
-            if len(part):
-                dropped_parts.append(part.add_column("drop_reason", [step.name] * len(part)))
+            dropped_parts.append(part.add_column("drop_reason", [step.name] * len(part)))  # empty too: see _join_dropped
     return data, _join_dropped(dropped_parts), loads

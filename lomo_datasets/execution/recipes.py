@@ -28,7 +28,8 @@ from lomo_datasets.publish.card import Provenance, error_kind, yield_counts
 from lomo_datasets.formats.livecc import LiveCCExport
 from lomo_datasets.core.redact import mask_url_credentials
 from lomo_datasets.execution.pipeline import (
-    Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard, take_shard, write_failed_report,
+    DEFAULT_GROUP_SIZE, Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard,
+    take_shard,     write_failed_report,
 )
 from lomo_datasets.core.stage import Filter, SettingError
 
@@ -177,18 +178,19 @@ EXECUTORS = ("local", "ray")
 
 
 def make_runner(
-    executor: str, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, ray_address: str | None = None
+    executor: str, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, ray_address: str | None = None,
+    group_size: int = DEFAULT_GROUP_SIZE,
 ) -> Any:
     """The runner of ``executor``: ``Runner`` (this machine) or the Ray executor (a cluster),
     both with ``run(ds, steps, shard) -> RunResult``. Checked before any work starts."""
     if executor == "local":
         if ray_address:
             raise SettingError("--ray-address needs --executor ray")
-        return Runner(work_dir, num_proc=num_proc, chunk_size=chunk_size)
+        return Runner(work_dir, num_proc=num_proc, chunk_size=chunk_size, group_size=group_size)
     if executor == "ray":
         from lomo_datasets.execution.ray_executor import RayExecutor, RaySettings
 
-        return RayExecutor(work_dir, RaySettings(address=ray_address, workers=num_proc))
+        return RayExecutor(work_dir, RaySettings(address=ray_address, workers=num_proc, group_size=group_size))
     raise SettingError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
 
 
@@ -292,6 +294,7 @@ def run_recipe(
     shard: str | tuple[int, int] | None = None,
     executor: str = "local",
     ray_address: str | None = None,
+    group_size: int = DEFAULT_GROUP_SIZE,
 ) -> RunSummary:
     """Run recipe ``name`` over ``videos`` and write the Hub layout to ``out``.
 
@@ -315,7 +318,7 @@ def run_recipe(
     shard_spec = parse_shard(shard)
     out = Path(out)
     work = Path(work_dir or out / ".lomo-work")
-    runner = make_runner(executor, work, num_proc=num_proc, chunk_size=chunk_size, ray_address=ray_address)
+    runner = make_runner(executor, work, num_proc=num_proc, chunk_size=chunk_size, ray_address=ray_address, group_size=group_size)
     outputs.check_paths(out, videos, work)
     new_folders = [f for f in (out, work if work_dir else None) if f is not None and not f.exists()]
     outputs.claim(out)
@@ -368,18 +371,22 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
     recipe = _with_download(recipe, ds, config, overrides, work / "downloads")
     steps = build_steps(recipe, config, overrides, embedded=embedded)
     exports = build_exports(recipe, config, overrides)
+    record = run_record(recipe, steps, ds, shard, getattr(runner, "group_size", None) or runner.settings.group_size,
+                        {**config.get("export", {}), **overrides.get("export", {})})
     result = runner.run(ds, steps, shard=shard)
     # Credentials in input URLs served the download; the published rows and reports get them masked.
     result.dataset, result.dropped = mask_credentials(result.dataset), mask_credentials(result.dropped)
     data = result.dataset
-    ledger = accounting.check(take_shard(ds, shard)["video_id"], data, result.dropped)  # fails loudly when broken
+    ledger = accounting.check(take_shard(ds, shard, record["group_size"])["video_id"], data, result.dropped)  # fails loudly when broken
     judged = result.dropped  # a row that failed upstream is listed as failed, not as dropped
     if judged is not None and "errors" in judged.column_names and len(judged):
         judged = judged.filter(lambda e: not e, input_columns="errors", desc="dropped rows")
 
     def write(folder: Path) -> None:
+        provenance = Provenance.from_recipe(recipe, steps)
+        provenance.run = record
         publish.write_layout(
-            DatasetDict({"train": data}), folder, provenance=Provenance.from_recipe(recipe, steps),
+            DatasetDict({"train": data}), folder, provenance=provenance,
             dropped=result.dropped, repo_id=repo_id, body=ledger.card_line(),
         )
         ledger.save(folder)
@@ -391,6 +398,28 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
 
     outputs.publish(out, write)
     return recipe, steps, result
+
+
+def run_record(recipe: Recipe, steps: list, ds: Dataset, shard, group_size: int, exports: dict) -> dict[str, Any]:
+    """What ``merge`` checks and the card says about a run (``Provenance.run``): the
+    fingerprint of everything that decides its rows but the input (recipe, every step's
+    settings, version and code, the group size, the export settings), the whole input's size
+    and fingerprint, and which input rows this run holds."""
+    import hashlib
+    import json
+
+    from lomo_datasets.execution.pipeline import _fingerprint_dataset, shard_range
+
+    fingerprint = hashlib.sha256(json.dumps({"recipe": recipe.name, "group_size": group_size, "exports": exports},
+                                            sort_keys=True, default=repr).encode()).hexdigest()
+    for step in steps:
+        fingerprint = step.fingerprint(fingerprint)
+    first, last = shard_range(len(ds), shard, group_size)
+    return {
+        "fingerprint": fingerprint, "group_size": group_size, "exports": exports,
+        "input": {"rows": len(ds), "fingerprint": _fingerprint_dataset(ds)},
+        "shard": list(shard) if shard and shard[1] > 1 else None, "rows": [first, last],
+    }
 
 
 def audit_line(out: Path) -> str | None:

@@ -188,7 +188,7 @@ class LLMSettings:
     timeout: float = 120.0
     http_retries: int = 3
     backoff: float = 0.5
-    cpu_threads: int = 0  # 0: the library's default; >0 caps torch/CTranslate2 CPU threads
+    cpu_threads: int = 1  # torch/CTranslate2 CPU threads per call: fixed, the output depends on it
 
     def validate(self, prefix: str = "llm") -> None:
         if self.backend not in BACKENDS:
@@ -198,8 +198,8 @@ class LLMSettings:
         for name in ("batch_size", "max_tries", "concurrency"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise SettingError(f"{prefix}.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
-            raise SettingError(f"{prefix}.cpu_threads must be an integer >= 0 (0: library default)")
+        if not isinstance(self.cpu_threads, int) or self.cpu_threads < 1:
+            raise SettingError(f"{prefix}.cpu_threads must be an integer >= 1 (CPU threads per model call)")
         if not isinstance(self.http_retries, int) or self.http_retries < 0:
             raise SettingError(f"{prefix}.http_retries must be an integer >= 0")
         if self.guided not in GUIDED_MODES:
@@ -304,7 +304,7 @@ class TransformersBackend(Backend):
     def __init__(self, settings: LLMSettings, device: str):
         super().__init__(settings)
         self.device = resolve_device(None, device, "torch")
-        if settings.cpu_threads and self.device == "cpu":
+        if self.device == "cpu":
             import torch
 
             torch.set_num_threads(settings.cpu_threads)  # per worker process

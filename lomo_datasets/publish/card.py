@@ -91,6 +91,12 @@ class Provenance:
     description: str = ""
     steps: list[StepInfo] = field(default_factory=list)
     packages: dict[str, str] = field(default_factory=dict)
+    #: How the rows were scheduled, for ``merge`` and the card: ``fingerprint`` (recipe, every
+    #: step's settings, version and code, the group size, the export settings), ``group_size``,
+    #: ``input`` (rows and fingerprint of the whole input), ``shard`` ([i, n] or None),
+    #: ``rows`` ([first, last) input rows this folder holds), ``exports`` (the export settings);
+    #: a merged folder adds ``merged_from`` and ``missing``.
+    run: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.packages:
@@ -114,6 +120,7 @@ class Provenance:
             description=str(data.get("description") or ""),
             steps=[StepInfo(**step) for step in data.get("steps") or []],
             packages=dict(data.get("packages") or {}),
+            run=dict(data.get("run") or {}),
         )
 
 
