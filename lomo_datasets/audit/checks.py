@@ -403,7 +403,7 @@ def item_flags(item: Item, video: Video) -> list[Flag]:
         for a, b in near_duplicate_options(item):
             flags.append(Flag(qid, "duplicate_options", f"{a} ~ {b}"))
         if video.transcript.strip():
-            missing = unsupported_facts(options.get(answer_letter(item), ""), video.transcript)
+            missing = unsupported_facts(options.get(answer_letter(item), ""), video.transcript, str(item.get("question") or ""))
             if missing:
                 flags.append(Flag(qid, "unsupported", f"not in the transcript or title: {', '.join(missing)}"))
     flags.extend(window_problems(item, video))
@@ -433,26 +433,39 @@ def _fact_tokens(text: str) -> set[str]:
     return {_NUMBER_WORDS.get(t, t) for t in (w.lower().replace(",", "") for w in _TOKEN.findall(text or ""))}
 
 
-def key_facts(text: str) -> list[str]:
+def key_facts(text: str, names: bool = True) -> list[str]:
     """The checkable facts of an option: numbers (digits or number words), colour words and names
-    (capitalised words; the first word only when the next one is capitalised too: "Real Madrid")."""
+    (capitalised words; the first word only when the next one is capitalised too: "Real Madrid").
+    ``names=False``: numbers and colours only."""
     words = _TOKEN.findall(text or "")
     facts: list[str] = []
     for i, word in enumerate(words):
         lower = word.lower()
         if word[0].isdigit() or lower in _NUMBER_WORDS or lower in COLOURS:
             facts.append(word)
-        elif word[0].isupper() and len(word) > 1 and lower not in _NOT_NAMES:
+        elif names and word[0].isupper() and len(word) > 1 and lower not in _NOT_NAMES:
             if i > 0 or (len(words) > 1 and words[1][0].isupper()):
                 facts.append(word)
     return list(dict.fromkeys(facts))
 
 
-def unsupported_facts(key: str, evidence: str) -> list[str]:
+_ASKS_NAME = re.compile(r"\b(name|named|called|who|whom|whose|team|brand|city|country)\b", re.I)
+
+
+def title_case(text: str) -> bool:
+    """Every word of four letters or more is capitalised ("Old Town Walkthrough"), two at least:
+    capitals there are style, not names."""
+    long = [w for w in _TOKEN.findall(text or "") if len(w) >= 4 and not w[0].isdigit()]
+    return len(long) >= 2 and all(w[0].isupper() for w in long)
+
+
+def unsupported_facts(key: str, evidence: str, question: str = "") -> list[str]:
     """The facts of ``key`` (``key_facts``) that ``evidence`` never mentions (case-insensitive;
-    "3" and "three" are the same)."""
+    "3" and "three" are the same). A title-cased key's capitals count as names only when the
+    ``question`` asks for one (who, name, team, city ...)."""
     have = _fact_tokens(evidence)
-    return [f for f in key_facts(key) if _NUMBER_WORDS.get(f.lower(), f.lower().replace(",", "")) not in have]
+    names = not title_case(key) or bool(_ASKS_NAME.search(question or ""))
+    return [f for f in key_facts(key, names) if _NUMBER_WORDS.get(f.lower(), f.lower().replace(",", "")) not in have]
 
 
 def coverage(videos: Sequence[Video], tasks: Sequence[str] | None = None) -> dict[str, Any]:
