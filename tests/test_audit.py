@@ -202,6 +202,8 @@ def test_unsupported_facts_in_the_key():
     assert A.key_facts("The red shirt of Jack") == ["red", "Jack"]
     assert A.key_facts("Five hundred years ago") == ["Five", "hundred"]
     assert A.unsupported_facts("Real Madrid", transcript) == ["Real", "Madrid"]
+    assert A.unsupported_facts("Real Madrid", transcript, "Which team is playing?") == ["Real", "Madrid"]
+    assert A.unsupported_facts("Old Town Walkthrough", transcript, "Which option summarizes the video best?") == []  # style
     assert A.unsupported_facts("white", transcript) == ["white"]
     assert A.unsupported_facts("The home team", transcript) == []  # a capital that opens a sentence names nothing
     assert A.unsupported_facts("built 500 years ago", transcript) == [] and A.unsupported_facts("300 years", transcript) == ["300"]
