@@ -201,7 +201,8 @@ def test_unsupported_facts_in_the_key():
     assert A.key_facts("Real Madrid") == ["Real", "Madrid"]
     assert A.key_facts("The red shirt of Jack") == ["red", "Jack"]
     assert A.key_facts("Five hundred years ago") == ["Five", "hundred"]
-    assert A.unsupported_facts("Real Madrid", transcript) == ["Real", "Madrid"]
+    asked = "What is the name of the football team playing?"  # the demo's invented team
+    assert A.unsupported_facts("Real Madrid", transcript, asked) == ["Real", "Madrid"]
     assert A.unsupported_facts("Real Madrid", transcript, "Which team is playing?") == ["Real", "Madrid"]
     assert A.unsupported_facts("Old Town Walkthrough", transcript, "Which option summarizes the video best?") == []  # style
     assert A.unsupported_facts("white", transcript) == ["white"]
