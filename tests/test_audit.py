@@ -399,6 +399,8 @@ def test_card_shows_the_audit_links_the_table_and_plots_blind_accuracy(tmp_path)
     assert "| GVQA | 11 | 100% [74%, 100%] of 11 ▲ |" in section  # 11 leaky GVQA items, all answered blind
     assert "| SVS | 2 | 0% [0%, 79%] of 1 |" in section  # v1_03 got no answer: not counted
     assert "[audit.md](audit.md)" in section and "12 of 14 questions are flagged by the audit (blind_answerable: 11," in section
+    assert "- **blind accuracy 85% [58%, 96%] of 13** (95% Wilson interval). Blind accuracy: the share" in section
+    assert "- Verified keys: not run. Verified keys: the share" in section  # no verified_answers column here
     md = (out / "audit.md").read_text()
     assert md.startswith("<!-- written by lomo-datasets audit -->") and "| `v2_01` | window_off_subtitles" in md
     assert "audit.md" in PUBLISHED_PATTERNS
