@@ -75,10 +75,12 @@ def _parser() -> argparse.ArgumentParser:
 
     aud = sub.add_parser("audit", help="QA quality audit of a LoMo dataset folder: writes OUT/audit.md and OUT/audit.json")
     aud.add_argument("folder", help="folder written by `run lomo` (data/*.parquet)")
-    aud.add_argument("--embedded", action="store_true", help="the embedded chat model answers blind (offline)")
+    aud.add_argument("--embedded", action="store_true",
+                     help="the embedded chat model answers blind and verifies the keys (offline; the model files of run --embedded)")
     aud.add_argument("--llm", dest="llm", action="append", default=[], metavar="SETTING=VALUE",
-                     help="blind answerer setting, e.g. --llm backend=openai --llm base_url=http://127.0.0.1:8000/v1 --llm model=NAME")
-    aud.add_argument("--no-blind", action="store_true", help="skip the blind answerer (no LLM)")
+                     help="LLM setting of the blind answerer and key verifier, e.g. --llm backend=openai --llm base_url=http://127.0.0.1:8000/v1 --llm model=NAME")
+    aud.add_argument("--no-blind", action="store_true", help="no LLM: skip the blind answerer and the answer-key verifier")
+    aud.add_argument("--no-verify", action="store_true", help="skip the answer-key verifier only")
 
     view = sub.add_parser("view", help="write a review page (OUT/review.html, offline) of a LoMo or LiveCC folder")
     view.add_argument("folder", help="folder written by `run` (data/*.parquet)")
@@ -259,10 +261,15 @@ def _audit(args: argparse.Namespace) -> int:
     from lomo_datasets.publish import outputs
 
     with outputs.held(args.folder, "folder"):  # not while a run writes it; the marker records the new files
-        report = audit.audit_folder(args.folder, generate, blind_model=model)
+        report = audit.audit_folder(args.folder, generate, blind_model=model, verify=not args.no_verify)
         json_path, md_path = audit.write_report(report, args.folder)
         outputs.record_files(args.folder, [json_path.name, md_path.name])
     print(audit.audit_table(report))
+    for name, fig, meaning in (("blind accuracy", report.overall.blind, audit.BLIND_MEANING),
+                               ("verified keys", report.overall.verified, audit.VERIFIED_MEANING)):
+        line = audit.figure_line(name, fig)
+        if line:
+            print(f"{line} (95% Wilson interval). {meaning}")
     print(f"flagged items: {len(report.flags_by_item())}; details in {md_path} and {json_path}")
     return 0
 

@@ -1,14 +1,23 @@
 """The QA audit as recipe steps (lomo_datasets/audit/checks.py has the checks and figures).
 
+- ``VerifyKeys`` (step ``verify``): the answer-key verifier. An LLM answers each multiple-choice
+  item of a row with the evidence the item was made from (the summary for GVQA/GVS, the subtitle
+  lines overlapping the item's window for SVS/SVQA/VVQA) and writes ``verified_answers``.
 - ``BlindAnswer`` (step ``blind``): an LLM answers each multiple-choice item of a row from its
-  question and options alone (no subtitles, no video) and writes ``blind_answers``
-  (``question_id``, the letter; ``""`` when it gave no valid answer, which is not a row error:
-  the video is fine, only its audit lacks that answer). Any backend of the LLM layer; under
-  ``--embedded`` the embedded chat model. ``enabled=false`` skips it (no model loads).
+  question and options alone (no subtitles, no video) and writes ``blind_answers``.
+
+Both use circular evaluation: every item is asked in ``checks.ROTATIONS`` rotations of its options
+and counts as answered only when the same option (by content, not letter) wins every rotation;
+the columns keep each rotation's pick. All rotations of all items of a batch of rows go out in
+one ``generate_json`` call (``LLMStage.answers_in_one_call``) with a tiny JSON answer schema.
+A rotation without a valid answer is not a row error (the video is fine, only its audit lacks
+that answer). Any backend of the LLM layer; under ``--embedded`` the embedded chat model.
+``enabled=false`` skips a step (no model loads).
 - ``AuditQuestions`` (step ``audit``): writes ``audit_flags``, the failed checks of the row's
-  items (reason codes in ``audit.REASONS``), from the item, its video (duration, subtitle lines)
-  and the blind picks. Flagged items stay in ``questions``: the audit never drops one. The
-  ``drop`` setting (a list of reasons) moves items flagged with one of them to ``audit_dropped``.
+  items (reason codes in ``audit.REASONS``), from the item, its video (duration, subtitle lines,
+  transcript) and the two steps' picks. Flagged items stay in ``questions``: the audit never drops
+  one. The ``drop`` setting (a list of reasons) moves items flagged with one of them to
+  ``audit_dropped``.
 
 The flags of a row depend on that row only, so a sharded run flags the same as one run; items
 whose options repeat another video's need the whole dataset and are counted in the card's audit
@@ -29,43 +38,76 @@ from lomo_datasets.core.stage import Ready, SettingError, Stage
 
 
 @dataclass
-class BlindAnswer(LLMStage):
-    """Writes ``blind_answers``: the LLM's letter per multiple-choice item, seen blind."""
+class _CircularStage(LLMStage):
+    """Asks every multiple-choice item of a row in every rotation of its options and writes the
+    picks (features.BLIND_ANSWERS shape) to ``column``."""
 
-    name: ClassVar[str] = "blind"
-    version: ClassVar[str] = "1+" + A.BLIND.sha()
-    reads: ClassVar[tuple[str, ...]] = ("questions",)
+    column: ClassVar[str] = ""
 
     enabled: bool = True
 
     def features(self) -> Features:
-        return Features({"blind_answers": F.BLIND_ANSWERS})
+        return Features({self.column: F.BLIND_ANSWERS})
+
+    def rotations(self, row: dict[str, Any]) -> list[tuple[dict[str, Any], list[A.Rotation]]]:
+        """Per multiple-choice item asked, the item and its requests (one per rotation)."""
+        raise NotImplementedError
 
     def prepare(self, row: dict[str, Any]) -> Requests | Ready:
         if not self.enabled:
-            return Ready({"blind_answers": []})
+            return Ready({self.column: []})
         return self.requests(row)
 
     def requests(self, row: dict[str, Any]) -> Requests:
         return {
-            str(k): (A.blind_messages(q), A.blind_task(list(A.parse_options(q))))
-            for k, q in enumerate(row.get("questions") or []) if A.is_multiple_choice(q) and A.parse_options(q)
+            f"{str(q.get('question_id'))}#{r}": (messages, task)
+            for q, rotations in self.rotations(row) for r, (messages, task, _) in enumerate(rotations)
         }
 
     def run_batch(self, items: list[Requests]) -> list[Any]:
-        """Per item, ``{key: answer or its error}``: one failed answer is no row error (the
-        base class fails a row on its first failed key)."""
-        return self.answers_per_key(items)
+        """Per item, ``{key: answer or its error}``, all in one call: a failed rotation is no row
+        error (the base class fails a row on its first failed key)."""
+        return self.answers_in_one_call(items)
 
     def finish(self, row: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:
-        picks = []
-        for k, q in enumerate(row.get("questions") or []):
-            if str(k) not in answers:
-                continue
-            answer = answers[str(k)]
-            letter = str(answer.get("answer") or "") if isinstance(answer, dict) else ""
-            picks.append({"question_id": str(q.get("question_id")), "answer": letter})
-        return {"blind_answers": picks}
+        picks = A.Picks()
+        asked = []
+        for q, rotations in self.rotations(row):
+            qid = str(q.get("question_id"))
+            picks.rotations[qid] = [A.decode_pick(answers.get(f"{qid}#{r}"), order) for r, (_, _, order) in enumerate(rotations)]
+            picks[qid] = A.circular_pick(picks.rotations[qid])
+            asked.append(q)
+        return {self.column: A.picks_column(asked, picks)}
+
+
+@dataclass
+class BlindAnswer(_CircularStage):
+    """Writes ``blind_answers``: per multiple-choice item, the option the LLM picks blind in
+    every rotation ("" when none wins every rotation) and each rotation's pick."""
+
+    name: ClassVar[str] = "blind"
+    version: ClassVar[str] = "2+" + A.BLIND.sha()
+    reads: ClassVar[tuple[str, ...]] = ("questions",)
+    column: ClassVar[str] = "blind_answers"
+
+    def rotations(self, row: dict[str, Any]) -> list[tuple[dict[str, Any], list[A.Rotation]]]:
+        return [(q, A.blind_requests(q)) for q in row.get("questions") or [] if A.is_multiple_choice(q) and A.parse_options(q)]
+
+
+@dataclass
+class VerifyKeys(_CircularStage):
+    """Writes ``verified_answers``: per multiple-choice item with evidence, the option the LLM
+    picks from that evidence in every rotation ("" when none wins every rotation)."""
+
+    name: ClassVar[str] = "verify"
+    version: ClassVar[str] = "1+" + A.VERIFY.sha()
+    reads: ClassVar[tuple[str, ...]] = ("questions", "summary", "segments_en")
+    column: ClassVar[str] = "verified_answers"
+
+    def rotations(self, row: dict[str, Any]) -> list[tuple[dict[str, Any], list[A.Rotation]]]:
+        video = A.Video.from_row(row)
+        asked = [(q, A.verify_requests(q, video)) for q in row.get("questions") or []]
+        return [(q, rotations) for q, rotations in asked if rotations]
 
 
 @dataclass
@@ -73,8 +115,9 @@ class AuditQuestions(Stage):
     """Writes ``audit_flags`` (and, with ``drop``, moves those items to ``audit_dropped``)."""
 
     name: ClassVar[str] = "audit"
-    version: ClassVar[str] = "1"
-    reads: ClassVar[tuple[str, ...]] = ("questions",)  # and duration, segments, segments_en, blind_answers
+    version: ClassVar[str] = "2"
+    # and duration, title, segments, segments_en, blind_answers, verified_answers where present
+    reads: ClassVar[tuple[str, ...]] = ("questions",)
 
     drop: list[str] = field(default_factory=list)
 
@@ -90,7 +133,7 @@ class AuditQuestions(Stage):
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         video = A.Video.from_row(row)
-        report = A.audit([video], A.answers_from_rows([row]))
+        report = A.audit([video], A.answers_from_rows([row]), verified=A.answers_from_rows([row], "verified_answers"))
         (flags,) = A.flag_column([video], report)
         dropped_ids = {f["question_id"] for f in flags if f["reason"] in self.drop}
         questions = list(row.get("questions") or [])

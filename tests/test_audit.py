@@ -71,17 +71,24 @@ def test_leaky_item_is_answered_blind_through_the_http_backend():
         answers = A.blind_answers([q for v in videos for q in v.questions], generate)
     report = A.audit(videos, answers, blind_model="openai:reader")
 
-    assert answers == {"v1_01": "B", "v1_02": "A", "v1_03": "A"}  # no request for the grounding item
+    # Circular evaluation: 4 rotations per item. The reader's tie-break always says "A" when no
+    # option shares a word with the question: a letter habit, so no consistent pick ("").
+    assert answers == {"v1_01": "B", "v1_02": "", "v1_03": ""}  # no request for the grounding item
+    assert answers.rotations == {"v1_01": ["B"] * 4, "v1_02": list("ABCD"), "v1_03": list("ABCD")}
     overall = report.overall.blind
     assert (overall.asked, overall.answered, overall.correct) == (3, 3, 1)
+    assert overall.picks == {"B": 1} and overall.inconsistent == 2
     assert overall.correct_ids == ["v1_01"]
     assert math.isclose(overall.accuracy, 1 / 3) and overall.chance == 0.25
     assert (overall.ci_low, overall.ci_high) == pytest.approx(A.wilson_interval(1, 3))
     assert report.tasks["GVQA"].blind.correct_ids == ["v1_01"] and report.tasks["GVS"].blind.correct == 0
-    assert [f for f in report.flags if f.reason == "blind_answerable"] == [A.Flag("v1_01", "blind_answerable", "blind answer B")]
+    assert [f for f in report.flags if f.reason == "blind_answerable"] == [
+        A.Flag("v1_01", "blind_answerable", "blind pick B in 4 of 4 rotations")]
     # The answerer saw the question and the options, never the subtitles; answers were constrained.
     bodies = [r["body"] for r in server.requests]
-    assert len(bodies) == 3
+    assert len(bodies) == 12
+    shown = [re.findall(r"^[A-D]: (.*)$", b["messages"][-1]["content"], re.M) for b in bodies if "banana" in b["messages"][-1]["content"]]
+    assert sorted(s.index("a banana") for s in shown) == [0, 1, 2, 3]  # the key in every position once
     assert "banana" in bodies[0]["messages"][-1]["content"] or any("banana" in b["messages"][-1]["content"] for b in bodies)
     assert all(SUBTITLE_TEXT not in json.dumps(b) for b in bodies)
     schema = bodies[0]["response_format"]["json_schema"]["schema"]
@@ -176,6 +183,36 @@ def test_near_duplicate_options_within_an_item():
     assert [(f.question_id, f.detail) for f in report.flags if f.reason == "duplicate_options"] == [
         ("v1_01", "A ~ C"), ("v1_02", "A ~ B")]
     assert report.tasks["GVQA"].duplicate_option_items == 2
+
+
+def test_near_duplicate_options_by_containment_and_repetition():
+    press = item("v1_01", "SVQA", "Where is the press box placed?", ["Press box", "on the table", "Press box press box", "in the sink"], "A")
+    twice = item("v1_02", "GVQA", "What does he hold?", ["a knife", "a spoon", "a fork", "a fork a fork"], "A")
+    most = item("v1_03", "GVQA", "What does he do?", ["boil the water", "boil the water now", "cut onions", "sing"], "A")
+    distinct = item("v1_04", "GVQA", "Who is there?", ["the man", "the man and the woman", "a dog", "a child"], "A")
+    assert A.near_duplicate_options(press) == [("A", "C")]
+    assert A.near_duplicate_options(twice) == [("C", "D")]
+    assert A.near_duplicate_options(most) == [("A", "B")]  # 3 of 4 words: the same option
+    assert A.near_duplicate_options(distinct) == []  # "man" is half of "man and woman": another answer
+
+
+def test_unsupported_facts_in_the_key():
+    transcript = "Football match highlights\nThe home team starts with the ball.\nThe church tower was built 500 years ago."
+    assert A.key_facts("Real Madrid") == ["Real", "Madrid"]
+    assert A.key_facts("The red shirt of Jack") == ["red", "Jack"]
+    assert A.key_facts("Five hundred years ago") == ["Five", "hundred"]
+    asked = "What is the name of the football team playing?"  # the demo's invented team
+    assert A.unsupported_facts("Real Madrid", transcript, asked) == ["Real", "Madrid"]
+    assert A.unsupported_facts("Real Madrid", transcript, "Which team is playing?") == ["Real", "Madrid"]
+    assert A.unsupported_facts("Old Town Walkthrough", transcript, "Which option summarizes the video best?") == []  # style
+    assert A.unsupported_facts("white", transcript) == ["white"]
+    assert A.unsupported_facts("The home team", transcript) == []  # a capital that opens a sentence names nothing
+    assert A.unsupported_facts("built 500 years ago", transcript) == [] and A.unsupported_facts("300 years", transcript) == ["300"]
+    assert A.unsupported_facts("three goals", "he scored 3 goals") == []  # number words are numbers
+    colour = item("v1_01", "GVQA", "What is the color of the pasta?", ["red", "white", "green", "blue"], "B")
+    v = A.Video("v1", [colour], 12.0, [], transcript="we cook pasta with tomato sauce")
+    assert [(f.reason, f.detail) for f in A.audit([v]).flags] == [("unsupported", "not in the transcript or title: white")]
+    assert A.audit([A.Video("v1", [colour], 12.0, [])]).flags == []  # no transcript: not checked
 
 
 def test_options_repeated_across_items_but_not_the_svqa_vvqa_pair():
@@ -296,12 +333,26 @@ def test_cli_audit_writes_the_table_and_flags(tmp_path, monkeypatch):
     assert "| **all** | 4 | 25% [5%, 70%] of 4 |" in res.stdout
     data = json.loads((folder / "audit.json").read_text())
     assert data["blind_model"] == "openai:reader"
-    assert data["blind_answers"] == {"v1_01": "B", "v1_02": "A", "v1_03": "A", "v2_01": "A"}
+    assert data["blind_answers"] == {"v1_01": "B", "v1_02": "", "v1_03": "", "v2_01": ""}  # "": no consistent pick
+    # The key verifier asks the window items with their subtitle lines (no summary here: GVQA and
+    # GVS are not asked); the reader finds no shared word, says "A" every time: no consistent pick.
+    assert data["verifier_model"] == "openai:reader" and data["verified_answers"] == {"v1_03": "", "v2_01": ""}
     flags = {(f["question_id"], f["reason"]) for f in data["flags"]}
-    assert flags == {("v1_01", "blind_answerable"), ("v2_01", "window_off_subtitles"), ("v2_01", "window_text_mismatch")}
+    assert flags == {("v1_01", "blind_answerable"), ("v2_01", "window_off_subtitles"), ("v2_01", "window_text_mismatch"),
+                     ("v1_03", "unverified_key"), ("v2_01", "unverified_key")}
+    assert len(server.requests) == 4 * 4 + 2 * 4
+    evidence = [r["body"]["messages"][-1]["content"] for r in server.requests if "Evidence" in r["body"]["messages"][-1]["content"]]
+    assert len(evidence) == 8
+    for e in evidence:  # only the lines overlapping the item's window: 3-5 s is line 1; 6-9 s lines 2 and 3
+        lines = set(re.findall(f"{SUBTITLE_TEXT} (\\d)", e))
+        assert lines == ({"1"} if "he waves" in e else {"2", "3"})
     assert data["coverage"]["missing"] == {"GVQA": ["v2"], "GVS": ["v2"]}
     md = (folder / "audit.md").read_text()
-    assert md.startswith("<!-- written by lomo-datasets audit -->") and "| `v2_01` | window_off_subtitles" in md
+    assert md.startswith("<!-- written by lomo-datasets audit -->") and "| `v2_01` | unverified_key (no consistent pick" in md
+    assert "window_off_subtitles" in md.split("| `v2_01` |")[1].splitlines()[0]
+    assert "Blind accuracy: the share" in md and "Verified keys: the share" in md
+    assert "blind accuracy 25% [5%, 70%] of 4 (95% Wilson interval). Blind accuracy:" in res.stdout
+    assert "verified keys 0% [0%, 66%] of 2 (95% Wilson interval). Verified keys:" in res.stdout
     assert "sk-audit-secret" not in md + json.dumps(data) + res.stdout + res.stderr
     # a rerun rewrites its own files; a file it did not write is never overwritten
     cli("audit", str(folder), "--no-blind")
@@ -348,6 +399,8 @@ def test_card_shows_the_audit_links_the_table_and_plots_blind_accuracy(tmp_path)
     assert "| GVQA | 11 | 100% [74%, 100%] of 11 ▲ |" in section  # 11 leaky GVQA items, all answered blind
     assert "| SVS | 2 | 0% [0%, 79%] of 1 |" in section  # v1_03 got no answer: not counted
     assert "[audit.md](audit.md)" in section and "12 of 14 questions are flagged by the audit (blind_answerable: 11," in section
+    assert "- **blind accuracy 85% [58%, 96%] of 13** (95% Wilson interval). Blind accuracy: the share" in section
+    assert "- Verified keys: not run. Verified keys: the share" in section  # no verified_answers column here
     md = (out / "audit.md").read_text()
     assert md.startswith("<!-- written by lomo-datasets audit -->") and "| `v2_01` | window_off_subtitles" in md
     assert "audit.md" in PUBLISHED_PATTERNS

@@ -102,7 +102,10 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     for r in (row, zh):  # both videos are audited
         picks = {a["question_id"]: a["answer"] for a in r["blind_answers"]}
         multiple_choice = {q["question_id"] for q in r["questions"] if q["options"]}  # VTG is grounding: not asked
-        assert set(picks) == multiple_choice and len(picks) == 5 and set(picks.values()) <= set("ABCD")
+        assert set(picks) == multiple_choice and len(picks) == 5 and set(picks.values()) <= set("ABCD") | {""}
+        assert all(len(a["rotations"]) == 4 for a in r["blind_answers"])  # circular evaluation: "" = no option won all 4
+        verified = {a["question_id"] for a in r["verified_answers"]}
+        assert verified == multiple_choice and all(len(a["rotations"]) == 4 for a in r["verified_answers"])
         right += [q["question_id"] for q in r["questions"] if picks.get(q["question_id"]) == q["answer"]]
     right = sorted(right)
     audit = json.loads((out / "audit.json").read_text())

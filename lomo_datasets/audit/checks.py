@@ -52,6 +52,13 @@ LONGEST_MARGIN = 1.3
 #: Two options of one item are near duplicates at this ``difflib`` ratio (or when equal after
 #: lower-casing and dropping punctuation and articles).
 DUPLICATE_RATIO = 0.9
+#: ... or when one holds the other as a run of words covering this share of its words (or only
+#: repeats the other's words: "Press box" vs "Press box press box").
+CONTAINED_SHARE = 0.6
+#: Circular evaluation: each multiple-choice item is asked with its options rotated this many
+#: times (at most once per option); it counts as answered only when every rotation picks the same
+#: option (by content, not letter), so a model's letter habit cannot score.
+ROTATIONS = 4
 #: Seconds of slack for window checks (times in questions are written with one decimal).
 TIME_TOLERANCE = 0.051
 #: The tasks a LoMo video should have (coverage reports videos missing one of those seen).
@@ -63,7 +70,9 @@ AUDIT_MD = "audit.md"
 GENERATOR = "lomo-datasets audit"
 
 REASONS = {
-    "blind_answerable": "the blind answerer got it right from the question and options alone",
+    "blind_answerable": "the blind answerer picked the key from the question and options alone, in every rotation of the options",
+    "unverified_key": "the answer-key verifier, given the evidence the item was made from, did not pick the key in every rotation",
+    "unsupported": "a name, number or colour in the correct option appears nowhere in the transcript or title",
     "answer_in_question": "the question text contains the correct option (and no other)",
     "answer_longest": f"the correct option is over {LONGEST_MARGIN:g}x longer than every other",
     "duplicate_options": "two options are (nearly) the same",
@@ -102,15 +111,26 @@ class Video:
     #: ``(start, end)`` of the subtitle lines the windows should sit on (empty: not checked)
     subtitles: list[tuple[float, float]] = field(default_factory=list)
     video: str | None = None
+    #: the global view the GVQA/GVS items were made from ("" when unknown)
+    summary: str = ""
+    #: ``(start, end, text)`` of the English subtitle lines (``segments_en``, else ``segments``):
+    #: the evidence of the window items
+    lines: list[tuple[float, float, str]] = field(default_factory=list)
+    #: every text the video gives (title, ``segments``, ``segments_en``): facts in a key must be in it
+    transcript: str = ""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Video":
         """From a published LoMo row: ``segments_en`` and ``segments`` lines both count."""
         lines = []
+        texts = [str(row.get("title") or "")]
         for column in ("segments_en", "segments"):
             for seg in row.get(column) or []:
                 if seg and seg.get("start") is not None and seg.get("end") is not None:
                     lines.append((float(seg["start"]), float(seg["end"])))
+                if seg and seg.get("text"):
+                    texts.append(str(seg["text"]))
+        english = row.get("segments_en") or row.get("segments") or []
         duration = row.get("duration")
         return cls(
             video_id=str(row.get("video_id") or ""),
@@ -118,6 +138,10 @@ class Video:
             duration=float(duration) if isinstance(duration, (int, float)) and math.isfinite(duration) else None,
             subtitles=sorted(set(lines)),
             video=row.get("video"),
+            summary=str(row.get("summary") or ""),
+            lines=[(float(g["start"]), float(g["end"]), str(g.get("text") or "")) for g in english
+                   if g and g.get("start") is not None and g.get("end") is not None],
+            transcript="\n".join(t for t in texts if t.strip()),
         )
 
 
@@ -258,14 +282,30 @@ def _similar(a: str, b: str, ratio: float, counts: dict[str, Counter]) -> bool:
     return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= ratio
 
 
+def _contained(a: str, b: str, share: float = CONTAINED_SHARE) -> bool:
+    """One option repeats the other's words (``"X"`` vs ``"X X"``: no new word) or holds the other
+    as a run of words covering at least ``share`` of its words (``"boil water"`` vs
+    ``"boil water now"``). ``a`` and ``b`` are normalised (``_norm``)."""
+    short, long = sorted((a.split(), b.split()), key=len)
+    if not short or len(short) == len(long):
+        return False
+    if set(long) <= set(short):
+        return True
+    if len(short) < 2 or len(short) < share * len(long):
+        return False
+    n = len(short)
+    return any(long[i : i + n] == short for i in range(len(long) - n + 1))
+
+
 def near_duplicate_options(item: Item, ratio: float = DUPLICATE_RATIO) -> list[tuple[str, str]]:
-    """Pairs of letters whose options are the same after normalising or similar at ``ratio``."""
+    """Pairs of letters whose options are the same after normalising, similar at ``ratio``, or
+    one contained in the other (``_contained``: repetition, or most of the longer one)."""
     options = [(letter, _norm(text)) for letter, text in parse_options(item).items()]
     counts: dict[str, Counter] = {}
     pairs = []
     for i, (a, text_a) in enumerate(options):
         for b, text_b in options[i + 1 :]:
-            if text_a == text_b or _similar(text_a, text_b, ratio, counts):
+            if text_a == text_b or _contained(text_a, text_b) or _similar(text_a, text_b, ratio, counts):
                 pairs.append((a, b))
     return pairs
 
@@ -364,8 +404,70 @@ def item_flags(item: Item, video: Video) -> list[Flag]:
             flags.append(Flag(qid, "answer_longest", f"{answer_letter(item)} is the longest option"))
         for a, b in near_duplicate_options(item):
             flags.append(Flag(qid, "duplicate_options", f"{a} ~ {b}"))
+        if video.transcript.strip() and not str(item.get("task")).startswith("VTG"):  # VTG keys are times
+            missing = unsupported_facts(options.get(answer_letter(item), ""), video.transcript, str(item.get("question") or ""))
+            if missing:
+                flags.append(Flag(qid, "unsupported", f"not in the transcript or title: {', '.join(missing)}"))
     flags.extend(window_problems(item, video))
     return flags
+
+
+# --------------------------------------------------------------------------------------------
+# Facts in the key (a cheap lexical test)
+# --------------------------------------------------------------------------------------------
+
+COLOURS = frozenset(
+    "red orange yellow green blue purple violet pink brown black white grey gray golden silver beige "
+    "turquoise crimson scarlet maroon navy teal".split()
+)
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS.update({"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70",
+                      "eighty": "80", "ninety": "90", "hundred": "100", "thousand": "1000", "million": "1000000"})
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[^\W\d_]+(?:'[^\W\d_]+)?")
+#: Capitalised words that open a sentence and name nothing.
+_NOT_NAMES = frozenset("i a an the he she it they we you this that these those there his her its their our my".split())
+
+
+def _fact_tokens(text: str) -> set[str]:
+    """Lower-cased words and numbers of ``text``, number words as digits."""
+    return {_NUMBER_WORDS.get(t, t) for t in (w.lower().replace(",", "") for w in _TOKEN.findall(text or ""))}
+
+
+def key_facts(text: str, names: bool = True) -> list[str]:
+    """The checkable facts of an option: numbers (digits or number words), colour words and names
+    (capitalised words; the first word only when the next one is capitalised too: "Real Madrid").
+    ``names=False``: numbers and colours only."""
+    words = _TOKEN.findall(text or "")
+    facts: list[str] = []
+    for i, word in enumerate(words):
+        lower = word.lower()
+        if word[0].isdigit() or lower in _NUMBER_WORDS or lower in COLOURS:
+            facts.append(word)
+        elif names and word[0].isupper() and len(word) > 1 and lower not in _NOT_NAMES:
+            if i > 0 or (len(words) > 1 and words[1][0].isupper()):
+                facts.append(word)
+    return list(dict.fromkeys(facts))
+
+
+_ASKS_NAME = re.compile(r"\b(name|named|called|who|whom|whose|team|brand|city|country)\b", re.I)
+
+
+def title_case(text: str) -> bool:
+    """Every word of four letters or more is capitalised ("Old Town Walkthrough"), two at least:
+    capitals there are style, not names."""
+    long = [w for w in _TOKEN.findall(text or "") if len(w) >= 4 and not w[0].isdigit()]
+    return len(long) >= 2 and all(w[0].isupper() for w in long)
+
+
+def unsupported_facts(key: str, evidence: str, question: str = "") -> list[str]:
+    """The facts of ``key`` (``key_facts``) that ``evidence`` never mentions (case-insensitive;
+    "3" and "three" are the same). A title-cased key's capitals count as names only when the
+    ``question`` asks for one (who, name, team, city ...)."""
+    have = _fact_tokens(evidence)
+    names = not title_case(key) or bool(_ASKS_NAME.search(question or ""))
+    return [f for f in key_facts(key, names) if _NUMBER_WORDS.get(f.lower(), f.lower().replace(",", "")) not in have]
 
 
 def coverage(videos: Sequence[Video], tasks: Sequence[str] | None = None) -> dict[str, Any]:
@@ -402,31 +504,159 @@ BLIND = Prompt(
     'Question: {question}\nOptions:\n{options}\nReply as JSON: {{"answer": "<letter>"}}',
 )
 
+VERIFY = Prompt(
+    "verify",
+    "1",
+    "You check the answer key of a multiple-choice test about a video. You are given the evidence "
+    "the question was written from. Pick the option that the evidence supports. Answer with JSON only.",
+    'Evidence ({kind}):\n{evidence}\n\nQuestion: {question}\nOptions:\n{options}\nReply as JSON: {{"answer": "<letter>"}}',
+)
+
+#: Tasks whose items were made from the video's summary, and from their window's subtitle lines.
+SUMMARY_TASKS = ("GVQA", "GVS")
+WINDOW_TASKS = ("SVS", "SVQA", "VVQA")
+
 #: ``(messages_list, task) -> one dict or exception per item`` (the LLM layer's generate_json)
 JsonGenerator = Callable[[list, Any], list]
 
 
-def blind_messages(item: Item) -> list[dict[str, str]]:
-    """The blind answerer's chat: the question and options, nothing about the video."""
-    options = "\n".join(f"{k}: {v}" for k, v in parse_options(item).items())
-    return BLIND.messages(question=str(item.get("question") or "").strip(), options=options)
+class Picks(dict):
+    """``question_id -> pick`` of a circular evaluation: the letter (in the item's own order) that
+    won every rotation, ``""`` when every rotation answered but not with the same option, None
+    when a rotation got no valid answer (not counted). ``rotations``: per item, the letter each
+    rotation picked, in the item's own order (``""``: no valid answer)."""
+
+    def __init__(self, picks: dict[str, str | None] | None = None, rotations: dict[str, list[str]] | None = None):
+        super().__init__(picks or {})
+        self.rotations: dict[str, list[str]] = dict(rotations or {})
 
 
-def blind_task(letters: Sequence[str]) -> Any:
+def as_picks(answers: dict[str, str | None] | None) -> Picks | None:
+    """``answers`` as ``Picks`` (a plain dict: one pick per item, taken as it is)."""
+    if answers is None or isinstance(answers, Picks):
+        return answers
+    return Picks(answers)
+
+
+def rotation_orders(item: Item, rotations: int = ROTATIONS) -> list[list[str]]:
+    """Per rotation, the item's own letters in the order they are shown (A B C D, B C D A, ...):
+    every option is shown once in every position when there are ``rotations`` options."""
+    letters = list(parse_options(item))
+    return [letters[r:] + letters[:r] for r in range(min(rotations, len(letters)))]
+
+
+def _shown_options(item: Item, order: Sequence[str] | None) -> str:
+    options = parse_options(item)
+    order = list(options) if order is None else order
+    return "\n".join(f"{_LETTERS[i]}: {options[letter]}" for i, letter in enumerate(order))
+
+
+def circular_pick(rotations: Sequence[str]) -> str | None:
+    """The letter every rotation picked, ``""`` when they differ, None when one gave none."""
+    if not rotations or any(not r for r in rotations):
+        return None
+    return rotations[0] if len(set(rotations)) == 1 else ""
+
+
+def blind_messages(item: Item, order: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """The blind answerer's chat: the question and options (shown in ``order``), nothing about
+    the video."""
+    return BLIND.messages(question=str(item.get("question") or "").strip(), options=_shown_options(item, order))
+
+
+def evidence(item: Item, video: Video) -> tuple[str, str] | None:
+    """``(kind, text)``: what the item was made from. The summary for GVQA/GVS; for SVS, SVQA and
+    VVQA the English subtitle lines that overlap the item's window. None: nothing to verify with
+    (another task, no summary, no line in the window)."""
+    task = str(item.get("task") or "")
+    if task in SUMMARY_TASKS:
+        return ("the video's summary", video.summary.strip()) if video.summary.strip() else None
+    if task in WINDOW_TASKS:
+        window = _window(item)
+        if window is None:
+            return None
+        start, end = window
+        texts = [t.strip() for s, e, t in video.lines if s < end - TIME_TOLERANCE and e > start + TIME_TOLERANCE and t.strip()]
+        return ("the subtitle lines of the question's time window", "\n".join(texts)) if texts else None
+    return None
+
+
+def verify_messages(item: Item, proof: tuple[str, str], order: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """The key verifier's chat: the evidence, the question and the options (shown in ``order``)."""
+    kind, text = proof
+    return VERIFY.messages(kind=kind, evidence=text, question=str(item.get("question") or "").strip(),
+                           options=_shown_options(item, order))
+
+
+def choice_task(name: str, n: int) -> Any:
+    """The tiny answer schema: ``{"answer": one of the n shown letters}``."""
     from lomo_datasets.llm.backends import TaskSpec
 
+    letters = list(_LETTERS[:n])
     schema = {
         "type": "object",
-        "properties": {"answer": {"type": "string", "enum": list(letters)}},
+        "properties": {"answer": {"type": "string", "enum": letters}},
         "required": ["answer"],
         "additionalProperties": False,
     }
-    return TaskSpec(f"blind.{''.join(letters)}", schema, max_new_tokens=16)
+    return TaskSpec(f"{name}.{''.join(letters)}", schema, max_new_tokens=16)
+
+
+def blind_task(letters: Sequence[str]) -> Any:
+    return choice_task("blind", len(letters))
+
+
+#: One request of a circular evaluation: ``(messages, task, order)``.
+Rotation = tuple[list[dict[str, str]], Any, list[str]]
+
+
+def blind_requests(item: Item) -> list[Rotation]:
+    """The blind answerer's requests for one item, one per rotation."""
+    return [(blind_messages(item, order), choice_task("blind", len(order)), order) for order in rotation_orders(item)]
+
+
+def verify_requests(item: Item, video: Video) -> list[Rotation]:
+    """The key verifier's requests for one item, one per rotation (none without evidence)."""
+    proof = evidence(item, video)
+    if proof is None or not is_multiple_choice(item):
+        return []
+    return [(verify_messages(item, proof, order), choice_task("verify", len(order)), order) for order in rotation_orders(item)]
+
+
+def decode_pick(result: Any, order: Sequence[str]) -> str:
+    """The item's own letter for one rotation's reply (``""``: no valid reply)."""
+    if isinstance(result, dict) and isinstance(result.get("answer"), str):
+        shown = result["answer"].strip().upper()[:1]
+        if shown and shown in _LETTERS[: len(order)]:
+            return order[_LETTERS.index(shown)]
+    return ""
+
+
+def circular_answers(requests: dict[str, list[Rotation]], generate: JsonGenerator, batch_size: int = 64) -> Picks:
+    """Run every rotation of every item (``question_id -> requests``), ``batch_size`` items (all
+    their rotations) per ``generate`` call, and return their ``Picks``."""
+    picks = Picks()
+    ids = [qid for qid, rots in requests.items() if rots]
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start : start + batch_size]
+        flat = [(qid, r) for qid in chunk for r in requests[qid]]
+        results = generate([r[0] for _, r in flat], [r[1] for _, r in flat])
+        got: dict[str, list[str]] = defaultdict(list)
+        for (qid, (_, _, order)), result in zip(flat, results):
+            if not isinstance(result, dict):
+                logger.info("circular answer for %s: %s", qid, result)
+            got[qid].append(decode_pick(result, order))
+        for qid in chunk:
+            picks.rotations[qid] = got[qid]
+            picks[qid] = circular_pick(got[qid])
+    return picks
 
 
 def blind_settings(values: dict[str, Any] | None = None, embedded: bool = False) -> Any:
-    """``LLMSettings`` for the blind answerer from ``{setting: value}`` (``--llm KEY=VALUE``);
-    ``embedded`` makes the embedded chat model the default model. Unknown names fail at once."""
+    """``LLMSettings`` for the blind answerer and the key verifier from ``{setting: value}``
+    (``--llm KEY=VALUE``); ``embedded`` makes the embedded chat model the default, on the same
+    backend and model files as ``run --embedded`` (``LLMStage.embedded_settings``: CTranslate2
+    int8). Unknown names fail at once."""
     from lomo_datasets.llm.stage import LLMStage
     from lomo_datasets.llm.backends import LLMSettings
 
@@ -437,6 +667,8 @@ def blind_settings(values: dict[str, Any] | None = None, embedded: bool = False)
         raise SettingError(f"blind answerer: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(names)}")
     if embedded and "model" not in values:
         values["model"] = LLMStage.embedded_model
+        for key, value in LLMStage.embedded_settings.items():
+            values.setdefault(key, value)
     settings = LLMSettings(**values)
     settings.validate("blind")
     return settings
@@ -453,28 +685,22 @@ def llm_answerer(settings: Any, device: str | None = None) -> JsonGenerator:
     return make_backend(settings, device or resolve_device(0)).generate_json
 
 
-def blind_answers(items: Sequence[Item], generate: JsonGenerator, batch_size: int = 64) -> dict[str, str | None]:
-    """``question_id -> the letter the blind answerer chose`` (None when it gave no valid
-    answer) for every multiple-choice item."""
+def blind_answers(items: Sequence[Item], generate: JsonGenerator, batch_size: int = 64) -> Picks:
+    """The blind answerer's circular picks for every multiple-choice item (``Picks``)."""
     mc = [item for item in items if is_multiple_choice(item) and parse_options(item)]
-    answers: dict[str, str | None] = {}
-    for start in range(0, len(mc), batch_size):
-        chunk = mc[start : start + batch_size]
-        messages = [blind_messages(item) for item in chunk]
-        tasks = [blind_task(list(parse_options(item))) for item in chunk]
-        for item, result in zip(chunk, generate(messages, tasks)):
-            qid = str(item.get("question_id"))
-            if isinstance(result, dict) and result.get("answer"):
-                answers[qid] = str(result["answer"]).strip().upper()[:1]
-            else:
-                logger.info("blind answer for %s: %s", qid, result)
-                answers[qid] = None
-    return answers
+    return circular_answers({str(i.get("question_id")): blind_requests(i) for i in mc}, generate, batch_size)
+
+
+def verify_answers(videos: Sequence[Video], generate: JsonGenerator, batch_size: int = 64) -> Picks:
+    """The key verifier's circular picks for every multiple-choice item that has evidence."""
+    requests = {str(q.get("question_id")): verify_requests(q, v) for v in videos for q in v.questions}
+    return circular_answers(requests, generate, batch_size)
 
 
 @dataclass
 class BlindFigure:
-    """Blind accuracy of one task (or ``all``) against chance."""
+    """Circular accuracy of one task (or ``all``): the blind answerer's against chance, or the
+    key verifier's (the verified-key rate)."""
 
     asked: int
     answered: int
@@ -484,9 +710,10 @@ class BlindFigure:
     ci_high: float
     chance: float
     correct_ids: list[str] = field(default_factory=list)
-    #: the blind answerer's picks per letter (a model that favours a letter scores the share of
-    #: correct answers with that letter: read the accuracy beside the letter balance)
+    #: consistent picks per letter (a letter habit shows here, not in the accuracy)
     picks: dict[str, int] = field(default_factory=dict)
+    #: items answered in every rotation but not with the same option
+    inconsistent: int = 0
 
     @property
     def above_chance(self) -> bool:
@@ -494,16 +721,19 @@ class BlindFigure:
 
 
 def blind_figure(items: Sequence[Item], answers: dict[str, str | None]) -> BlindFigure:
+    """Right = the key won every rotation; answered = every rotation gave a valid answer."""
     asked = [item for item in items if str(item.get("question_id")) in answers]
-    answered = [item for item in asked if answers[str(item.get("question_id"))]]
+    answered = [item for item in asked if answers[str(item.get("question_id"))] is not None]
     right = [item for item in answered if answers[str(item.get("question_id"))] == answer_letter(item)]
     low, high = wilson_interval(len(right), len(answered))
     chance = sum(chance_level(i) for i in answered) / len(answered) if answered else 0.25
+    consistent = [str(answers[str(i.get("question_id"))]) for i in answered if answers[str(i.get("question_id"))]]
     return BlindFigure(
         asked=len(asked), answered=len(answered), correct=len(right),
         accuracy=len(right) / len(answered) if answered else None, ci_low=low, ci_high=high, chance=chance,
         correct_ids=[str(i.get("question_id")) for i in right],
-        picks=dict(sorted(Counter(str(answers[str(i.get("question_id"))]) for i in answered).items())),
+        picks=dict(sorted(Counter(consistent).items())),
+        inconsistent=len(answered) - len(consistent),
     )
 
 
@@ -529,6 +759,10 @@ class TaskFigures:
     window_off_subtitles: int
     window_text_mismatch: int
     flagged_items: int
+    #: the key verifier's circular picks scored against the keys (None: not run)
+    verified: BlindFigure | None = None
+    unverified_key_items: int = 0
+    unsupported_items: int = 0
 
 
 @dataclass
@@ -537,8 +771,11 @@ class AuditReport:
     coverage: dict[str, Any]
     flags: list[Flag]
     blind_model: str | None = None
-    #: ``question_id -> the blind answerer's letter`` (None: no valid answer); None: not run
+    #: ``question_id -> the blind answerer's circular pick`` (``Picks``); None: not run
     blind_answers: dict[str, str | None] | None = None
+    verifier_model: str | None = None
+    #: ``question_id -> the key verifier's circular pick`` (``Picks``); None: not run
+    verified_answers: dict[str, str | None] | None = None
 
     @property
     def overall(self) -> TaskFigures:
@@ -560,7 +797,11 @@ class AuditReport:
         return {
             "generator": GENERATOR,
             "blind_model": self.blind_model,
-            "blind_answers": self.blind_answers,
+            "blind_answers": None if self.blind_answers is None else dict(self.blind_answers),
+            "blind_rotations": getattr(self.blind_answers, "rotations", None) or None,
+            "verifier_model": self.verifier_model,
+            "verified_answers": None if self.verified_answers is None else dict(self.verified_answers),
+            "verified_rotations": getattr(self.verified_answers, "rotations", None) or None,
             "tasks": tasks,
             "coverage": self.coverage,
             "flags": [dataclasses.asdict(f) for f in self.flags],
@@ -576,9 +817,13 @@ def audit(
     answers: dict[str, str | None] | None = None,
     tasks: Sequence[str] | None = None,
     blind_model: str | None = None,
+    verified: dict[str, str | None] | None = None,
+    verifier_model: str | None = None,
 ) -> AuditReport:
     """Every figure per task and overall, and the per-item flags. ``answers`` are the blind
-    answerer's letters (``blind_answers``); without them blind answerability is not reported."""
+    answerer's circular picks (``blind_answers``), ``verified`` the key verifier's
+    (``verify_answers``); without them those figures are not reported."""
+    answers, verified = as_picks(answers), as_picks(verified)
     flags: list[Flag] = []
     items: list[Item] = []
     for video in videos:
@@ -589,18 +834,35 @@ def audit(
     flags.extend(Flag(qid, "options_repeat", f"same options as {other}") for qid, other in repeats.items())
     if answers is not None:
         right = {str(i.get("question_id")) for i in items if answers.get(str(i.get("question_id"))) == answer_letter(i) and answer_letter(i)}
-        flags.extend(Flag(qid, "blind_answerable", f"blind answer {answers[qid]}") for qid in sorted(right))
+        flags.extend(Flag(qid, "blind_answerable", _pick_detail("blind pick", answers, qid)) for qid in sorted(right))
+    if verified is not None:
+        for item in items:
+            qid = str(item.get("question_id"))
+            pick = verified.get(qid)
+            if pick is None or pick == answer_letter(item):
+                continue
+            if pick:
+                text = parse_options(item).get(pick, "")
+                detail = f"{_pick_detail('the verifier picked', verified, qid)}: {text[:60]!r}; key {answer_letter(item)}"
+            else:
+                detail = f"no consistent pick (rotations: {', '.join(verified.rotations.get(qid) or []) or '?'}); key {answer_letter(item)}"
+            flags.append(Flag(qid, "unverified_key", detail))
     order = {str(i.get("question_id")): k for k, i in enumerate(items)}
     flags.sort(key=lambda f: (order.get(f.question_id, len(order)), f.reason))
     by_task: dict[str, list[Item]] = defaultdict(list)
     for item in items:
         by_task[str(item.get("task"))].append(item)
-    figures = {task: _figures(by_task[task], flags, repeats, answers) for task in sorted(by_task, key=_task_order)}
-    figures["all"] = _figures(items, flags, repeats, answers)
-    return AuditReport(figures, coverage(videos, tasks), flags, blind_model, answers)
+    figures = {task: _figures(by_task[task], flags, repeats, answers, verified) for task in sorted(by_task, key=_task_order)}
+    figures["all"] = _figures(items, flags, repeats, answers, verified)
+    return AuditReport(figures, coverage(videos, tasks), flags, blind_model, answers, verifier_model, verified)
 
 
-def _figures(items: list[Item], flags: list[Flag], repeats: dict[str, str], answers) -> TaskFigures:
+def _pick_detail(what: str, picks: Picks, qid: str) -> str:
+    n = len(picks.rotations.get(qid) or [])
+    return f"{what} {picks[qid]}" + (f" in {n} of {n} rotations" if n else "")
+
+
+def _figures(items: list[Item], flags: list[Flag], repeats: dict[str, str], answers, verified=None) -> TaskFigures:
     ids = {str(i.get("question_id")) for i in items}
     reasons: dict[str, set[str]] = defaultdict(set)
     for flag in flags:
@@ -622,6 +884,9 @@ def _figures(items: list[Item], flags: list[Flag], repeats: dict[str, str], answ
         window_off_subtitles=len(reasons["window_off_subtitles"]),
         window_text_mismatch=len(reasons["window_text_mismatch"]),
         flagged_items=len({f.question_id for f in flags if f.question_id in ids}),
+        verified=blind_figure(mc, verified) if verified is not None else None,
+        unverified_key_items=len(reasons["unverified_key"]),
+        unsupported_items=len(reasons["unsupported"]),
     )
 
 
@@ -634,18 +899,40 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.0f}%"
 
 
-def blind_cell(blind: BlindFigure | None) -> str:
+#: One line each on what the two LLM figures mean (audit.md, the card, the run summary).
+BLIND_MEANING = (
+    "Blind accuracy: the share of multiple-choice items an LLM answers right from the question and options "
+    f"alone (no video, no subtitles), counted only when the key wins in all {ROTATIONS} rotations of the options "
+    "(circular evaluation: a letter habit scores nothing); at or below chance (25%) is good; ▲ marks a task whose "
+    "whole 95% interval is above chance: items answerable without watching."
+)
+VERIFIED_MEANING = (
+    "Verified keys: the share of multiple-choice items whose key an LLM picks in all "
+    f"{ROTATIONS} rotations when given the evidence the item was made from (the summary for GVQA/GVS, the "
+    "window's subtitle lines for SVS/SVQA/VVQA); high is good; the others are flagged `unverified_key` "
+    "(a wrong key, a window that does not hold the answer, or a verifier too weak to tell)."
+)
+
+
+def blind_cell(blind: BlindFigure | None, mark_chance: bool = True) -> str:
     if blind is None or not blind.answered:
         return "not run" if blind is None else "– (no choices)" if not blind.asked else "no answers"
-    mark = " ▲" if blind.above_chance else ""
+    mark = " ▲" if mark_chance and blind.above_chance else ""
     return f"{_pct(blind.accuracy)} [{_pct(blind.ci_low)}, {_pct(blind.ci_high)}] of {blind.answered}{mark}"
+
+
+def figure_line(name: str, fig: BlindFigure | None) -> str | None:
+    """``blind accuracy 8% [2%, 25%] of 20`` (None when not run or nothing answered)."""
+    if fig is None or not fig.answered:
+        return None
+    return f"{name} {_pct(fig.accuracy)} [{_pct(fig.ci_low)}, {_pct(fig.ci_high)}] of {fig.answered}"
 
 
 def audit_table(report: AuditReport) -> str:
     """The per-task Markdown table (the card shows it; ``audit.md`` starts with it)."""
     rows = [
-        "| task | items | blind accuracy [95% CI] | answer longest | letters | letter balance p | near-dup options | options repeat | windows: outside / off subtitles / text mismatch | flagged |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | items | blind accuracy [95% CI] | verified keys [95% CI] | unsupported facts | answer longest | letters | letter balance p | near-dup options | options repeat | windows: outside / off subtitles / text mismatch | flagged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, fig in report.tasks.items():
         letters = " ".join(f"{k}{v}" for k, v in fig.letters.items()) or "–"
@@ -653,7 +940,8 @@ def audit_table(report: AuditReport) -> str:
         windows = f"{fig.window_outside_video} / {fig.window_off_subtitles} / {fig.window_text_mismatch} of {fig.windows}" if fig.windows else "–"
         name = f"**{task}**" if task == "all" else task
         rows.append(
-            f"| {name} | {fig.items} | {blind_cell(fig.blind)} | {_pct(fig.longest_rate)} | {letters} | {p} | "
+            f"| {name} | {fig.items} | {blind_cell(fig.blind)} | {blind_cell(fig.verified, False)} | {fig.unsupported_items} | "
+            f"{_pct(fig.longest_rate)} | {letters} | {p} | "
             f"{fig.duplicate_option_items} | {fig.repeated_option_items} | {windows} | {fig.flagged_items} |"
         )
     return "\n".join(rows)
@@ -667,14 +955,16 @@ def audit_markdown(report: AuditReport, max_listed: int = 50) -> str:
         "",
         audit_table(report),
         "",
-        f"Blind accuracy: an LLM ({report.blind_model or 'none'}) answers from the question and options alone; "
-        f"chance is {_pct(chance)}; ▲ marks a task whose whole 95% interval is above chance. "
-        "Answer longest: share of items whose correct option is the longest (chance 25%). "
+        f"- {BLIND_MEANING} Answerer: {report.blind_model or 'not run'}; chance is {_pct(chance)}.",
+        f"- {VERIFIED_MEANING} Verifier: {report.verifier_model or 'not run'}.",
+        "- Unsupported facts: items whose correct option names a name, number or colour that the transcript and "
+        "title never mention.",
+        "- Answer longest: share of items whose correct option is the longest (chance 25%). "
         "Letter balance p: chi-square test that every letter is equally likely (small p: unbalanced).",
         "",
-        *([f"Blind picks per letter: {' '.join(f'{k}{v}' for k, v in report.overall.blind.picks.items())} "
-           "(a model that favours one letter scores the share of correct answers with that letter; "
-           "read blind accuracy beside the letters column).", ""] if report.overall.blind and report.overall.blind.picks else []),
+        *([f"Blind consistent picks per letter: {' '.join(f'{k}{v}' for k, v in report.overall.blind.picks.items()) or 'none'}; "
+           f"no consistent pick: {report.overall.blind.inconsistent} of {report.overall.blind.answered}.", ""]
+          if report.overall.blind and report.overall.blind.answered else []),
         "## Coverage",
         "",
         f"Videos: {report.coverage['videos']}.",
@@ -701,31 +991,53 @@ def audit_markdown(report: AuditReport, max_listed: int = 50) -> str:
 # Folders
 # --------------------------------------------------------------------------------------------
 
-_COLUMNS = ("video_id", "video", "duration", "questions", "segments", "segments_en")
-#: The columns ``report_from_rows`` reads (``blind_answers``: the blind step's picks).
-ROW_COLUMNS = (*_COLUMNS, "blind_answers")
+_COLUMNS = ("video_id", "video", "title", "duration", "questions", "segments", "segments_en", "summary")
+#: The columns ``report_from_rows`` reads (``blind_answers``, ``verified_answers``: the blind
+#: and verify steps' picks).
+ROW_COLUMNS = (*_COLUMNS, "blind_answers", "verified_answers")
 
 
-def answers_from_rows(rows: Sequence[dict[str, Any]]) -> dict[str, str | None] | None:
-    """The ``blind_answers`` column as ``question_id -> letter`` (None: the column is absent)."""
-    if not any("blind_answers" in row for row in rows):
+def answers_from_rows(rows: Sequence[dict[str, Any]], column: str = "blind_answers") -> Picks | None:
+    """A picks column (``blind_answers``, ``verified_answers``) as ``Picks`` (None: the column
+    is absent). An entry with ``rotations`` is scored from them; one without (written before
+    circular evaluation) is its one letter, ``""`` meaning no answer."""
+    if not any(column in row for row in rows):
         return None
-    answers: dict[str, str | None] = {}
+    answers = Picks()
     for row in rows:
-        for entry in row.get("blind_answers") or []:
-            answers[str(entry.get("question_id"))] = (entry.get("answer") or None)
+        for entry in row.get(column) or []:
+            qid = str(entry.get("question_id"))
+            rotations = entry.get("rotations")
+            if rotations:
+                answers.rotations[qid] = [str(r or "") for r in rotations]
+                answers[qid] = circular_pick(answers.rotations[qid])
+            else:
+                answers[qid] = entry.get("answer") or None
     return answers
 
 
-def report_from_rows(rows: Sequence[dict[str, Any]], blind_model: str | None = None) -> AuditReport:
-    """The audit of published rows, with the blind picks of their ``blind_answers`` column."""
-    return audit([Video.from_row(r) for r in rows], answers_from_rows(rows), blind_model=blind_model)
+def picks_column(questions: Sequence[Item], picks: Picks) -> list[dict[str, Any]]:
+    """A row's picks column (features.BLIND_ANSWERS): per asked item, the circular pick (``""``:
+    none) and the letter each rotation picked."""
+    return [
+        {"question_id": str(q.get("question_id")), "answer": picks[str(q.get("question_id"))] or "",
+         "rotations": list(picks.rotations.get(str(q.get("question_id")), []))}
+        for q in questions if str(q.get("question_id")) in picks
+    ]
 
 
-def blind_model(provenance: Any) -> str | None:
-    """``backend:model`` of the recipe's ``blind`` step (from a card ``Provenance``), or None."""
+def report_from_rows(rows: Sequence[dict[str, Any]], blind_model: str | None = None, verifier_model: str | None = None) -> AuditReport:
+    """The audit of published rows, with the picks of their ``blind_answers`` and
+    ``verified_answers`` columns."""
+    return audit([Video.from_row(r) for r in rows], answers_from_rows(rows), blind_model=blind_model,
+                 verified=answers_from_rows(rows, "verified_answers"), verifier_model=verifier_model)
+
+
+def blind_model(provenance: Any, step_name: str = "blind") -> str | None:
+    """``backend:model`` of the recipe's ``blind`` (or ``verify``) step (from a card
+    ``Provenance``), or None."""
     for step in getattr(provenance, "steps", None) or []:
-        if step.name == "blind" and step.settings.get("enabled", True):
+        if step.name == step_name and step.settings.get("enabled", True):
             return f"{step.settings.get('backend', '?')}:{step.settings.get('model', '?')}"
     return None
 
@@ -751,6 +1063,11 @@ def card_summary(report: AuditReport) -> dict[str, Any]:
         "flagged_items": report.overall.flagged_items,
         "reasons": dict(Counter(f.reason for f in report.flags).most_common()),
         "blind": blind,
+        "blind_line": figure_line("blind accuracy", report.overall.blind),
+        "blind_meaning": BLIND_MEANING,
+        "verified_line": figure_line("verified keys", report.overall.verified),
+        "verified_meaning": VERIFIED_MEANING,
+        "verifier_model": report.verifier_model,
         "link": AUDIT_MD,
     }
 
@@ -825,12 +1142,16 @@ def read_report(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 def audit_folder(
     folder: str | os.PathLike, generate: JsonGenerator | None = None, blind_model: str | None = None,
-    tasks: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None, blind: bool = True, verify: bool = True,
 ) -> AuditReport:
-    """Audit a LoMo dataset folder; ``generate`` (``llm_answerer``) runs the blind answerer."""
+    """Audit a LoMo dataset folder; ``generate`` (``llm_answerer``) runs the blind answerer (with
+    ``blind``) and the key verifier (with ``verify``), both with circular evaluation."""
     videos = read_videos(folder)
-    answers = None
+    answers = verified = None
     if generate is not None:
-        items = [q for v in videos for q in v.questions]
-        answers = blind_answers(items, generate)
-    return audit(videos, answers, tasks=tasks, blind_model=blind_model)
+        if blind:
+            answers = blind_answers([q for v in videos for q in v.questions], generate)
+        if verify:
+            verified = verify_answers(videos, generate)
+    return audit(videos, answers, tasks=tasks, blind_model=blind_model if answers is not None else None,
+                 verified=verified, verifier_model=blind_model if verified is not None else None)

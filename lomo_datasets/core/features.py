@@ -191,9 +191,13 @@ def merge(*parts: Features | dict) -> Features:
     return Features(merged)
 
 
-#: The blind answerer's pick per multiple-choice item (``answer`` "" when it gave none), written
-#: by the audit's blind step; the QA audit (lomo_datasets/audit/checks.py) scores it.
-BLIND_ANSWERS = List({"question_id": Value("string"), "answer": Value("string")})
+#: A circular evaluation's picks per multiple-choice item: ``answer`` the letter (the item's own)
+#: that won every rotation of the options ("" when none did), ``rotations`` the letter each
+#: rotation picked ("" for no valid reply). The audit's blind step writes ``blind_answers``
+#: (question and options alone), its verify step ``verified_answers`` (with the evidence the item
+#: was made from); the QA audit (lomo_datasets/audit/checks.py) scores both.
+BLIND_ANSWERS = List({"question_id": Value("string"), "answer": Value("string"), "rotations": List(Value("string"))})
+VERIFIED_ANSWERS = BLIND_ANSWERS
 
 #: The QA audit's flags of a row's items: one entry per failed check (reason codes in
 #: ``lomo_datasets.audit.checks.REASONS``). Flagged items stay in ``questions``.

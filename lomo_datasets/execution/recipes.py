@@ -135,7 +135,7 @@ register(_livecc_sft_recipe())
 def _lomo_recipe() -> Recipe:
     from lomo_datasets.processors.aggregate import KeepQC, QualityControl
     from lomo_datasets.processors.asr import LomoTranscribe
-    from lomo_datasets.processors.audit import AuditQuestions, BlindAnswer
+    from lomo_datasets.processors.audit import AuditQuestions, BlindAnswer, VerifyKeys
     from lomo_datasets.processors.compress import Compress
     from lomo_datasets.processors.ingest import Probe
     from lomo_datasets.processors.qa import GenerateQA
@@ -145,7 +145,8 @@ def _lomo_recipe() -> Recipe:
         "lomo",
         "LoMo video-QA benchmark: ASR, translation to English (skipped for English speech), "
         "summary + temporal view, six QA items per video (GVQA, GVS, SVS, SVQA, VVQA, VTG), "
-        "quality control, the QA audit (an LLM answers blind, every item checked and flagged); also "
+        "quality control, the QA audit (an LLM checks each answer key against the item's evidence and "
+        "answers blind, both in 4 rotations of the options; every item checked and flagged); also "
         "writes lomo/lomo.json, the per-task files and audit.md",
         [
             ("probe", Probe),
@@ -155,6 +156,7 @@ def _lomo_recipe() -> Recipe:
             ("qa", GenerateQA),
             ("qc", QualityControl),
             ("keep_qc", KeepQC),
+            ("verify", VerifyKeys),
             ("blind", BlindAnswer),
             ("audit", AuditQuestions),
         ],
@@ -423,7 +425,8 @@ def run_record(recipe: Recipe, steps: list, ds: Dataset, shard, group_size: int,
 
 
 def audit_line(out: Path) -> str | None:
-    """``audit: 9 of 12 questions flagged, blind accuracy 42% [19%, 68%] (chance 25%); see OUT/audit.md``."""
+    """``audit: 9 of 12 questions flagged, blind accuracy 8% [1%, 35%] (chance 25%), verified keys
+    60% [31%, 83%] of 10; see OUT/audit.md``, then one line on what each figure means."""
     from lomo_datasets.audit import checks as audit
 
     report = audit.read_report(out)
@@ -431,11 +434,18 @@ def audit_line(out: Path) -> str | None:
     if not overall:
         return None
     text = f"audit: {overall['flagged_items']} of {overall['items']} questions flagged"
+    meanings = []
     blind = overall.get("blind")
     if blind and blind.get("answered"):
         text += (f", blind accuracy {100 * blind['accuracy']:.0f}% [{100 * blind['ci_low']:.0f}%, "
                  f"{100 * blind['ci_high']:.0f}%] (chance {100 * blind['chance']:.0f}%)")
-    return f"{text}; see {out / audit.AUDIT_MD}"
+        meanings.append(audit.BLIND_MEANING)
+    verified = overall.get("verified")
+    if verified and verified.get("answered"):
+        text += (f", verified keys {100 * verified['accuracy']:.0f}% [{100 * verified['ci_low']:.0f}%, "
+                 f"{100 * verified['ci_high']:.0f}%] of {verified['answered']}")
+        meanings.append(audit.VERIFIED_MEANING)
+    return "\n".join([f"{text}; see {out / audit.AUDIT_MD}", *(f"  {m}" for m in meanings)])
 
 
 def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, folder: Path) -> Recipe:

@@ -134,6 +134,18 @@ class LLMStage(Stage, LLMSettings):
                 answers[n][key] = output
         return answers
 
+    def answers_in_one_call(self, items: list[Requests]) -> list[dict[str, Any]]:
+        """Per item, ``{key: parsed object or its error}``, with every request of every item in
+        one ``generate_json`` call (a task per request; the backend batches by ``batch_size``).
+        For stages with many small requests per row whose keys differ from row to row (the
+        audit's rotations of each item), where a call per key would be many small batches."""
+        flat = [(n, key, request) for n, item in enumerate(items) for key, request in item.items()]
+        outputs = self.llm.generate_json([r[0] for _, _, r in flat], [r[1] for _, _, r in flat]) if flat else []
+        answers: list[dict[str, Any]] = [{} for _ in items]
+        for (n, key, _), output in zip(flat, outputs):
+            answers[n][key] = output
+        return answers
+
     def finish(self, row: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:
         """The row's output columns from its validated answers (one per request key)."""
         raise NotImplementedError

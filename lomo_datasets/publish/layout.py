@@ -157,6 +157,8 @@ def write_layout(
         from lomo_datasets.audit.checks import blind_model, write_report
 
         stats.audit_report.blind_model = stats.audit["blind_model"] = blind_model(provenance)
+        if stats.audit_report.verified_answers is not None:
+            stats.audit_report.verifier_model = stats.audit["verifier_model"] = blind_model(provenance, "verify")
         write_report(stats.audit_report, out)
     text = _render_card(
         dsd,

@@ -4,11 +4,14 @@ through the loopback OpenAI-compatible server of tests/test_llm.py and with the 
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 from datasets import Dataset, Value
 
 from lomo_datasets.core import features as F
-from lomo_datasets.processors.audit import AuditQuestions, BlindAnswer
+from lomo_datasets.processors.audit import AuditQuestions, BlindAnswer, VerifyKeys
 from lomo_datasets.core.stage import SettingError, apply_stage
 from tests.test_audit import GOOD_WINDOW, HARD, LEAKY, SUBTITLES, item, lexical_reader
 from tests.test_llm import ChatServer
@@ -46,14 +49,18 @@ def test_blind_step_answers_each_item_and_a_failed_answer_is_no_row_error():
     with ChatServer(reader_failing_one) as server:
         stage = BlindAnswer(backend="openai", model="reader", base_url=server.url, max_tries=1, http_retries=0)
         out = apply_stage(dataset(rows()), stage)
+    # 4 rotations per item: the reader's "A" habit (no shared word) is no consistent pick ("")
     assert out["blind_answers"] == [
-        [{"question_id": "v1_01", "answer": "B"}, {"question_id": "v1_02", "answer": "A"}, {"question_id": "v1_03", "answer": "A"}],
-        [{"question_id": "v2_02", "answer": "A"}, {"question_id": "v2_03", "answer": ""}],  # no request for the grounding item
+        [{"question_id": "v1_01", "answer": "B", "rotations": ["B"] * 4},
+         {"question_id": "v1_02", "answer": "", "rotations": list("ABCD")},
+         {"question_id": "v1_03", "answer": "", "rotations": list("ABCD")}],
+        [{"question_id": "v2_02", "answer": "", "rotations": list("ABCD")},
+         {"question_id": "v2_03", "answer": "", "rotations": [""] * 4}],  # no request for the grounding item
         [],  # failed upstream: untouched
     ]
     assert out["errors"][:2] == [[], []]
     prompts = [r["body"]["messages"][-1]["content"] for r in server.requests]
-    assert len(prompts) == 5 and not any("line 0" in p for p in prompts)  # never the subtitles
+    assert len(prompts) == 5 * 4 and not any("line 0" in p for p in prompts)  # never the subtitles
 
 
 def test_blind_step_disabled_loads_nothing():
@@ -103,3 +110,45 @@ def test_audit_step_without_the_blind_column():
     out = apply_stage(dataset(rows()[:2]), AuditQuestions())
     assert [f["reason"] for per in out["audit_flags"] for f in per] == ["window_off_subtitles", "window_text_mismatch"]
     assert out.features["audit_flags"] == F.AUDIT_FLAGS and out.features["audit_dropped"] == F.QUESTIONS
+
+
+def evidence_reader(body):
+    """The loopback verifier: the option sharing the most words with the evidence (not the
+    question); ties go to the first shown, a letter habit circular evaluation must not score."""
+    text = body["messages"][-1]["content"]
+    proof = set(re.findall(r"\w+", text.split("\n\nQuestion:")[0].split("):", 1)[1].lower()))
+    options = re.findall(r"^([A-D]): (.*)$", text.split("\nOptions:")[1], re.M)
+    best = max(options, key=lambda o: (len(proof & set(re.findall(r"\w+", o[1].lower()))), -ord(o[0])))
+    return 200, json.dumps({"answer": best[0]}), "stop"
+
+
+def verify_rows():
+    lines = [{"start": 0.5, "end": 2.5, "text": "he boils the water"}, {"start": 3.0, "end": 5.0, "text": "he adds the pasta"},
+             {"start": 5.5, "end": 8.0, "text": "he drains the pot"}]
+    opts = ["he boils water", "he adds pasta", "he drains the pot", "he sings"]
+    right = item("v1_01", "SVQA", "From 3 seconds to 5 seconds in the video, what does he do?", opts, "B", (3.0, 5.0))
+    wrong = item("v1_02", "SVQA", "From 5.5 seconds to 8 seconds in the video, what does he do?", opts, "B", (5.5, 8.0))
+    gvqa = item("v1_03", "GVQA", "What does the man cook?", ["soup", "pasta", "rice", "bread"], "B")
+    vague = item("v1_04", "SVS", "What happens between 0.5 and 2.5 seconds in the video?", ["x", "y", "z", "w"], "A", (0.5, 2.5))
+    return [{"video_id": "v1", "duration": 9.0, "summary": "A man cooks pasta at home.", "segments": lines,
+             "segments_en": lines, "questions": [right, wrong, gvqa, vague, GROUNDING], "errors": []}]
+
+
+def test_verify_step_answers_with_the_evidence_in_four_rotations_and_the_audit_flags_unverified_keys():
+    features = F.merge(FEATURES, {"summary": Value("string"), "segments_en": F.SEGMENTS})
+    data = Dataset.from_list(verify_rows(), features=features)
+    with ChatServer(evidence_reader) as server:
+        out = apply_stage(data, VerifyKeys(backend="openai", model="reader", base_url=server.url, max_tries=1, http_retries=0))
+    picks = {p["question_id"]: (p["answer"], p["rotations"]) for p in out["verified_answers"][0]}
+    assert picks == {"v1_01": ("B", ["B"] * 4), "v1_02": ("C", ["C"] * 4), "v1_03": ("B", ["B"] * 4), "v1_04": ("", list("ABCD"))}
+    assert out.features["verified_answers"] == F.BLIND_ANSWERS
+    prompts = [r["body"]["messages"][-1]["content"] for r in server.requests]
+    assert len(prompts) == 4 * 4  # the grounding item has no options: not asked
+    window = [p for p in prompts if "From 5.5 seconds" in p]
+    assert window and all("he drains the pot" in p.split("Question:")[0] and "he adds" not in p.split("Question:")[0] for p in window)
+    assert all("A man cooks pasta" in p for p in prompts if "What does the man cook" in p)
+    audited = apply_stage(out, AuditQuestions())
+    flags = {(f["question_id"], f["reason"]): f["detail"] for f in audited["audit_flags"][0]}
+    assert flags[("v1_02", "unverified_key")] == "the verifier picked C in 4 of 4 rotations: 'he drains the pot'; key B"
+    assert flags[("v1_04", "unverified_key")] == "no consistent pick (rotations: A, B, C, D); key A"
+    assert not any(qid in ("v1_01", "v1_03") and reason == "unverified_key" for qid, reason in flags)
