@@ -191,7 +191,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"pushed: {push_folder(args.folder, args.repo, private=args.private or None, timeouts=timeouts, retry=retry)}")
         return 0
     if args.command == "merge":
-        from lomo_datasets.execution.pipeline import merge_outputs
+        from lomo_datasets.execution.merge import merge_outputs
 
         out = merge_outputs(args.parts, args.out, allow_missing=args.allow_missing)
         print(f"merged {len(args.parts)} parts into {out}: {_rows_text(out)}, from "

@@ -20,7 +20,7 @@ import shutil
 import pytest
 
 from lomo_datasets import cli
-from lomo_datasets.execution.pipeline import merge_outputs
+from lomo_datasets.execution.merge import merge_outputs
 from lomo_datasets.execution.recipes import get_recipe
 from lomo_datasets.core.stage import SettingError
 

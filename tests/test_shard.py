@@ -10,7 +10,8 @@ import pytest
 from datasets import Dataset, load_dataset
 
 from lomo_datasets import cli
-from lomo_datasets.execution.pipeline import merge_outputs, parse_shard, take_shard
+from lomo_datasets.execution.merge import merge_outputs
+from lomo_datasets.execution.pipeline import parse_shard, take_shard
 from lomo_datasets.execution.recipes import run_recipe
 from lomo_datasets.core.stage import SettingError
 
