@@ -171,3 +171,38 @@ def test_llm_translation_refuses_untranslated_and_merged_lines():
         parse_output(reply("Today we take the train to Beijing.", "We read.", "We read.", "Today we take the train to Beijing."), task)
     with pytest.raises(ValueError, match="exactly 4 wanted"):
         parse_output(reply("One.", "Two.", "Three."), task)
+
+
+# -- issue 21 item 6: alignment checked, and a failed chunk split (halves, then lines) ------
+
+#: Eight lines of a Mandarin cooking video, and the reply the embedded 1.5B gave for a real human
+#: voice: lines 5-6 merged into one, the rest shifted up, an invented last line to keep the count.
+SOURCE_8 = ["大家好，今天我们做番茄炒蛋。", "先把两个番茄切成小块。", "再把三个鸡蛋打在碗里。", "锅里放一点油。",
+            "油热了以后先炒鸡蛋。", "鸡蛋炒好了盛出来。", "然后炒番茄，加一点盐。", "最后把鸡蛋放回去，就做好了。"]
+ALIGNED_8 = ["Hello everyone, today we make tomato and egg stir-fry.", "First cut two tomatoes into small pieces.",
+             "Then beat three eggs in a bowl.", "Put a little oil in the pan.", "When the oil is hot, fry the eggs first.",
+             "When the eggs are done, take them out.", "Then fry the tomatoes and add a little salt.",
+             "Finally put the eggs back, and it is done."]
+SHIFTED_8 = ALIGNED_8[:4] + ["When the oil is hot, fry the eggs first, and when they are done, take them out.",
+                             "Then fry the tomatoes and add a little salt.", "Finally put the eggs back, and it is done.",
+                             "We'll see you again soon"]
+
+
+def test_llm_translation_detects_merged_and_shifted_lines():
+    from processors.llm_translate import alignment_problem
+
+    assert alignment_problem(SOURCE_8, ALIGNED_8) is None
+    problem = alignment_problem(SOURCE_8, SHIFTED_8)
+    assert problem and "merged or shifted" in problem
+    # numbers and Latin names carried over: a line without its number or name is another line's
+    assert "number 3" in alignment_problem(["我买了3个苹果。"], ["I bought some bananas."])
+    assert "name" in alignment_problem(["我们去看NBA比赛。"], ["We went to see a match."])
+    assert alignment_problem(["我们去看NBA比赛。"], ["We went to see an NBA game."]) is None
+
+
+def test_a_failed_chunk_is_split_in_halves_then_single_lines():
+    from processors.llm_translate import split
+
+    assert split(list(range(12)), "chunk") == ([list(range(6)), list(range(6, 12))], "half")
+    assert split([6, 7, 8], "half") == ([[6], [7], [8]], "line")
+    assert split([4, 5], "chunk") == ([[4], [5]], "line")  # two lines: straight to single lines
