@@ -6,7 +6,8 @@ the one subtitle line its window covers. Two tests, cheapest first:
 
 1. lexical (``lexical_problem``): the answer's content words are in the line (at least half of
    them, and at least one: "Ten minutes" for "Knead the dough for ten minutes"), the conclusion
-   shares a content word with it, and no wrong answer is the line itself (or contains it). Words are
+   shares a content word with it, the answer is not the whole line, and no wrong answer is the
+   line itself (or contains it) or contains the answer ("swimming in the sea" for "swimming"). Words are
    compared lower-cased, with number words as digits and on their first five letters (so
    "kneads" / "kneading" match "knead").
 2. the LLM (``grounding_request``): the line is the only evidence; the model picks the option
@@ -80,6 +81,12 @@ def is_the_line(option: str, line: str, ratio: float = 0.8) -> bool:
     return a == b or b in a or difflib.SequenceMatcher(None, a, b).ratio() >= ratio
 
 
+def _contains(text: str, part: str) -> bool:
+    """``part``'s words appear, in order and together, in ``text``."""
+    a, b = f" {_norm(text)} ", f" {_norm(part)} "
+    return bool(_norm(part)) and b in a
+
+
 def lexical_problem(item: dict[str, Any], line: str) -> str | None:
     """Why the temporal item (``answer``, ``wrong``, ``conclusion``) is not about ``line`` by
     the lexical test, or None when it passes."""
@@ -89,11 +96,15 @@ def lexical_problem(item: dict[str, Any], line: str) -> str | None:
         return f"the answer '{answer[:40]}' has no content word; answer with the line's own words"
     if share < 0.5:
         return f"the answer '{answer[:40]}' is not what the line says; answer with the line's own words"
+    if is_the_line(answer, line) and len(content_words(line)) > 3:
+        return "the answer is the whole line; answer with a few words of it"
     if item.get("conclusion") is not None and not (support(item["conclusion"], line) or 0):
         return "the conclusion is not about the line; describe the event of this line"
     for wrong in item["wrong"]:
         if is_the_line(wrong, line):
             return f"a wrong answer ('{wrong[:40]}') is the line itself; write wrong answers the line does not support"
+        if _contains(wrong, answer):
+            return f"the wrong answer '{wrong[:40]}' contains the correct answer; write wrong answers the line contradicts"
     return None
 
 

@@ -73,9 +73,11 @@ TEMPORAL_QA = Prompt(
     "1",
     _SYSTEM,
     "One subtitle line of a video, spoken from {start} to {end} seconds:\n\"{line}\"\n\n"
-    "Write about this line only: a short description of the event it describes (conclusion), a "
-    "question that this line answers, the correct short answer in the line's own words, and three "
-    "different wrong short answers that this line does not support (not the line itself).",
+    "Write about this line only: a short description of the event it describes (conclusion); a "
+    "question that this line answers (what, who, where, how many, how long); the correct answer, a "
+    "few words taken from the line (never the whole line); and three wrong answers of the same "
+    "kind that the line contradicts (another object, place, number or action), each different "
+    "from the correct answer and not containing it.",
 )
 
 #: The grounding check: the picked line is the only evidence for the temporal item's answer.

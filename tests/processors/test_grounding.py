@@ -100,3 +100,16 @@ def test_llm_check_with_the_line_as_only_evidence_refuses_an_answer_from_another
     problems = stage.check_grounding([("cooking_zh_04", seg, grounded), ("cooking_zh_04", seg, ungrounded)])
     assert problems[0] is None
     assert problems[1] is not None and "does not support the answer 'Tomato sauce'" in problems[1]
+
+
+def test_lexical_test_refuses_the_whole_line_as_answer_and_wrong_answers_that_contain_the_key():
+    # Both written by the embedded 1.5B for bench_yield's lines before these checks.
+    line = "Pull the tube out and find the hole with some water."
+    whole = {"conclusion": "Finding a hole in a tube", "question": "How do you find the hole?",
+             "answer": "Pull the tube out and find the hole with some water", "wrong": ["With a spoon", "With a hammer", "With a saw"]}
+    assert "whole line" in G.lexical_problem(whole, line)
+    line = "Later we went swimming in the calm blue sea."
+    contains = {"conclusion": "We went swimming", "question": "What did we do later?", "answer": "swimming",
+                "wrong": ["swimming in the sea", "playing football", "reading books"]}
+    assert "contains the correct answer" in G.lexical_problem(contains, line)
+    assert G.lexical_problem({**contains, "wrong": ["Playing football", "Reading books", "Eating lunch"]}, line) is None
