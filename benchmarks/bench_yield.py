@@ -13,6 +13,11 @@ fewer than four lines: those videos are counted, but are not the target's.)
 
     python benchmarks/bench_yield.py [--en 6] [--zh 4] [--set qa.model=embedded:smollm2-135m]
 
+Beside the yield, per language: the translate parts by the level that translated them (whole
+chunks, halves, single lines: issue 21 item 6), the temporal items that needed more than one
+grounding round, the multiple-choice items whose key is the longest option before and after the
+bias repair, and the transcripts flagged implausible.
+
 The numbers depend on the machine's load (a shared 2-core machine slows every step).
 """
 
@@ -113,8 +118,16 @@ def report(manifest: Path, out: Path) -> None:
     others = list(found.values())
     lines = {r["video_id"]: len(r["segments"] or []) if "segments" in r else 4 for r in [*others, *rows.values()]}
     complete = {v for v, r in rows.items() if not r["errors"] and len(r["questions"] or []) == 6}
-    print("| language | videos | with >= 4 subtitle lines | of those, all six items | yield | failed rows per step |")
-    print("|---|---|---|---|---|---|")
+    # What translated each part (issue 21 item 6) and the other generation counts, per language.
+    levels: dict[str, Counter] = {}
+    implausible: dict[str, int] = Counter()
+    for vid, r in [*rows.items(), *((r.get("video_id"), r) for r in others)]:
+        lang = str(vid)[:2]
+        for e in r.get("generation") or []:
+            levels.setdefault(lang, Counter())[f"{e['stage']}.{e['event']}"] += int(e["count"] or 0)
+        implausible[lang] += bool(r.get("transcript_implausible"))
+    print("| language | videos | with >= 4 subtitle lines | of those, all six items | yield | failed rows per step | translate parts: chunk / half / line (refused replies) | grounding rounds > 1 | answer longest before -> after | implausible transcripts |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for lang in ("en", "zh"):
         ids = [Path(e["video"]).stem for e in map(json.loads, manifest.read_text().splitlines()) if Path(e["video"]).stem.startswith(lang)]
         if not ids:
@@ -123,7 +136,13 @@ def report(manifest: Path, out: Path) -> None:
         done = sum(1 for v in eligible if v in complete)
         steps = Counter(e["stage"] for r in others if str(r.get("video_id", "")).startswith(lang) for e in r.get("errors") or [])
         share = f"{100 * done / len(eligible):.0f}%" if eligible else "-"
-        print(f"| {lang} | {len(ids)} | {len(eligible)} | {done} | {share} | {dict(steps) or '-'} |")
+        c = levels.get(lang, Counter())
+        translate = (f"{c['translate.chunk']} / {c['translate.half']} / {c['translate.line']} ({c['translate.refused_replies']})"
+                     if lang != "en" else "-")
+        regrounded = sum(1 for r in [*rows.values(), *others] if str(r.get("video_id", "")).startswith(lang)
+                         for e in r.get("generation") or [] if e["event"] == "grounding_rounds" and e["count"] > 1)
+        longest = f"{c['compress.answer_longest_before'] + c['qa.answer_longest_before']} -> {c['compress.answer_longest_after'] + c['qa.answer_longest_after']}"
+        print(f"| {lang} | {len(ids)} | {len(eligible)} | {done} | {share} | {dict(steps) or '-'} | {translate} | {regrounded} | {longest} | {implausible[lang]} |")
 
 
 def main() -> None:

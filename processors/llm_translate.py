@@ -7,7 +7,15 @@ so the translation is line for line and keeps every line's ``start`` and ``end``
 refused (and retried by the LLM layer, whose retry prompt says why) when a line is empty, still
 holds Chinese, Japanese or Korean script while the target is a Latin-script language, or repeats
 an earlier line whose source line differs (the sign of lines merged and padded: the timestamps
-would no longer match). Empty input lines stay empty and are not sent.
+would no longer match), or when a line does not match its source line (``alignment_problem``:
+a number or a Latin-script name of the source line missing from its translation, or a length
+far from what the chunk's other lines give: the sign of two lines merged and the rest shifted
+up, with an invented last line to keep the count). Empty input lines stay empty and are not sent.
+
+Degrades, not fails (``TranslateToEnglish.run_batch``): a chunk that stays invalid after its tries
+is split in halves, a half in single lines, and retried; a row fails only when a single line
+cannot be translated. ``LEVELS`` names what translated each part (``chunk``, ``half``, ``line``);
+the row's ``generation`` column counts them.
 """
 
 from __future__ import annotations
@@ -37,6 +45,60 @@ def chunks(lines: list[dict[str, Any]], size: int) -> list[list[int]]:
     """Indices of the lines with text, in groups of at most ``size``."""
     todo = [i for i, line in enumerate(lines) if (line.get("text") or "").strip()]
     return [todo[k : k + size] for k in range(0, len(todo), size)]
+
+
+LEVELS = ("chunk", "half", "line")
+_DIGITS = re.compile(r"\d+")
+_LATIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]+")
+#: Characters of the target per source character, when the chunk's own lines give no better
+#: figure: CJK to a Latin-script language (about 3.5 for zh -> en in the embedded model's output).
+_RATIO_LIMITS = (0.8, 12.0)
+
+
+#: A line is out of step when its translation is this many times longer or shorter (plus the
+#: slack, for short lines) than the chunk's median characters-per-source-character predicts: the
+#: reply that merged two lines of eight had one line 2x and the invented last one 0.45x; correct
+#: reference translation of those eight lines stays within 1.3x. A false alarm costs a split, never a line.
+LENGTH_FACTOR = 1.6
+LENGTH_SLACK = 8
+
+
+def _numbers(text: str) -> set[str]:
+    return {d.lstrip("0") or "0" for d in _DIGITS.findall(text)}
+
+
+def alignment_problem(texts: list[str], lines: list[str]) -> str | None:
+    """Why the translation ``lines`` of ``texts`` (same count) look shifted, or None.
+
+    Per line: numbers (digits) and Latin-script names of the source are in the translation;
+    its length is within ``LENGTH_FACTOR`` (plus ``LENGTH_SLACK`` characters) of what the chunk's median
+    characters-per-source-character predicts (only for chunks of three lines or more, where the
+    median means something)."""
+    for k, (src, out) in enumerate(zip(texts, lines), start=1):
+        missing = _numbers(src) - _numbers(out)
+        if missing:
+            return f"line {k}'s translation lacks the number {sorted(missing)[0]} of its source line: translate each numbered line on its own"
+        names = {w.lower() for w in _LATIN_NAME.findall(src) if len(w) >= 2} if _CJK.search(src) else set()
+        if names and not all(n in out.lower() for n in names):
+            return f"line {k}'s translation lacks a name of its source line: translate each numbered line on its own"
+    sized = [(len(src.strip()), len(out.strip())) for src, out in zip(texts, lines) if src.strip()]
+    if len(sized) >= 3:
+        ratios = sorted(o / s for s, o in sized)
+        median = min(max(ratios[len(ratios) // 2], _RATIO_LIMITS[0]), _RATIO_LIMITS[1])
+        for k, (s_len, o_len) in enumerate(sized, start=1):
+            expected = median * s_len
+            if o_len > LENGTH_FACTOR * expected + LENGTH_SLACK or o_len * LENGTH_FACTOR + LENGTH_SLACK < expected:
+                return (f"line {k}'s translation is {o_len} characters for a source line that gives about {expected:.0f}: "
+                        "lines look merged or shifted; translate each numbered line on its own")
+    return None
+
+
+def split(group: list[int], level: str) -> tuple[list[list[int]], str]:
+    """The parts a failed part is retried as: a chunk in halves, a half in single lines."""
+    if level == "chunk" and len(group) > 2:
+        middle = (len(group) + 1) // 2
+        return [group[:middle], group[middle:]], "half"
+    return [[i] for i in group], "line"
 
 
 def translation_task(texts: list[str], target: str, max_chars: int) -> TaskSpec:
@@ -72,6 +134,9 @@ def translation_task(texts: list[str], target: str, max_chars: int) -> TaskSpec:
                     f"line {k} repeats line {first} although their source lines differ: "
                     f"translate each numbered line on its own, {n} lines for {n} lines"
                 )
+        problem = alignment_problem(texts, obj["lines"])
+        if problem:
+            raise ValueError(problem)
 
     # About two tokens per source character (CJK) or per word, plus the JSON around each line.
     budget = sum(min(2 * len(t) + 12, max_chars // 2 + 12) for t in texts) + 24

@@ -36,6 +36,7 @@ from lomo_datasets.core import features as F
 from lomo_datasets.llm import prompts as P
 from lomo_datasets.formats import EXTRA_TASKS, TASKS  # noqa: F401  (the LoMo task lists, defined once in formats)
 from lomo_datasets.llm.stage import LLMStage, Requests, TaskSpec
+from lomo_datasets.processors import grounding as G
 from lomo_datasets.processors.aggregate import stop_phrase
 from lomo_datasets.processors.compress import _distinct, english_segments, usable_lines
 from lomo_datasets.core.stage import SettingError, seeded_random
@@ -91,6 +92,16 @@ def _distinct_other(
     return texts, windows
 
 
+def _svs_distractors(rng: Any, others: list[str], answer: str, notes: dict[str, Any]) -> list[str]:
+    """Three other lines, drawn at random; when the drawn lines would make the answer the
+    longest option by the audit's rule, the three other lines closest to it in length."""
+    drawn = rng.sample(others, 3)
+    notes["svs_longest_before"] = G.key_is_longest(answer, drawn)
+    if not notes["svs_longest_before"]:
+        return drawn
+    return sorted(others, key=lambda t: (abs(len(t) - len(answer)), t))[:3]
+
+
 def build_items(
     video_id: str,
     temporal: dict[str, Any],
@@ -98,9 +109,12 @@ def build_items(
     gvqa: dict[str, Any],
     gvs: dict[str, Any],
     extra_tasks: tuple[str, ...] = (),
+    notes: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The items of one video: the six LoMo tasks, then the extra tasks asked for (raises
-    ``ValueError`` when the video cannot make them)."""
+    ``ValueError`` when the video cannot make them). ``notes`` (a dict) gets what the bias
+    repair did to SVS (``svs_longest_before``)."""
+    notes = {} if notes is None else notes
     rng = seeded_random(video_id, "qa")
     offset = rng.randrange(4)
     picked = dict(lines).get(temporal["index"])
@@ -117,6 +131,9 @@ def build_items(
     if "VTG_MC" in extra_tasks and len(other_windows) < 3:
         raise ValueError(f"too few distinct subtitle windows ({len(lines)} lines) for VTG_MC distractors; at least 4 are needed")
 
+    for wrong in temporal["wrong"]:
+        if G.is_the_line(wrong, picked["text"]):
+            raise ValueError(f"temporal: the wrong answer '{wrong[:40]}' is the window's own line (SVQA/VVQA distractor); rerun compress")
     s, e = P.format_seconds(start), P.format_seconds(end)
     question = temporal["question"].strip()
     conclusion = temporal["conclusion"].strip()
@@ -124,7 +141,8 @@ def build_items(
     choices = [
         ("GVQA", gvqa["question"].strip(), gvqa["answer"], gvqa["wrong"], [], ""),
         ("GVS", rng.choice(P.GVS_QUESTIONS), gvs["answer"], gvs["wrong"], [], ""),
-        ("SVS", rng.choice(P.SVS_QUESTIONS).format(start=s, end=e), picked["text"].strip(), rng.sample(other_texts, 3), window, ""),
+        ("SVS", rng.choice(P.SVS_QUESTIONS).format(start=s, end=e), picked["text"].strip(),
+         _svs_distractors(rng, other_texts, picked["text"].strip(), notes), window, ""),
         ("SVQA", prefixed, temporal["answer"], temporal["wrong"], window, ""),
         ("VVQA", question, temporal["answer"], temporal["wrong"], window, ""),
     ]
@@ -147,19 +165,38 @@ def build_items(
 
 
 @dataclass
+class _Pending:
+    requests: Requests
+    row: dict[str, Any]
+
+
+#: The tasks whose distractors the bias repair may write again (SVS draws other lines instead;
+#: SVQA/VVQA's come from the temporal view, repaired by compress where the line is checked).
+REPAIRED = ("GVQA", "GVS")
+
+
+@dataclass
 class GenerateQA(LLMStage):
-    """Writes ``questions`` (six items per video, plus ``extra_tasks``) and appends its prompts
-    to ``prompts``."""
+    """Writes ``questions`` (six items per video, plus ``extra_tasks``), appends its prompts
+    to ``prompts`` and its entries to ``generation``.
+
+    Bias repair (``repair_longest``): when a GVQA/GVS key is the longest option by the audit's
+    rule (``audit.checks.answer_is_longest`` with its flag margin), the LLM writes the
+    distractors again at comparable lengths (bounded by ``max_tries``); an item still biased
+    keeps its first distractors. ``generation`` counts the multiple-choice items whose key is
+    longest before and after (``answer_longest_before`` / ``answer_longest_after``)."""
 
     name: ClassVar[str] = "qa"
-    version: ClassVar[str] = "2+" + P.digest()
+    version: ClassVar[str] = "3+" + P.digest()
     reads: ClassVar[tuple[str, ...]] = ("video_id", "summary", "temporal", "segments")  # and segments_en, duration, prompts
     #: ``--embedded``: shorter options for the 1.5B model on CPU (``--set qa.option_max_chars=100``
     #: restores them).
     embedded_settings: ClassVar[dict[str, Any]] = {**LLMStage.embedded_settings, "option_max_chars": 60}
+    kept_on_error: ClassVar[tuple[str, ...]] = ("generation",)
 
     option_max_chars: int = 100
     extra_tasks: list[str] = field(default_factory=list)
+    repair_longest: bool = True
 
     def validate(self) -> None:
         super().validate()
@@ -169,7 +206,7 @@ class GenerateQA(LLMStage):
             raise SettingError(f"qa.extra_tasks={self.extra_tasks!r}: use a list of {list(EXTRA_TASKS)} (or [])")
 
     def features(self) -> Features:
-        return F.QA
+        return F.merge(F.QA, {"generation": F.GENERATION})
 
     def requests(self, row: dict[str, Any]) -> Requests:
         if not row.get("summary") or not row.get("temporal"):
@@ -180,10 +217,63 @@ class GenerateQA(LLMStage):
             "GVS": (P.GVS.messages(summary=row["summary"]), _choice_task("GVS", P.GVS, False, self.option_max_chars)),
         }
 
+    def prepare(self, row: dict[str, Any]) -> _Pending:
+        return _Pending(self.requests(row), row)
+
+    def run_batch(self, items: list[_Pending]) -> list[Any]:
+        """GVQA and GVS for every row, then one more call for the keys that are the longest option."""
+        results = [
+            next((a for a in per.values() if isinstance(a, BaseException)), None) or {**per, "longest_before": 0, "rewritten": 0}
+            for per in self.answers_per_key([item.requests for item in items])
+        ]
+        asks, owners = [], []
+        for n, result in enumerate(results):
+            if isinstance(result, BaseException):
+                continue
+            for task in REPAIRED:
+                answer = result[task]
+                if G.key_is_longest(answer["answer"], answer["wrong"]):
+                    result["longest_before"] += 1
+                    if self.repair_longest:
+                        question = answer.get("question") or P.GVS_QUESTIONS[0]
+                        asks.append(G.distractor_request(question, answer["answer"], self.option_max_chars))
+                        owners.append((n, task))
+        outputs = self.llm.generate_json([m for m, _ in asks], [t for _, t in asks]) if asks else []
+        for (n, task), out in zip(owners, outputs):
+            if isinstance(out, BaseException):
+                logger.info("qa: %s: %s distractors not repaired: %s", items[n].row.get("video_id"), task, out)
+                continue
+            try:  # the task's own check too (stop phrases, copies of the prompt's example)
+                candidate = {**results[n][task], "wrong": out["wrong"]}
+                _choice_task(task, getattr(P, task), task == "GVQA", self.option_max_chars).check(candidate)
+            except ValueError as exc:
+                logger.info("qa: %s: %s repaired distractors refused: %s", items[n].row.get("video_id"), task, exc)
+                continue
+            results[n][task] = candidate
+            results[n]["rewritten"] += 1
+        return results
+
     def finish(self, row: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:
         lines = usable_lines(english_segments(row), row.get("duration"))
+        notes: dict[str, Any] = {}
         items = build_items(row["video_id"], row["temporal"], lines, answers["GVQA"], answers["GVS"],
-                            tuple(self.extra_tasks))
-        provenance = [P.GVQA.provenance(), P.GVS.provenance()]
+                            tuple(self.extra_tasks), notes)
+        provenance = [P.GVQA.provenance(), P.GVS.provenance()] + ([P.DISTRACTORS.provenance()] if answers.get("rewritten") else [])
         before = [p for p in (row.get("prompts") or []) if p["name"] not in {q["name"] for q in provenance}]
-        return {"questions": items, "prompts": before + provenance}
+        longest = [q for q in items if q["task"] in REPAIRED + ("SVS",) and
+                   G.key_is_longest(*_answer_and_wrong(q))]
+        svs_before = int(bool(notes.get("svs_longest_before")))  # SVS: the random draw's, before lines of comparable length
+        log = [e for e in (row.get("generation") or []) if e.get("stage") != self.name]
+        log += [
+            {"stage": self.name, "event": "answer_longest_before", "count": int(answers.get("longest_before", 0)) + svs_before},
+            {"stage": self.name, "event": "answer_longest_after", "count": len(longest)},
+            {"stage": self.name, "event": "distractors_rewritten", "count": int(answers.get("rewritten", 0))},
+            {"stage": self.name, "event": "items_checked", "count": len(REPAIRED) + 1},
+        ]
+        return {"questions": items, "prompts": before + provenance, "generation": log}
+
+
+def _answer_and_wrong(item: dict[str, Any]) -> tuple[str, list[str]]:
+    options = {o[0]: o[3:] for o in item["options"]}
+    return options[item["answer"]], [t for k, t in options.items() if k != item["answer"]]
+

@@ -290,6 +290,7 @@ class TranslateToEnglish(Translate):
     embedded_setting: ClassVar[str | None] = "model"
     embedded_model: ClassVar[str | None] = EMBEDDED_LLM
     embedded_settings: ClassVar[dict[str, Any]] = {"max_tries": 4}  # as the LLM steps' (llm.LLMStage)
+    kept_on_error: ClassVar[tuple[str, ...]] = ("generation",)
 
     llm_backend: str = "ctranslate2"
     lines_per_request: int = 12
@@ -345,31 +346,58 @@ class TranslateToEnglish(Translate):
         lines = super().prepare(row)
         return (lines, language or self.source_language) if self.uses_llm else lines
 
+    def features(self) -> Features:
+        return F.merge(super().features(), {"generation": F.GENERATION})
+
+    def finish(self, row: dict[str, Any], result: Any) -> dict[str, Any]:
+        log = [e for e in (row.get("generation") or []) if e.get("stage") != self.name]
+        if isinstance(result, tuple):  # the LLM path: texts and the parts per level
+            texts, levels = result
+            log += [{"stage": self.name, "event": level, "count": int(levels.get(level, 0))} for level in llm_translate.LEVELS]
+            log.append({"stage": self.name, "event": "refused_replies", "count": int(levels.get("refused", 0))})
+        else:
+            texts = result
+        return {**super().finish(row, texts), "generation": log}
+
     def run_batch(self, items: list[Any]) -> list[Any]:
+        """The LLM path: every chunk of every row in one ``generate_json`` call; a chunk that
+        stays invalid is split (halves, then single lines) and retried with the other rows'
+        failed parts; a row fails only when one of its lines cannot be translated."""
         if not self.uses_llm:
             return super().run_batch(items)
-        # Every chunk of every row in one generate_json call; a row fails with its first bad chunk.
-        requests, owners = [], []
-        for n, (lines, language) in enumerate(items):
-            groups = llm_translate.chunks(lines, self.lines_per_request)
-            for group in groups:
-                texts = [lines[i]["text"] for i in group]
-                requests.append(llm_translate.translation_request(texts, language, self.target_language, self.max_decoding_length * 2))
-                owners.append((n, group))
-        answers = self.loaded_model.generate_json([m for m, _ in requests], [t for _, t in requests]) if requests else []
-        per_row: list[Any] = [([], []) for _ in items]
-        for (n, group), answer in zip(owners, answers):
-            if isinstance(per_row[n], BaseException):
-                continue
-            if isinstance(answer, BaseException):
-                per_row[n] = answer
-            else:
-                per_row[n][0].append(group)
-                per_row[n][1].append(answer)
+        max_chars = self.max_decoding_length * 2
+        texts: list[dict[int, str]] = [{} for _ in items]
+        levels: list[dict[str, int]] = [{} for _ in items]
+        failed: dict[int, BaseException] = {}
+        parts = [(n, group, "chunk") for n, (lines, _) in enumerate(items)
+                 for group in llm_translate.chunks(lines, self.lines_per_request)]
+        while parts:
+            requests = [
+                llm_translate.translation_request([items[n][0][i]["text"] for i in group], items[n][1], self.target_language, max_chars)
+                for n, group, _ in parts
+            ]
+            answers = self.loaded_model.generate_json([m for m, _ in requests], [t for _, t in requests])
+            retry = []
+            for (n, group, level), answer in zip(parts, answers):
+                if n in failed:
+                    continue
+                if not isinstance(answer, BaseException):
+                    texts[n].update({i: line.strip() for i, line in zip(group, answer["lines"])})
+                    levels[n][level] = levels[n].get(level, 0) + 1
+                    continue
+                levels[n]["refused"] = levels[n].get("refused", 0) + 1
+                if len(group) == 1 and level == "line":
+                    failed[n] = ValueError(f"line {group[0] + 1} cannot be translated: {answer}")
+                    continue
+                pieces, next_level = llm_translate.split(group, level)
+                logger.info("translate: a %d-line %s failed (%s); retrying as %d %ss", len(group), level,
+                            str(answer)[:160], len(pieces), next_level)
+                retry += [(n, piece, next_level) for piece in pieces]
+            parts = retry
         return [
-            result if isinstance(result, BaseException)
-            else [line["text"] for line in llm_translate.assemble(lines, *result)]
-            for result, (lines, _) in zip(per_row, items)
+            failed[n] if n in failed
+            else ([texts[n].get(i, "") for i in range(len(lines))], levels[n])
+            for n, (lines, _) in enumerate(items)
         ]
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from lomo_datasets.llm.json_shape import shape, with_feedback, with_shape
-from lomo_datasets.processors.compress import temporal_task
+from lomo_datasets.processors.compress import temporal_qa_task, temporal_task
 from lomo_datasets.processors.commentary import SCHEMA as COMMENTARY
 
 
 def test_shape_spells_out_fields_limits_and_enums():
-    task = temporal_task([0, 2, 5], max_chars=100)
+    # The pick and the item are two requests since issue 21 (the item sees the picked line only).
+    assert shape(temporal_task([0, 2, 5]).schema) == '{"index": 0 or 2 or 5}'
+    task = temporal_qa_task("Add the pasta to the pot.", max_chars=100)
     text = shape(task.schema)
-    assert text.startswith('{"index": 0 or 2 or 5, "conclusion": "<text, at most 80 characters>"')
+    assert text.startswith('{"conclusion": "<text, at most 80 characters>"')
     assert '"wrong": ["<text, at most 40 characters>", "<text, at most 40 characters>", "<text, at most 40 characters>"]' in text
     assert shape(COMMENTARY) == '{"result": "YES" or "NO", "query": "<text, at most 240 characters>"}'
     many = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 9, "maxItems": 9}

@@ -101,6 +101,11 @@ TEMPORAL = {
     "wrong": List(Value("string")),
 }
 
+#: How items were made, per stage (a stage replaces its own entries, keeps the others'):
+#: ``compress`` grounding_rounds, ``translate`` chunk / half / line (the level that translated
+#: each part), ``qa`` answer_longest_before / answer_longest_after / distractors_rewritten.
+GENERATION = List({"stage": Value("string"), "event": Value("string"), "count": Value("int64")})
+
 #: Columns written by information compression (processors/compress.py).
 COMPRESS = Features({"summary": Value("string"), "temporal": TEMPORAL, "prompts": PROMPTS})
 

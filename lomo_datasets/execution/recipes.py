@@ -138,19 +138,22 @@ def _lomo_recipe() -> Recipe:
     from lomo_datasets.processors.audit import AuditQuestions, BlindAnswer, VerifyKeys
     from lomo_datasets.processors.compress import Compress
     from lomo_datasets.processors.ingest import Probe
+    from lomo_datasets.processors.plausibility import TranscriptPlausibility
     from lomo_datasets.processors.qa import GenerateQA
     from lomo_datasets.processors.translate import TranslateToEnglish
 
     return Recipe(
         "lomo",
-        "LoMo video-QA benchmark: ASR, translation to English (skipped for English speech), "
-        "summary + temporal view, six QA items per video (GVQA, GVS, SVS, SVQA, VVQA, VTG), "
+        "LoMo video-QA benchmark: ASR, transcript plausibility (LM loss per line; flags gibberish), "
+        "translation to English (skipped for English speech), "
+        "summary + temporal view (items grounded in their window's line), six QA items per video (GVQA, GVS, SVS, SVQA, VVQA, VTG), "
         "quality control, the QA audit (an LLM checks each answer key against the item's evidence and "
         "answers blind, both in 4 rotations of the options; every item checked and flagged); also "
         "writes lomo/lomo.json, the per-task files and audit.md",
         [
             ("probe", Probe),
             ("asr", LomoTranscribe),
+            ("plausibility", TranscriptPlausibility),
             ("translate", TranslateToEnglish),
             ("compress", Compress),
             ("qa", GenerateQA),
@@ -220,6 +223,9 @@ class RunSummary:
     causes: list[tuple[str, int]] = field(default_factory=list)
     #: QA data: one line on the audit (flagged questions, blind accuracy), from OUT/audit.json
     audit: str | None = None
+    #: QA data: how the items were made (translate levels, grounding rounds, bias repair,
+    #: implausible transcripts), from the ``generation`` column
+    generation: str | None = None
     #: videos with rows and no error (for ``lomo``: all six items), and failed rows per step
     #: (dropped ones included)
     complete: int = 0
@@ -261,6 +267,8 @@ class RunSummary:
             if self.dropped:
                 lines.append(f"rows dropped by filters: {self.dropped}")
         lines.append(self.yield_line())
+        if self.generation:
+            lines.append(self.generation)
         if self.audit:
             lines.append(self.audit)
         lines.append("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
@@ -501,7 +509,10 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
                 per_video[vid] = max(per_video.get(vid, 0.0), d)
     seconds = sum(per_video.values())
     _, complete, failed_per_step = yield_counts([data], result.dropped)
+    from lomo_datasets.publish.generation import generation_counts, generation_line
+
     return RunSummary(
+        generation=generation_line(generation_counts([data, result.dropped])),
         inputs=result.inputs,
         complete=complete,
         failed_per_step=failed_per_step,

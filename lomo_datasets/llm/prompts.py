@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-SET_VERSION = "lomo-prompts-1"
+SET_VERSION = "lomo-prompts-2"
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,44 @@ SUMMARY = Prompt(
 
 TEMPORAL = Prompt(
     "temporal",
-    "1",
+    "2",
     _SYSTEM,
     "Numbered subtitle lines of a video:\n{lines}\n\n"
-    "Pick the number of ONE line that describes a complete visual event (an action someone can see). "
-    "Write a short description of that event (conclusion), a question about it, the correct answer, "
-    "and three different wrong answers.",
+    "Pick the number of ONE line that describes a complete visual event (an action someone can see).",
+)
+
+#: The temporal item, about the picked line only (the model sees no other line).
+TEMPORAL_QA = Prompt(
+    "temporal_qa",
+    "1",
+    _SYSTEM,
+    "One subtitle line of a video, spoken from {start} to {end} seconds:\n\"{line}\"\n\n"
+    "Write about this line only: a short description of the event it describes (conclusion); a "
+    "question that this line answers (what, who, where, how many, how long); the correct answer, a "
+    "few words taken from the line (never the whole line); and three wrong answers of the same "
+    "kind that the line contradicts (another object, place, number or action), each different "
+    "from the correct answer and not containing it.",
+)
+
+#: The grounding check: the picked line is the only evidence for the temporal item's answer.
+GROUNDING = Prompt(
+    "grounding",
+    "1",
+    "You check answers against evidence. Use only the evidence given. Answer with JSON only.",
+    "Evidence (one subtitle line of a video):\n\"{line}\"\n\n"
+    "Question: {question}\n{options}\n\n"
+    "Which option does the evidence say is correct? Answer \"none\" when the evidence does not "
+    "answer the question or supports no option.",
+)
+
+#: Distractors of comparable length (bias repair: the key was the longest option).
+DISTRACTORS = Prompt(
+    "distractors",
+    "1",
+    _SYSTEM,
+    "A multiple-choice question about a video:\nQuestion: {question}\nCorrect answer: {answer}\n\n"
+    "Write three different wrong answers of about the same length as the correct answer "
+    "({low} to {high} characters each), of the same kind, each clearly wrong.",
 )
 
 GVQA = Prompt(
@@ -97,7 +129,7 @@ TRANSLATE = Prompt(
     "word in {target}, names in Latin letters, and no double quotes inside a line.\n{lines}",
 )
 
-PROMPTS = {p.name: p for p in (SUMMARY, TEMPORAL, GVQA, GVS, TRANSLATE)}
+PROMPTS = {p.name: p for p in (SUMMARY, TEMPORAL, TEMPORAL_QA, GROUNDING, GVQA, GVS, DISTRACTORS, TRANSLATE)}
 
 #: "What is the video about" questions for GVS (one is drawn per video, seeded by its id).
 GVS_QUESTIONS = (

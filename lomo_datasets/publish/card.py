@@ -173,6 +173,9 @@ class Stats:
     audit: dict[str, Any] | None = None
     #: QA data: the full ``audit.AuditReport`` (``write_folder`` writes it as audit.md / .json)
     audit_report: Any = field(default=None, repr=False)
+    #: QA data: how the items were made (``publish.generation.generation_counts``) and its line
+    generation: dict[str, Any] | None = None
+    generation_line: str | None = None
 
     @property
     def total_rows(self) -> int:
@@ -317,6 +320,7 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
         **dict(zip(("videos_in", "videos_complete", "failed_per_step"), yield_counts(dsd.values(), dropped))),
         audit=_audit_summary(report) if report is not None else None,
         audit_report=report,
+        **_generation([*dsd.values(), dropped]),
     )
 
 
@@ -328,6 +332,13 @@ def task_order(names: Iterable[str]) -> list[str]:
     names = list(names)
     rest = sorted(n for n in names if n not in TASKS and n != "all")
     return [t for t in TASKS if t in names] + rest + (["all"] if "all" in names else [])
+
+
+def _generation(parts: list) -> dict[str, Any]:
+    from lomo_datasets.publish.generation import generation_counts, generation_line
+
+    counts = generation_counts(parts)
+    return {"generation": counts, "generation_line": generation_line(counts)}
 
 
 def _audit(dsd: DatasetDict):

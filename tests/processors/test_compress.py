@@ -98,7 +98,7 @@ def test_compress_with_smollm2_writes_valid_views():
         assert 0 <= t["start"] < t["end"] <= r["duration"]
         assert t["conclusion"].strip() and t["question"].strip() and t["answer"].strip()
         assert len(t["wrong"]) == 3 and len({w.lower() for w in t["wrong"] + [t["answer"]]}) == 4
-        assert [p["name"] for p in r["prompts"]] == ["summary", "temporal"]
+        assert [p["name"] for p in r["prompts"]] == ["summary", "temporal", "temporal_qa", "grounding"]
         assert r["prompts"][0] == P.SUMMARY.provenance()
 
 

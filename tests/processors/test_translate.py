@@ -7,11 +7,13 @@ agreement with transformers' own generation, never the words.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from datasets import Dataset, Features, Value
 
 from lomo_datasets.core import features as F
-from lomo_datasets.processors.translate import NLLB_CODES, Translate, family_of, language_code
+from lomo_datasets.processors.translate import NLLB_CODES, Translate, TranslateToEnglish, family_of, language_code
 from lomo_datasets.core.stage import SettingError, apply_stage
 from tests.tiny_models import tiny_m2m100, tiny_m2m100_ct2, tiny_nllb
 
@@ -171,3 +173,67 @@ def test_llm_translation_refuses_untranslated_and_merged_lines():
         parse_output(reply("Today we take the train to Beijing.", "We read.", "We read.", "Today we take the train to Beijing."), task)
     with pytest.raises(ValueError, match="exactly 4 wanted"):
         parse_output(reply("One.", "Two.", "Three."), task)
+
+
+# -- issue 21 item 6: alignment checked, and a failed chunk split (halves, then lines) ------
+
+#: Eight lines of a Mandarin cooking video, and the reply the embedded 1.5B gave for a real human
+#: voice: lines 5-6 merged into one, the rest shifted up, an invented last line to keep the count.
+SOURCE_8 = ["大家好，今天我们做番茄炒蛋。", "先把两个番茄切成小块。", "再把三个鸡蛋打在碗里。", "锅里放一点油。",
+            "油热了以后先炒鸡蛋。", "鸡蛋炒好了盛出来。", "然后炒番茄，加一点盐。", "最后把鸡蛋放回去，就做好了。"]
+ALIGNED_8 = ["Hello everyone, today we make tomato and egg stir-fry.", "First cut two tomatoes into small pieces.",
+             "Then beat three eggs in a bowl.", "Put a little oil in the pan.", "When the oil is hot, fry the eggs first.",
+             "When the eggs are done, take them out.", "Then fry the tomatoes and add a little salt.",
+             "Finally put the eggs back, and it is done."]
+SHIFTED_8 = ALIGNED_8[:4] + ["When the oil is hot, fry the eggs first, and when they are done, take them out.",
+                             "Then fry the tomatoes and add a little salt.", "Finally put the eggs back, and it is done.",
+                             "We'll see you again soon"]
+
+
+def test_llm_translation_detects_merged_and_shifted_lines():
+    from processors.llm_translate import alignment_problem
+
+    assert alignment_problem(SOURCE_8, ALIGNED_8) is None
+    problem = alignment_problem(SOURCE_8, SHIFTED_8)
+    assert problem and "merged or shifted" in problem
+    # numbers and Latin names carried over: a line without its number or name is another line's
+    assert "number 3" in alignment_problem(["我买了3个苹果。"], ["I bought some bananas."])
+    assert "name" in alignment_problem(["我们去看NBA比赛。"], ["We went to see a match."])
+    assert alignment_problem(["我们去看NBA比赛。"], ["We went to see an NBA game."]) is None
+
+
+def test_a_failed_chunk_is_split_in_halves_then_single_lines():
+    from processors.llm_translate import split
+
+    assert split(list(range(12)), "chunk") == ([list(range(6)), list(range(6, 12))], "half")
+    assert split([6, 7, 8], "half") == ([[6], [7], [8]], "line")
+    assert split([4, 5], "chunk") == ([[4], [5]], "line")  # two lines: straight to single lines
+
+
+@pytest.mark.slow
+def test_llm_translation_degrades_chunk_to_halves_to_lines_with_a_real_model(caplog):
+    """The embedded SmolLM2-135M (under xgrammar) cannot translate eight Mandarin lines in one
+    reply that passes the checks: the chunk is split, then single lines are tried; the row is
+    either translated line for line (the levels used are counted in ``generation``) or fails
+    naming the single line that could not be translated, never the whole chunk."""
+    import logging
+
+    from datasets import Dataset
+
+    from lomo_datasets.core import features as F
+
+    lines = [{"start": float(k), "end": k + 0.9, "text": t} for k, t in enumerate(SOURCE_8)]
+    rows = [{"video_id": "zh_cooking", "language": "zh", "segments": lines, "errors": []}]
+    ds = Dataset.from_list(rows, features=F.merge(Dataset.from_list(rows).features, {"segments": F.SEGMENTS}))
+    stage = TranslateToEnglish(model="embedded:smollm2-135m", llm_backend="transformers", lines_per_request=8, max_tries=1,
+                               cpu_threads=1)
+    with caplog.at_level(logging.INFO, logger="lomo_datasets.processors.translate"):
+        out = apply_stage(ds, stage)[0]
+    assert "8-line chunk failed" in caplog.text  # the chunk's reply was refused, and it was split
+    if out["errors"]:
+        assert out["errors"][-1]["stage"] == "translate"
+        assert re.search(r"line [1-8] cannot be translated", out["errors"][-1]["error"])
+    else:
+        levels = {e["event"]: e["count"] for e in out["generation"]}
+        assert levels["chunk"] == 0 and levels["half"] + levels["line"] >= 2 and levels["refused_replies"] >= 1
+        assert [(s["start"], s["end"]) for s in out["segments_en"]] == [(s["start"], s["end"]) for s in lines]
