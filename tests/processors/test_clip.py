@@ -11,6 +11,7 @@ from datasets import Dataset
 from lomo_datasets.core import features as F
 from lomo_datasets.processors.clip import (
     Clip,
+    NoClipsError,
     is_sentence_start,
     join_words,
     parse_subtitles,
@@ -72,7 +73,12 @@ def test_clip_properties_over_random_sequences(mode):
         find = pretrain_clips if mode == "pretrain" else sft_clips
         spans = find(words, min_sec, max_sec, max_silence)
         check_clips(words, spans, min_sec, max_sec, max_silence, sft=mode == "sft")
-        rows = stage.process_row({"video_id": f"v{case}", "video": "", "words": words, "segments": []})
+        row = {"video_id": f"v{case}", "video": "", "words": words, "segments": []}
+        if not spans:  # no clip: the video fails with the reason, so the run accounts for it
+            with pytest.raises(NoClipsError, match="no clip of"):
+                stage.process_row(row)
+            continue
+        rows = stage.process_row(row)
         assert len(rows) == len(spans)
         context = stage.context_column
         for (i, j), row in zip(spans, rows):
@@ -209,8 +215,8 @@ def test_settings_are_checked():
 
 
 def test_fan_out_through_batched_map(tmp_path):
-    """One row per clip from a batched map; a failed video gives one row with the error; a video
-    without clips gives none; clips from a sidecar SRT file; upstream errors pass through."""
+    """One row per clip from a batched map; a failed video gives one row with the error, and so
+    does a video without clips (NoClipsError); clips from a sidecar SRT file; upstream errors pass through."""
     long_words = [{"start": t * 1.0, "end": t + 0.8, "word": f"w{t}", "probability": 0.5} for t in range(40)]
     long_words += [{"start": 50.0 + t, "end": 50.8 + t, "word": f"x{t}", "probability": 0.5} for t in range(20)]
     video = tmp_path / "subbed.mp4"
@@ -234,7 +240,9 @@ def test_fan_out_through_batched_map(tmp_path):
     assert all(1.5 <= r["video_end"] - r["video_start"] <= 15 for r in by_video["long"])
     assert by_video["long"][0]["segments"] == [{"start": 0.0, "end": 10.0, "text": "w0"}]
     assert by_video["long"][0]["words"][0]["probability"] == 0.5
-    assert "short" not in by_video  # 0.8 s of speech: no clip, no row
+    # 0.8 s of speech: no clip; the video stays as one failed row that says why
+    assert [r["clip_index"] for r in by_video["short"]] == [None]
+    assert [e["error"] for e in by_video["short"][0]["errors"]] == ["NoClipsError: no clip of 1.5-15 s: 1 timed words"]
     assert [w["word"] for w in by_video["subbed"][0]["content"]] == ["Hello", "there", "world"]
     assert by_video["upstream"][0]["errors"] == [{"stage": "asr", "error": "NoAudioError: no audio"}]
     assert by_video["upstream"][0]["content"] == []
