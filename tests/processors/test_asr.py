@@ -181,14 +181,19 @@ def test_presets_and_embedded_factory():
 
 
 def direct_whisper(stage: Transcribe, paths: list[Path]) -> list[str]:
-    """faster-whisper called directly with the stage's settings (no lomo_datasets code)."""
+    """faster-whisper called directly with the stage's settings (no lomo_datasets code but the
+    thread setting: the stage's CPU threads for CTranslate2 and for numpy's BLAS, whose thread
+    count changes Whisper's features)."""
     from faster_whisper import WhisperModel
 
-    model = WhisperModel(resolve_model(stage.model), device="cpu", compute_type="int8")
+    from lomo_datasets.core.stage import torch_threads
+
+    model = WhisperModel(resolve_model(stage.model), device="cpu", compute_type="int8", cpu_threads=stage.cpu_threads)
     texts = []
-    for path in paths:
-        segments, _ = model.transcribe(str(path), **stage.transcribe_options())
-        texts.append(" ".join(s.text.strip() for s in segments))
+    with torch_threads(stage.cpu_threads):
+        for path in paths:
+            segments, _ = model.transcribe(str(path), **stage.transcribe_options())
+            texts.append(" ".join(s.text.strip() for s in segments))
     return texts
 
 
