@@ -331,7 +331,7 @@ class Compress(LLMStage):
                 continue
             letter = answer["answer"]
             if letter != G.LETTERS[position]:
-                said = "none of the options" if letter == "none" else f"'{options[G.LETTERS.index(letter)][:40]}'"
+                said = f"'{options[G.LETTERS.index(letter)][:40]}'"
                 problems[k] = (f"the line does not support the answer '{written[k][2]['answer'][:40]}' "
                                f"(given the line only, the check picked {said}); ask what the line says")
         return problems

@@ -11,8 +11,9 @@ the one subtitle line its window covers. Two tests, cheapest first:
    compared lower-cased, with number words as digits and on their first five letters (so
    "kneads" / "kneading" match "knead").
 2. the LLM (``grounding_request``): the line is the only evidence; the model picks the option
-   the line supports, or "none" (a wrong answer the line also supports is caught here). The key sits at a different letter in each rotation
-   (``rotations``), so a model that always answers "A" cannot pass an item.
+   the line supports, by its letter (a wrong answer the line also supports is caught here). The
+   key sits at a different letter in each rotation (``rotations``), so a model that always answers
+   "A" cannot pass an item.
 """
 
 from __future__ import annotations
@@ -120,9 +121,12 @@ def options_with_key_at(answer: str, wrong: list[str], position: int) -> list[st
 
 
 def grounding_task() -> TaskSpec:
+    """A letter only: offered \"none\", the embedded 1.5B took it even for an answer the line states
+    word for word; an item the line does not support fails anyway, since the key must win at
+    every key position."""
     schema = {
         "type": "object",
-        "properties": {"answer": {"type": "string", "enum": [*LETTERS, "none"]}},
+        "properties": {"answer": {"type": "string", "enum": list(LETTERS)}},
         "required": ["answer"],
         "additionalProperties": False,
     }

@@ -83,12 +83,11 @@ TEMPORAL_QA = Prompt(
 #: The grounding check: the picked line is the only evidence for the temporal item's answer.
 GROUNDING = Prompt(
     "grounding",
-    "1",
+    "2",
     "You check answers against evidence. Use only the evidence given. Answer with JSON only.",
     "Evidence (one subtitle line of a video):\n\"{line}\"\n\n"
     "Question: {question}\n{options}\n\n"
-    "Which option does the evidence say is correct? Answer \"none\" when the evidence does not "
-    "answer the question or supports no option.",
+    "Which option does the evidence say is correct? Answer with its letter.",
 )
 
 #: Distractors of comparable length (bias repair: the key was the longest option).

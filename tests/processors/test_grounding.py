@@ -88,7 +88,7 @@ QWEN = "embedded:qwen2.5-coder-1.5b"
 @pytest.mark.slow
 def test_llm_check_with_the_line_as_only_evidence_refuses_an_answer_from_another_line():
     """The embedded 1.5B (what --embedded uses) on CTranslate2: the item keyed from the next
-    line is refused (the check picks another option or none), the grounded one passes."""
+    line is refused (the check picks another option), the grounded one passes."""
     from lomo_datasets.processors.compress import Compress
 
     stage = Compress(model=QWEN, backend="ctranslate2", max_tries=2, cpu_threads=2)
