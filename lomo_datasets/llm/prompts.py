@@ -70,14 +70,14 @@ TEMPORAL = Prompt(
 #: The temporal item, about the picked line only (the model sees no other line).
 TEMPORAL_QA = Prompt(
     "temporal_qa",
-    "1",
+    "2",
     _SYSTEM,
-    "One subtitle line of a video, spoken from {start} to {end} seconds:\n\"{line}\"\n\n"
-    "Write about this line only: a short description of the event it describes (conclusion); a "
-    "question that this line answers (what, who, where, how many, how long); the correct answer, a "
-    "few words taken from the line (never the whole line); and three wrong answers of the same "
-    "kind that the line contradicts (another object, place, number or action), each different "
-    "from the correct answer and not containing it.",
+    "What is said in a video from {start} to {end} seconds:\n\"{line}\"\n\n"
+    "Write about that moment only: a short description of the event it shows (conclusion); a "
+    "question that what is said there answers (what, who, where, how many, how long); the correct "
+    "answer, a few of its words (never all of them); and three wrong answers of the same kind that "
+    "it contradicts (another object, place, number or action), each different from the correct "
+    "answer and not containing it. Never mention subtitles, lines or the text itself.",
 )
 
 #: The grounding check: the picked line is the only evidence for the temporal item's answer.
