@@ -53,6 +53,7 @@ from lomo_datasets.core.bounds import check_settings, did_you_mean
 from lomo_datasets.models.check import check_model
 from lomo_datasets.core.redact import shorten
 from lomo_datasets.core.stage import Filter, SettingError, Stage, cpu_threads, split_by_threshold, thread_environment
+from lomo_datasets.core.files import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -664,11 +665,7 @@ def _file_record(folder: Path, names: list[str] | None = None) -> dict[str, dict
     record = {}
     paths = [folder / n for n in names] if names is not None else sorted(p for p in folder.rglob("*") if p.is_file())
     for path in paths:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        record[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+        record[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
     return record
 
 

@@ -53,6 +53,7 @@ from lomo_datasets.execution.pipeline import (
     DEFAULT_GROUP_SIZE, ROW, RunResult, _join_dropped, check_group_size, map_grouped, models_loaded, run_fingerprint,
     shard_range, with_row_index,
 )
+from lomo_datasets.core.files import sha256_file
 from lomo_datasets.core.stage import Filter, MissingDependencyError, SettingError, Stage, cpu_threads, in_band, thread_environment
 
 logger = logging.getLogger(__name__)
@@ -248,11 +249,7 @@ def write_block(table: Any, folder: str) -> Any:
 
 
 def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def _parts(folder: Path) -> list[Path]:

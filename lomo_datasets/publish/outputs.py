@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from lomo_datasets.core.stage import SettingError
+from lomo_datasets.core.files import sha256_file as _sha256
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +56,6 @@ class BusyError(SettingError):
 
 class ForeignFileError(SettingError):
     """A file the tool would replace or delete is not (or no longer) the one it wrote."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_sums(folder: Path, files: list[str]) -> dict[str, dict]:
