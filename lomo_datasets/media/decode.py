@@ -12,7 +12,7 @@ import logging
 import os
 import stat
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import av
 import numpy as np
@@ -105,11 +105,7 @@ def _open(path: str) -> Iterator[av.container.InputContainer]:
         raise NotAFileError(f"{special_file_kind(mode)}, not a video file: {path}")
     if os.path.getsize(path) == 0:
         raise EmptyMediaError(f"file is empty (0 bytes): {path}")
-    try:
-        container = av.open(path, metadata_errors="ignore")
-    except av.error.FFmpegError as exc:
-        raise CorruptMediaError(f"cannot open as media ({exc.__class__.__name__}: {exc}): {path}") from exc
-    with container:
+    with _container(path, path) as container:
         yield container
 
 
@@ -126,13 +122,19 @@ def _open_remote(url: str) -> Iterator[av.container.InputContainer]:
         raise NotAFileError(f"a folder, not a video file: {shown}")
     if not facts.get("size"):
         raise EmptyMediaError(f"file is empty (0 bytes): {shown}")
-    with remote.open_file(url) as handle:
-        try:
-            container = av.open(handle, metadata_errors="ignore")
-        except av.error.FFmpegError as exc:
-            raise CorruptMediaError(f"cannot open as media ({exc.__class__.__name__}: {exc}): {shown}") from exc
-        with container:
-            yield container
+    with remote.open_file(url) as handle, _container(handle, shown) as container:
+        yield container
+
+
+@contextlib.contextmanager
+def _container(source: Any, shown: str) -> Iterator[av.container.InputContainer]:
+    """PyAV's container of ``source`` (a path or a file object); ``shown`` names it in errors."""
+    try:
+        container = av.open(source, metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise CorruptMediaError(f"cannot open as media ({exc.__class__.__name__}: {exc}): {shown}") from exc
+    with container:
+        yield container
 
 
 def _stream_duration(stream) -> float | None:
