@@ -64,7 +64,8 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     assert not any(CJK.search(s["text"]) for s in row["segments"])
     check_items("cooking_pasta", row["questions"], duration=row["duration"], segs=row["segments_en"])
     assert row["resolution"] == "[240, 320]" and row["qc_pass"] == 1.0
-    assert {p["name"] for p in row["prompts"]} == {"summary", "temporal", "gvqa", "gvs"}
+    # the temporal view is a pick, an item written from the picked line only, and its grounding check
+    assert {p["name"] for p in row["prompts"]} == {"summary", "temporal", "temporal_qa", "grounding", "gvqa", "gvs"}
 
     # Mandarin speech (language given by the manifest): Chinese segments, and English
     # segments_en line for line with the same timestamps, from the embedded LLM.
