@@ -31,6 +31,7 @@ from datasets import Features
 from lomo_datasets.core import features as F
 from lomo_datasets.llm import prompts as P
 from lomo_datasets.llm.json_shape import with_feedback
+from lomo_datasets.llm.backends import choice_schema
 from lomo_datasets.llm.stage import LLMStage, Requests, TaskSpec
 from lomo_datasets.processors import grounding as G
 from lomo_datasets.processors.aggregate import stop_phrase
@@ -111,13 +112,7 @@ def summary_task(max_chars: int) -> TaskSpec:
 
 def temporal_task(indices: list[int]) -> TaskSpec:
     """The pick: the number of one of the lines shown (the schema allows only those)."""
-    schema = {
-        "type": "object",
-        "properties": {"index": {"type": "integer", "enum": list(indices)}},
-        "required": ["index"],
-        "additionalProperties": False,
-    }
-    return TaskSpec("temporal", schema, max_new_tokens=16)
+    return TaskSpec("temporal", choice_schema("index", "integer", indices), max_new_tokens=16)
 
 
 def temporal_qa_task(line: str, max_chars: int) -> TaskSpec:

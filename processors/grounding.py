@@ -23,7 +23,7 @@ import re
 from typing import Any
 
 from lomo_datasets.llm import prompts as P
-from lomo_datasets.llm.backends import TaskSpec
+from lomo_datasets.llm.backends import TaskSpec, choice_schema
 
 LETTERS = "ABCD"
 
@@ -124,13 +124,7 @@ def grounding_task() -> TaskSpec:
     """A letter only: offered \"none\", the embedded 1.5B took it even for an answer the line states
     word for word; an item the line does not support fails anyway, since the key must win at
     every key position."""
-    schema = {
-        "type": "object",
-        "properties": {"answer": {"type": "string", "enum": list(LETTERS)}},
-        "required": ["answer"],
-        "additionalProperties": False,
-    }
-    return TaskSpec("grounding", schema, max_new_tokens=12)
+    return TaskSpec("grounding", choice_schema("answer", "string", LETTERS), max_new_tokens=12)
 
 
 def grounding_request(line: str, question: str, options: list[str]) -> tuple[list[dict[str, str]], TaskSpec]:

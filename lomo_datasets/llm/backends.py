@@ -82,6 +82,12 @@ from lomo_datasets.core.stage import SettingError, resolve_device, split_device
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("transformers", "ctranslate2", "openai")
+def choice_schema(field: str, kind: str, values: list) -> dict[str, Any]:
+    """The JSON schema of a reply that is one field holding one of ``values`` (a pick, a letter)."""
+    return {"type": "object", "properties": {field: {"type": kind, "enum": list(values)}},
+            "required": [field], "additionalProperties": False}
+
+
 #: The library whose GPUs each local backend uses (``resolve_device``); a server backend has none.
 LLM_LIBRARIES = {"transformers": "torch", "ctranslate2": "ctranslate2"}
 GUIDED_MODES = ("json_schema", "json_object", "guided_json", "none")
