@@ -248,6 +248,8 @@ CONTENT = F.CONTENT
 
 class NoClipsError(ValueError):
     """A video that gives no clip (no speech, or too little): its row fails with this reason."""
+
+
 MODES = ("pretrain", "sft")
 SOURCES = ("auto", "words", "segments", "subtitles")
 

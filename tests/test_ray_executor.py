@@ -95,7 +95,8 @@ def test_recipe_steps_give_the_local_runners_rows_and_features(ray_cluster, test
     assert remote.dropped.features == local.dropped.features
     assert remote.dropped.to_list() == local.dropped.to_list()
     failed = {r["video_id"]: [e["stage"] for e in r["errors"]] for r in local.dropped if r["errors"]}
-    assert failed == {"no_audio": ["asr"], "corrupt": ["probe"]}
+    # a silent video gives no clip: its row fails at the clip step (every input is accounted for)
+    assert failed == {"no_audio": ["asr"], "corrupt": ["probe"], "silent": ["clip"]}
     assert remote.model_loads["asr"] and set(remote.model_loads["asr"]) == {1}  # once per actor
 
 

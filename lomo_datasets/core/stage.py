@@ -708,6 +708,19 @@ def in_band(value: float | None, low: float | None, high: float | None) -> bool:
     return (low is None or value >= low) and (high is None or value <= high)
 
 
+def mark_dropped(dropped: Dataset, reason: str, column: str, low: float | None, high: float | None) -> Dataset:
+    """``dropped`` with what the filter judged, one way for every executor: ``drop_reason``,
+    its column, that row's value and the band the value was outside of."""
+    from datasets import Value
+
+    values = [float(v) if isinstance(v, (int, float)) else None for v in dropped[column]] if len(dropped) else []
+    band = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+    dropped = dropped.add_column("drop_reason", [reason] * len(dropped), feature=Value("string"))
+    dropped = dropped.add_column("drop_column", [column] * len(dropped), feature=Value("string"))
+    dropped = dropped.add_column("drop_value", values, feature=Value("float64"))
+    return dropped.add_column("drop_band", [band] * len(dropped), feature=Value("string"))
+
+
 def split_by_threshold(
     ds: Dataset,
     column: str,
@@ -730,16 +743,7 @@ def split_by_threshold(
 
     kept = ds.filter(keep, input_columns=column, num_proc=num_proc, desc=f"keep {column}")
     dropped = ds.filter(lambda v: not keep(v), input_columns=column, num_proc=num_proc, desc=f"drop {column}")
-    dropped = dropped.add_column("drop_reason", [reason] * len(dropped))
-    # what the filter judged: its column, that row's value, and the band it was outside of
-    values = [float(v) if isinstance(v, (int, float)) else None for v in dropped[column]] if len(dropped) else []
-    band = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
-    from datasets import Value
-
-    dropped = dropped.add_column("drop_column", [column] * len(dropped), feature=Value("string"))
-    dropped = dropped.add_column("drop_value", values, feature=Value("float64"))
-    dropped = dropped.add_column("drop_band", [band] * len(dropped), feature=Value("string"))
-    return kept, dropped
+    return kept, mark_dropped(dropped, reason, column, low, high)
 
 
 @dataclass

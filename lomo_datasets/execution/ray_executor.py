@@ -54,7 +54,7 @@ from lomo_datasets.execution.pipeline import (
     shard_range, with_row_index,
 )
 from lomo_datasets.core.files import sha256_file
-from lomo_datasets.core.stage import Filter, MissingDependencyError, SettingError, Stage, cpu_threads, in_band, thread_environment
+from lomo_datasets.core.stage import Filter, MissingDependencyError, SettingError, Stage, cpu_threads, in_band, mark_dropped, thread_environment
 
 logger = logging.getLogger(__name__)
 
@@ -508,5 +508,5 @@ def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Data
     for index, step in enumerate(steps):
         if isinstance(step, Filter) and step.enabled:
             part = rows(pc.equal(state, index) if state is not None else None, features[index])
-            dropped_parts.append(part.add_column("drop_reason", [step.name] * len(part)))  # empty too: see _join_dropped
+            dropped_parts.append(mark_dropped(part, step.name, step.column, step.low, step.high))  # empty too: see _join_dropped
     return data, _join_dropped(dropped_parts), loads
