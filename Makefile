@@ -18,5 +18,5 @@ test: install test-only
 
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
 test-only:
-	@echo "test: $(abspath $(VENV))/bin/python -m pytest -q tests"
-	$(VENV_ENV) python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+	@echo "test: $(abspath $(VENV))/bin/python -m pytest -q --durations=30 tests"
+	$(VENV_ENV) python -m pytest -q --durations=30 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc

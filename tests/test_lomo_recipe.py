@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -17,6 +19,7 @@ from lomo_datasets.publish import outputs
 from lomo_datasets.execution.recipes import get_recipe
 from lomo_datasets.media.samples import SAMPLES, make_speech_video
 from tests.processors.test_qa import check_items
+from tests.test_sameness import published_files
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -47,11 +50,12 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     import datasets
 
     out = tmp_path / "bench"
-    argv = ["run", "lomo", "--videos", str(lomo_videos), "--out", str(out), "--embedded"]
+    # groups of one video, so that the two videos are two worker shares here and two shards below
+    argv = ["run", "lomo", "--videos", str(lomo_videos), "--embedded", "--group-size", "1"]
     for item in demo_sets():
         argv += ["--set", item]
     argv += ["--set", "blind.model=embedded:smollm2-135m"]  # the fast embedded model answers blind
-    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--out", str(out), "--num-proc", "2"]) == 0
     printed = capsys.readouterr().out
     assert "yield: 2 of 2 videos with all items (100%); failed per step: none" in printed
 
@@ -121,3 +125,21 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     assert "audit.md" in outputs.read_marker(out)["files"]
     flagged = len({f["question_id"] for r in (row, zh) for f in r["audit_flags"]})
     assert f"audit: {flagged} of 12 questions flagged, blind accuracy {100 * len(right) / 10:.0f}% [" in printed
+
+    # The same bytes however the run is scheduled (tests/test_sameness.py runs every schedule for
+    # livecc-sft): two shards at once, as on two machines: 1/2 by the command in one process,
+    # 2/2 on Ray, then merged, give the shards, exports, reports and audit of the run above
+    # (two worker processes).
+    log = tmp_path / "part1.log"
+    with open(log, "w") as fh:
+        part1 = subprocess.Popen(
+            [sys.executable, "-m", "lomo_datasets.cli", *argv, "--out", str(tmp_path / "part1"), "--shard", "1/2"],
+            stdout=fh, stderr=subprocess.STDOUT,
+        )
+        try:
+            assert cli.main([*argv, "--out", str(tmp_path / "part2"), "--shard", "2/2", "--executor", "ray"]) == 0
+        finally:
+            part1.wait(timeout=1800)
+    assert part1.returncode == 0, log.read_text()[-3000:]
+    assert cli.main(["merge", str(tmp_path / "part2"), str(tmp_path / "part1"), "--out", str(tmp_path / "merged")]) == 0
+    assert published_files(tmp_path / "merged") == published_files(out)
