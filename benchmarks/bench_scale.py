@@ -132,7 +132,9 @@ def run_one(name: str, listing: Path, work: Path, llm_input: Path | None, llm_gr
     done = sum(1 for value in result.dataset[column] if value)
     return {
         "config": name, "rows": len(result.dataset), "done": done, "wall": wall, "run": run,
-        "ray_start": ray_start, "step": step, "step_s": result.timings.get(step, run),
+        "ray_start": ray_start, "step": step,
+        # Ray streams the blocks through all steps at once: the run's time, not the step's worker seconds
+        "step_s": result.timings.get(step, run) if result.timings_kind == "wall" else run,
         "loads": result.model_loads.get(step, []),
     }
 

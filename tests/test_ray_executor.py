@@ -5,6 +5,7 @@ install it. One Ray instance serves the whole module (it takes seconds to start)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -98,6 +99,9 @@ def test_recipe_steps_give_the_local_runners_rows_and_features(ray_cluster, test
     # a silent video gives no clip: its row fails at the clip step (every input is accounted for)
     assert failed == {"no_audio": ["asr"], "corrupt": ["probe"], "silent": ["clip"]}
     assert remote.model_loads["asr"] and set(remote.model_loads["asr"]) == {1}  # once per actor
+    # per step: the seconds the workers spent on it (Whisper's the most), not one "all steps" figure
+    assert list(remote.timings) == ["probe", "asr", "clip"] and remote.timings_kind != "wall"
+    assert remote.timings["asr"] > max(remote.timings["probe"], remote.timings["clip"]) > 0
 
 
 def test_cli_ray_executor_publishes_the_same_folder(ray_cluster, test_media, tmp_path):
@@ -113,6 +117,8 @@ def test_cli_ray_executor_publishes_the_same_folder(ray_cluster, test_media, tmp
     assert local.returncode == 0, local.stderr
     assert remote.returncode == 0, remote.stderr
     assert "3 rows written" in remote.stdout and "rows with errors: 1" in remote.stdout
+    assert re.search(r"^time per step \(worker seconds summed over the Ray workers; the steps overlap\): probe \d+\.\ds$",
+                     remote.stdout, re.M), remote.stdout
     want = load_dataset(str(tmp_path / "local"), split="train")
     got = load_dataset(str(tmp_path / "ray"), split="train")
     assert got.features == want.features

@@ -365,6 +365,13 @@ class RunResult:
     #: Per step whose finished output a rerun took from the work dir: what it reused
     #: (``"4 rows"``, ``"1 of 2 chunks (256 rows)"``).
     reused: dict[str, str] = field(default_factory=dict)
+    #: What ``timings`` holds: each step's wall time (local steps run one after the other), or
+    #: ``WORKER_SECONDS`` (Ray streams the blocks through all steps at once)
+    timings_kind: str = "wall"
+
+
+#: ``RunResult.timings_kind`` of the Ray executor
+WORKER_SECONDS = "worker seconds summed over the Ray workers; the steps overlap"
 
 
 def cap_workers(num_proc: int, rows: int, stage: Any = None) -> int:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 import warnings
@@ -50,7 +49,7 @@ from typing import Any
 from datasets import Dataset, DatasetInfo, Features, Value
 
 from lomo_datasets.execution.pipeline import (
-    DEFAULT_GROUP_SIZE, ROW, RunResult, _join_dropped, check_group_size, map_grouped, models_loaded, run_fingerprint,
+    DEFAULT_GROUP_SIZE, ROW, WORKER_SECONDS, RunResult, _join_dropped, check_group_size, map_grouped, models_loaded, run_fingerprint,
     shard_range, with_row_index,
 )
 from lomo_datasets.core.files import sha256_file
@@ -67,6 +66,7 @@ VANISHED = -2  #: a placeholder for an input row a fan-out stage turned into no 
 _HIDDEN = Features({ROW: Value("int64"), DROPPED: Value("int32")})
 _PID = "_lomo_pid_{}"  #: per model step: the worker that ran the row ...
 _LOADS = "_lomo_loads_{}"  #: ... and how many models that worker had loaded
+_SECS = "_lomo_secs_{}"  #: per stage step: the seconds of the call that made the row, shared by its rows
 
 
 def import_ray() -> Any:
@@ -143,7 +143,7 @@ class StageOp:
     def columns(self) -> Features:
         """The output schema: the stage's, the carried columns, and this step's load counters."""
         own = {_PID.format(self.index): Value("int64"), _LOADS.format(self.index): Value("int64")} if self.count_loads else {}
-        return Features({**self.out_features, **self.carried, **own})
+        return Features({**self.out_features, **self.carried, **own, _SECS.format(self.index): Value("float64")})
 
     def __call__(self, table: Any) -> Any:
         import pyarrow as pa
@@ -166,6 +166,7 @@ class StageOp:
     def _run(self, table: Any) -> Any:
         import pyarrow.compute as pc
 
+        started = time.perf_counter()
         # Blocks hold whole batch groups; in input order, the stage gets the local runner's batches.
         table = table.take(pc.sort_indices(table, sort_keys=[(ROW, "ascending")]))  # stable: fan-out order kept
         columns = table.to_pydict()
@@ -177,6 +178,7 @@ class StageOp:
         if self.count_loads:
             out[_PID.format(self.index)] = [os.getpid()] * rows
             out[_LOADS.format(self.index)] = [models_loaded()] * rows
+        out[_SECS.format(self.index)] = [(time.perf_counter() - started) / rows] * rows if rows else []
         return _to_table({k: out.get(k, [None] * rows) for k in self.columns()}, self.columns())
 
     def _call(self, batch: dict[str, list], n: int) -> dict[str, list]:
@@ -380,10 +382,10 @@ class RayExecutor:
                 if stop:
                     self.ray.shutdown()
         elapsed = time.perf_counter() - started
-        data, dropped, loads = _assemble(folder, steps, features)
+        data, dropped, loads, busy = _assemble(folder, steps, features)
         logger.info("ray: %d rows (%.1fs)", len(data), elapsed)
         model_loads = {name: sorted(per.values()) for name, per in loads.items()}
-        return RunResult(data, dropped, self.work_dir, {"all steps (ray)": elapsed}, len(ds), model_loads)
+        return RunResult(data, dropped, self.work_dir, busy, len(ds), model_loads, timings_kind=WORKER_SECONDS)
 
     def _execute(self, ds: Dataset, steps: list, features: list[Features], todo: list[int], folder: Path) -> None:
         with warnings.catch_warnings():
@@ -474,9 +476,11 @@ def _rows_written(parts: list[Path]) -> set[int]:
     return done
 
 
-def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Dataset, Dataset | None, dict]:
+def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Dataset, Dataset | None, dict, dict[str, float]]:
     """The kept rows (in input order, with the last step's features), the dropped rows of
-    each filter (with the columns that filter saw), and model loads per step and worker."""
+    each filter (with the columns that filter saw), model loads per step and worker, and the
+    worker seconds per stage step (summed over workers; rows of an earlier, resumed run
+    count with the seconds they took then)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -486,6 +490,7 @@ def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Data
     final = features[-1]
     table = pa.concat_tables(tables, promote_options="default") if tables else None
     loads: dict[str, dict[int, int]] = {}
+    busy: dict[str, float] = {}
 
     def rows(where: Any, feats: Features) -> Dataset:
         if table is None:
@@ -502,6 +507,8 @@ def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Data
                     if p is not None:
                         per = loads.setdefault(step.name, {})
                         per[p] = max(per.get(p, 0), c)
+            if _SECS.format(index) in table.column_names:
+                busy[step.name] = float(pc.sum(table[_SECS.format(index)]).as_py() or 0.0)
     state = table[DROPPED] if table is not None else None
     data = rows(pc.equal(state, KEPT) if state is not None else None, final)
     dropped_parts = []
@@ -509,4 +516,4 @@ def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Data
         if isinstance(step, Filter) and step.enabled:
             part = rows(pc.equal(state, index) if state is not None else None, features[index])
             dropped_parts.append(mark_dropped(part, step.name, step.column, step.low, step.high))  # empty too: see _join_dropped
-    return data, _join_dropped(dropped_parts), loads
+    return data, _join_dropped(dropped_parts), loads, busy

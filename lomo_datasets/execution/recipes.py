@@ -236,6 +236,8 @@ class RunSummary:
     wall: float | None = None
     #: rows without errors in the data (0: nothing survived, even when failed rows were written)
     kept: int | None = None
+    #: see ``RunResult.timings_kind``
+    timings_kind: str = "wall"
 
     def yield_line(self) -> str:
         share = f" ({100 * self.complete / self.inputs:.0f}%)" if self.inputs else ""
@@ -271,7 +273,8 @@ class RunSummary:
             lines.append(self.generation)
         if self.audit:
             lines.append(self.audit)
-        lines.append("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
+        kind = "" if self.timings_kind == "wall" else f" ({self.timings_kind})"
+        lines.append(f"time per step{kind}: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
         if self.reused:
             lines.append(
                 "reused from the work dir (every file's size and SHA-256 checked): "
@@ -526,6 +529,7 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
         errors_by_stage=dict(errors),
         errors_by_kind=dict(kinds),
         timings=result.timings,
+        timings_kind=result.timings_kind,
         hours=seconds / 3600,
         reused=dict(getattr(result, "reused", None) or {}),
     )
