@@ -163,3 +163,19 @@ def test_model_fix_says_unset_hf_hub_offline_only_when_it_is_set(monkeypatch):
     assert "HF_HUB_OFFLINE" not in online and online.endswith("fetch it once with the network reachable")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert model_fix("asr").endswith("fetch it once while online (unset HF_HUB_OFFLINE)")
+
+
+def test_a_model_call_runs_on_the_stage_threads_in_every_thread_pool():
+    """torch, OpenCV (the face detector) and numpy's OpenBLAS all run a model call on the
+    stage's ``cpu_threads``, and get their own count back afterwards."""
+    import cv2
+    import numpy  # noqa: F401  (loads OpenBLAS)
+    import torch
+
+    torch.set_num_threads(2)
+    cv2.setNumThreads(2)
+    blas = S._openblas_controls()
+    with S.torch_threads(1):
+        assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+        assert all(getter() == 1 for _, getter in blas)
+    assert torch.get_num_threads() == 2 and cv2.getNumThreads() == 2

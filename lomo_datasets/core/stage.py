@@ -169,13 +169,17 @@ def _openblas_controls() -> list[tuple[Any, Any]]:
 
 @contextlib.contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
-    """torch's intra-op CPU threads and every loaded OpenBLAS's set to ``threads`` inside the
+    """torch's intra-op CPU threads, OpenCV's and every loaded OpenBLAS's set to ``threads`` inside the
     block, then back to what they were: a stage's model calls get its thread count in any
     process (this one, a pool worker, a Ray actor), whatever its cores or environment."""
     torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch is not None else None
     if torch is not None and before != threads:
         torch.set_num_threads(threads)
+    cv2 = sys.modules.get("cv2")  # OpenCV's parallel loops (the face detector's scales)
+    cv2_before = cv2.getNumThreads() if cv2 is not None and hasattr(cv2, "getNumThreads") else None
+    if cv2_before is not None and cv2_before != threads:
+        cv2.setNumThreads(threads)
     blas = [(setter, getter, getter()) for setter, getter in _openblas_controls()]
     for setter, _, old in blas:
         if old != threads:
@@ -186,6 +190,8 @@ def torch_threads(threads: int) -> Iterator[None]:
         for setter, getter, old in blas:
             if getter() != old:
                 setter(old)
+        if cv2_before is not None and cv2.getNumThreads() != cv2_before:
+            cv2.setNumThreads(cv2_before)
         if torch is not None and torch.get_num_threads() != before:
             torch.set_num_threads(before)
 
