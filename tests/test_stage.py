@@ -172,10 +172,15 @@ def test_a_model_call_runs_on_the_stage_threads_in_every_thread_pool():
     import numpy  # noqa: F401  (loads OpenBLAS)
     import torch
 
+    before = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(2)
     cv2.setNumThreads(2)
-    blas = S._openblas_controls()
-    with S.torch_threads(1):
-        assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
-        assert all(getter() == 1 for _, getter in blas)
-    assert torch.get_num_threads() == 2 and cv2.getNumThreads() == 2
+    try:
+        blas = S._openblas_controls()
+        with S.torch_threads(1):
+            assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+            assert all(getter() == 1 for _, getter in blas)
+        assert torch.get_num_threads() == 2 and cv2.getNumThreads() == 2
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
