@@ -99,9 +99,10 @@ def test_recipe_steps_give_the_local_runners_rows_and_features(ray_cluster, test
     # a silent video gives no clip: its row fails at the clip step (every input is accounted for)
     assert failed == {"no_audio": ["asr"], "corrupt": ["probe"], "silent": ["clip"]}
     assert remote.model_loads["asr"] and set(remote.model_loads["asr"]) == {1}  # once per actor
-    # per step: the seconds the workers spent on it (Whisper's the most), not one "all steps" figure
+    # per step: the seconds the workers spent on it, not one "all steps" figure (not compared
+    # between steps: a fresh Ray worker's first call also imports what the step needs)
     assert list(remote.timings) == ["probe", "asr", "clip"] and remote.timings_kind != "wall"
-    assert remote.timings["asr"] > max(remote.timings["probe"], remote.timings["clip"]) > 0
+    assert all(seconds > 0 for seconds in remote.timings.values())
 
 
 def test_cli_ray_executor_publishes_the_same_folder(ray_cluster, test_media, tmp_path):
