@@ -102,7 +102,7 @@ def run_one(name: str, listing: Path, work: Path, llm_input: Path | None, llm_gr
     """One configuration in this process; returns its measurements."""
     from datasets import load_from_disk
 
-    from lomo_datasets.execution.recipes import get_recipe, make_runner
+    from lomo_datasets.execution.recipes import make_runner
     from lomo_datasets.processors.compress import Compress
     from lomo_datasets.processors.ingest import ingest
 
@@ -110,8 +110,9 @@ def run_one(name: str, listing: Path, work: Path, llm_input: Path | None, llm_gr
     started = time.perf_counter()
     if config.get("llm"):
         ds = load_from_disk(str(llm_input))
-        demo = get_recipe("lomo").demo_settings["compress"]
-        steps = [Compress(model="embedded:qwen2.5-coder-1.5b", backend="ctranslate2", cpu_threads=config["cpu_threads"], **demo)]
+        # what `run lomo --embedded` gives the step: the embedded model and its settings
+        embedded = {**Compress.embedded_settings, Compress.embedded_setting: Compress.embedded_model}
+        steps = [Compress(**embedded, cpu_threads=config["cpu_threads"])]
         step, group = "compress", llm_group
     else:
         ds = ingest(listing)
