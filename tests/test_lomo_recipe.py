@@ -54,7 +54,9 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     argv = ["run", "lomo", "--videos", str(lomo_videos), "--embedded", "--group-size", "1"]
     for item in demo_sets():
         argv += ["--set", item]
-    argv += ["--set", "blind.model=embedded:smollm2-135m"]  # the fast embedded model answers blind
+    # the fast embedded model answers blind and checks the keys (the 1.5B verifier, 4 rotations
+    # per item, is tested on its own in test_audit_planted.py; here it would double the run)
+    argv += ["--set", "blind.model=embedded:smollm2-135m", "--set", "verify.model=embedded:smollm2-135m"]
     assert cli.main([*argv, "--out", str(out), "--num-proc", "2"]) == 0
     printed = capsys.readouterr().out
     assert "yield: 2 of 2 videos with all items (100%); failed per step: none" in printed
@@ -115,6 +117,7 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     right = sorted(right)
     audit = json.loads((out / "audit.json").read_text())
     assert audit["blind_model"] == "transformers:embedded:smollm2-135m"
+    assert audit["verifier_model"].endswith("embedded:smollm2-135m"), audit["verifier_model"]
     assert audit["tasks"]["all"]["blind"]["correct_ids"] == right
     assert {(f["question_id"], f["reason"]) for r in (row, zh) for f in r["audit_flags"]} <= {(f["question_id"], f["reason"]) for f in audit["flags"]}
     assert sorted(f["question_id"] for r in (row, zh) for f in r["audit_flags"] if f["reason"] == "blind_answerable") == right
@@ -127,19 +130,17 @@ def test_lomo_recipe_embedded_end_to_end(lomo_videos, tmp_path, capsys):
     assert f"audit: {flagged} of 12 questions flagged, blind accuracy {100 * len(right) / 10:.0f}% [" in printed
 
     # The same bytes however the run is scheduled (tests/test_sameness.py runs every schedule for
-    # livecc-sft): two shards at once, as on two machines: 1/2 by the command in one process,
-    # 2/2 on Ray, then merged, give the shards, exports, reports and audit of the run above
-    # (two worker processes).
-    log = tmp_path / "part1.log"
-    with open(log, "w") as fh:
-        part1 = subprocess.Popen(
-            [sys.executable, "-m", "lomo_datasets.cli", *argv, "--out", str(tmp_path / "part1"), "--shard", "1/2"],
-            stdout=fh, stderr=subprocess.STDOUT,
-        )
-        try:
-            assert cli.main([*argv, "--out", str(tmp_path / "part2"), "--shard", "2/2", "--executor", "ray"]) == 0
-        finally:
-            part1.wait(timeout=1800)
-    assert part1.returncode == 0, log.read_text()[-3000:]
+    # livecc-sft): two shards at once, as on two machines, each by the command in its own
+    # process: 1/2 on the local runner, 2/2 on Ray; merged, they give the shards, exports,
+    # reports and audit of the run above (two worker processes).
+    parts = {}
+    for shard, extra in (("1", []), ("2", ["--executor", "ray"])):
+        log = open(tmp_path / f"part{shard}.log", "w")
+        command = [sys.executable, "-m", "lomo_datasets.cli", *argv, "--out", str(tmp_path / f"part{shard}"), "--shard", f"{shard}/2", *extra]
+        parts[shard] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
+    for shard, (process, log) in parts.items():
+        process.wait(timeout=1800)
+        log.close()
+        assert process.returncode == 0, (tmp_path / f"part{shard}.log").read_text()[-3000:]
     assert cli.main(["merge", str(tmp_path / "part2"), str(tmp_path / "part1"), "--out", str(tmp_path / "merged")]) == 0
     assert published_files(tmp_path / "merged") == published_files(out)
