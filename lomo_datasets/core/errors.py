@@ -20,8 +20,7 @@ import contextlib
 import errno
 import os
 import signal
-import sys
-from typing import Any, Iterator
+from typing import Iterator
 
 from lomo_datasets.core.redact import redact, shorten  # noqa: F401  (shorten: part of the errors API)
 

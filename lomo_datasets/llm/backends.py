@@ -82,6 +82,8 @@ from lomo_datasets.core.stage import SettingError, resolve_device, split_device
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("transformers", "ctranslate2", "openai")
+
+
 def choice_schema(field: str, kind: str, values: list) -> dict[str, Any]:
     """The JSON schema of a reply that is one field holding one of ``values`` (a pick, a letter)."""
     return {"type": "object", "properties": {field: {"type": kind, "enum": list(values)}},
