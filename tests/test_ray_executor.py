@@ -101,7 +101,8 @@ def test_recipe_steps_give_the_local_runners_rows_and_features(ray_cluster, test
     assert remote.model_loads["asr"] and set(remote.model_loads["asr"]) == {1}  # once per actor
     # per step: the seconds the workers spent on it, not one "all steps" figure (not compared
     # between steps: a fresh Ray worker's first call also imports what the step needs)
-    assert list(remote.timings) == ["probe", "asr", "clip"] and remote.timings_kind != "wall"
+    # (every step, a filter too, as locally: one step kind)
+    assert list(remote.timings) == list(local.timings) == ["probe", "asr", "clip", "keep_wps"] and remote.timings_kind != "wall"
     assert all(seconds > 0 for seconds in remote.timings.values())
 
 

@@ -354,6 +354,9 @@ class Stage:
     embedded_model: ClassVar[str | None] = None
     embedded_settings: ClassVar[dict[str, Any]] = {}
     kept_on_error: ClassVar[tuple[str, ...]] = ()
+    #: The step takes its ``name`` as an argument from the recipe (filters: one class, many
+    #: steps) instead of declaring it on the class.
+    named_by_recipe: ClassVar[bool] = False
 
     #: "auto" follows the rank rule of ``resolve_device``; "cpu" or "cuda:N" pins a device.
     device: str = "auto"
@@ -362,6 +365,8 @@ class Stage:
         super().__init_subclass__(**kwargs)
         annotations = cls.__dict__.get("__annotations__", {})
         for key in _DECLARATIONS:
+            if key == "name" and cls.named_by_recipe:
+                continue  # a filter's name is the recipe's name for it (its first argument), not a setting
             if key in annotations and "ClassVar" not in str(annotations[key]):
                 raise StageContractError(
                     f"{cls.__qualname__}.{key}: '{key}' is declared by the stage contract; an annotated "
@@ -479,9 +484,12 @@ class Stage:
                     ) from exc
             return _MODELS[key]
 
-    # Only settings are pickled: no model, no device picked by a worker.
+    # Only settings (and a name the recipe gave) are pickled: no model, no device picked by a worker.
     def __getstate__(self) -> dict[str, Any]:
-        return self.settings()
+        state = self.settings()
+        if "name" in self.__dict__:
+            state["name"] = self.name
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -511,6 +519,37 @@ class Stage:
     def process_row(self, row: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
         """Outputs for one row, for stages with no batched call (they write only this)."""
         raise NotImplementedError(f"{type(self).__qualname__}: write process_row(row) or run_batch(items)")
+
+    # -- keeping rows: what makes a step a filter --------------------------------------------
+
+    def keep(self, batch: dict[str, list]) -> list[bool]:
+        """Which rows of ``batch`` (this step's output rows, not failed upstream) go on to the
+        next step. A stage keeps every row; a filter (``Filter``) is a stage whose ``keep``
+        says no to some: every executor sets those rows aside, annotated by ``dropped_rows``,
+        and no later step runs on them."""
+        return [True] * len(next(iter(batch.values()), []))
+
+    @property
+    def maps_rows(self) -> bool:
+        """Whether the step writes anything (a column, or rows: fan-out); a filter does not,
+        so no executor runs a pass over the rows for it, only ``keep``."""
+        return self.fan_out or bool(self.features())
+
+    @property
+    def drops_rows(self) -> bool:
+        """Whether this step's ``keep`` may drop rows (it overrides ``keep``)."""
+        return type(self).keep is not Stage.keep
+
+    @property
+    def active(self) -> bool:
+        """Whether the step runs at all (a filter can be switched off: ``enabled: false``)."""
+        return True
+
+    def dropped_rows(self, dropped: Dataset) -> Dataset:
+        """The rows this step dropped, with the columns that say why (``drop_reason`` ...)."""
+        from datasets import Value
+
+        return dropped.add_column("drop_reason", [self.name] * len(dropped), feature=Value("string"))
 
     # -- what the contract runs ----------------------------------------------------------------
 
@@ -753,21 +792,23 @@ def split_by_threshold(
 
 
 @dataclass
-class Filter:
+class Filter(Stage):
     """A threshold filter step: keep rows whose ``column`` is in [low, high] (either bound may be
-    None); the other rows go to the run's dropped rows with ``drop_reason = name``. Recipes give
-    ``column`` and the bounds as default settings; the step's name is its recipe name."""
+    None); the other rows go to the run's dropped rows with ``drop_reason = name``, the column,
+    the row's value and the band. Recipes give ``column`` and the bounds as default settings;
+    the step's name is its recipe name. It writes no column: its hook is ``keep``."""
 
-    name: str
-    column: str
+    named_by_recipe = True
+    device: ClassVar[str] = "cpu"  # not a setting: a filter runs no model
+    rows_per_batch = 1024
+
+    name: str = dataclasses.field()  # no default (the class attribute "stage" is not one)
+    column: str = dataclasses.field()
     low: float | None = None
     high: float | None = None
     enabled: bool = True
 
-    def __post_init__(self) -> None:
-        from lomo_datasets.core.bounds import check_settings
-
-        check_settings(self, error=SettingError)  # finite numbers ('nan' and 'inf' are refused), as for stages
+    def validate(self) -> None:
         for bound in ("low", "high"):
             value = getattr(self, bound)
             if value is not None and not isinstance(value, (int, float)):
@@ -780,7 +821,29 @@ class Filter:
     def settings(self) -> dict[str, Any]:
         return {"column": self.column, "low": self.low, "high": self.high, "enabled": self.enabled}
 
-    def fingerprint(self, previous: str) -> str:
+    @property
+    def active(self) -> bool:
+        return self.enabled
+
+    def input_columns(self) -> tuple[str, ...]:
+        return (self.column,)
+
+    def features(self) -> Features:
+        return Features({})
+
+    def output_features(self, input_features: Features | None = None) -> Features:
+        return Features(dict(input_features or {}))  # the rows go on as they came
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def keep(self, batch: dict[str, list]) -> list[bool]:
+        return [in_band(v, self.low, self.high) for v in batch[self.column]]
+
+    def dropped_rows(self, dropped: Dataset) -> Dataset:
+        return mark_dropped(dropped, self.name, self.column, self.low, self.high)
+
+    def fingerprint(self, previous: str = "") -> str:
         payload = json.dumps({"previous": previous, "filter": self.name, **self.settings()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 

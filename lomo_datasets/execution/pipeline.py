@@ -52,7 +52,7 @@ from lomo_datasets.core import safe_yaml
 from lomo_datasets.core.bounds import check_settings, did_you_mean
 from lomo_datasets.models.check import check_model
 from lomo_datasets.core.redact import shorten
-from lomo_datasets.core.stage import Filter, SettingError, Stage, cpu_threads, split_by_threshold, thread_environment
+from lomo_datasets.core.stage import Filter, SettingError, Stage, cpu_threads, thread_environment  # noqa: F401 (Filter: re-exported)
 from lomo_datasets.core.files import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -62,9 +62,9 @@ DONE = "_SUCCESS"
 
 @dataclass
 class Recipe:
-    """An ordered list of steps. ``steps`` holds (name, step class) pairs: a ``Stage`` or a
-    ``Filter`` dataclass whose fields are the step's settings (``defaults`` fill them; a
-    ``Filter`` step's name is its recipe name). ``exports`` write extra files beside the
+    """An ordered list of steps. ``steps`` holds (name, step class) pairs: a ``Stage``
+    dataclass whose fields are the step's settings (``defaults`` fill them); a filter is a stage
+    too (``Filter``: one class, so the step's name is its recipe name). ``exports`` write extra files beside the
     published folder: a function ``(dataset, out_folder) -> None``, or a dataclass whose fields
     are the settings of the ``export`` section (``--set export.video_root=...``) and whose
     instances are such functions; ``demo_settings`` are what ``lomo-datasets demo`` adds so
@@ -72,7 +72,7 @@ class Recipe:
 
     name: str
     description: str
-    steps: list[tuple[str, type[Stage] | type[Filter]]]
+    steps: list[tuple[str, type[Stage]]]
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     exports: list[Callable[[Dataset, Path], Any] | type] = field(default_factory=list)
     demo_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -128,7 +128,7 @@ def build_steps(
     config: dict[str, dict[str, Any]] | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     embedded: bool = False,
-) -> list[Stage | Filter]:
+) -> list[Stage]:
     """Construct every step of ``recipe`` with its settings; unknown names fail here."""
     names = recipe.setting_sections()
     for source, given in (("--config", config or {}), ("--set", overrides or {})):
@@ -148,7 +148,7 @@ def build_steps(
             settings.update({k: v for k, v in getattr(step_class, "embedded_settings", {}).items() if k not in chosen})
         valid = _valid_settings(step_class)
         _refuse_unknown(name, settings, valid)
-        if isinstance(step_class, type) and issubclass(step_class, Filter):
+        if getattr(step_class, "named_by_recipe", False):
             settings["name"] = name
         try:
             step = step_class(**settings)
@@ -189,7 +189,7 @@ def _refuse_unknown(step: str, settings: dict[str, Any], valid: list[str]) -> No
 
 
 def _valid_settings(step_class: type) -> list[str]:
-    skip = {"name"} if isinstance(step_class, type) and issubclass(step_class, Filter) else set()
+    skip = {"name"} if getattr(step_class, "named_by_recipe", False) else set()
     return [f.name for f in dataclasses.fields(step_class) if f.name not in skip]
 
 
@@ -460,7 +460,9 @@ class StepPool:
             return part
         from concurrent.futures.process import BrokenProcessPool
 
-        size = max(self.stage.rows_per_batch, math.ceil(len(ds) / (self.num_proc * self.SHARDS_PER_WORKER)))
+        # Shards of whole batches (``batch_bounds``), however few: two groups of one row are two
+        # shards, so 2 workers share them (a floor of one batch's rows left one worker idle).
+        size = math.ceil(len(ds) / (self.num_proc * self.SHARDS_PER_WORKER))
         bounds = batch_bounds(ds[ROW], self.group_size, self.stage.rows_per_batch, size)  # whole batches
         from concurrent.futures import as_completed
 
@@ -556,7 +558,7 @@ class Runner:
         self.chunk_size = chunk_size
         self.reused: dict[str, str] = {}
 
-    def run(self, ds: Dataset, steps: list[Stage | Filter], shard: tuple[int, int] | None = None) -> RunResult:
+    def run(self, ds: Dataset, steps: list[Stage], shard: tuple[int, int] | None = None) -> RunResult:
         """Run ``steps`` over ``ds`` (or over part ``shard = (i, n)`` of it)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         start, end = shard_range(len(ds), shard, self.group_size)
@@ -577,14 +579,13 @@ class Runner:
                 )
             started = time.perf_counter()
             with progress.step_bar(step.name, len(ds)) as bar:
-                if isinstance(step, Filter):
-                    rows = len(ds)
-                    ds, dropped = self._filter(ds, step, step_dir)
-                    bar.update(rows)
+                if step.active:
+                    ds = self._stage(ds, step, step_dir, bar)
+                    ds, dropped = split_kept(ds, step)
                     if dropped is not None:  # also when empty: the columns must not depend on which filters dropped rows
                         dropped_parts.append(dropped)
                 else:
-                    ds = self._stage(ds, step, step_dir, bar)
+                    bar.update(len(ds))
             timings[step.name] = time.perf_counter() - started
             logger.info("%s: %d rows (%.1fs)", step.name, len(ds), timings[step.name])
         dropped = without_row_index(_join_dropped(dropped_parts))
@@ -592,6 +593,9 @@ class Runner:
 
     def _stage(self, ds: Dataset, stage: Stage, step_dir: Path, bar=None) -> Dataset:
         bar = bar or progress.NO_BAR
+        if not stage.maps_rows:  # writes nothing (a filter): no pass, only its keep
+            bar.update(len(ds))
+            return ds
         reused_step = _reuse(step_dir, ("data",))
         if reused_step is not None:
             logger.info("%s: reusing %s", stage.name, step_dir)
@@ -644,16 +648,20 @@ class Runner:
         if bar is not None:
             bar.set_postfix_str(f"reused {what} (markers verified)")
 
-    def _filter(self, ds: Dataset, flt: Filter, step_dir: Path) -> tuple[Dataset, Dataset | None]:
-        if not flt.enabled:
-            return ds, None
-        found = _reuse(step_dir, ("data", "dropped"))
-        if found is not None:
-            self._note_reuse(flt.name, f"{len(found[0]) + len(found[1])} rows")
-            return found[0], found[1]
-        kept, dropped = split_by_threshold(ds, flt.column, flt.low, flt.high, reason=flt.name)
-        saved = _save({"data": kept, "dropped": dropped}, step_dir)
-        return saved["data"], saved["dropped"]
+
+def split_kept(ds: Dataset, step: Stage) -> tuple[Dataset, Dataset | None]:
+    """``(kept, dropped)``: the rows of ``ds`` (a step's output) that ``step.keep`` keeps, and
+    the others annotated by ``step.dropped_rows``; ``(ds, None)`` for a step that keeps every
+    row. One meaning for both executors (Ray asks ``keep`` per block)."""
+    if not step.drops_rows:
+        return ds, None
+    step.check_input(ds.column_names)
+    mask: list[bool] = []
+    for batch in ds.select_columns(list(step.input_columns())).iter(batch_size=1024):
+        mask.extend(step.keep(batch))
+    kept = ds.select([i for i, k in enumerate(mask) if k])
+    dropped = ds.select([i for i, k in enumerate(mask) if not k])
+    return kept, step.dropped_rows(dropped)
 
 
 def _join_dropped(parts: list[Dataset]) -> Dataset | None:

@@ -14,7 +14,7 @@ How steps map to Ray Data:
   Without a GPU the actor's copy of the stage is pinned to ``cpu`` (an actor that asked for no
   GPU would otherwise see every GPU of its node);
 - a stage without a model runs as Ray tasks;
-- a filter marks the rows it drops instead of removing them: later steps pass marked rows
+- a filter (a stage whose ``keep`` drops rows) marks the rows it drops instead of removing them: later steps pass marked rows
   through without running on them, and the rows come back to the driver for the card and
   ``dropped.jsonl`` (Ray Data has no side output; its ``filter`` would lose them).
 
@@ -53,7 +53,7 @@ from lomo_datasets.execution.pipeline import (
     shard_range, with_row_index,
 )
 from lomo_datasets.core.files import sha256_file
-from lomo_datasets.core.stage import Filter, MissingDependencyError, SettingError, Stage, cpu_threads, in_band, mark_dropped, thread_environment
+from lomo_datasets.core.stage import MissingDependencyError, SettingError, Stage, cpu_threads, thread_environment
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +173,19 @@ class StageOp:
         carried = {k: columns.pop(k) for k in self.carried}
         batch = self.in_features.decode_batch(columns)
         n = table.num_rows
-        out = self._fan_out(batch, carried, n) if self.fan_out else {**self._call({**batch, ROW: carried[ROW]}, n), **carried}
+        if not self.stage.maps_rows:  # writes nothing (a filter): only its keep below
+            out = {**batch, **carried}
+        elif self.fan_out:
+            out = self._fan_out(batch, carried, n)
+        else:
+            out = {**self._call({**batch, ROW: carried[ROW]}, n), **carried}
         rows = len(out[ROW])
+        if self.stage.drops_rows:  # the rows it does not keep are marked with this step's index
+            live = [i for i, state in enumerate(out[DROPPED]) if state == KEPT]
+            keep = self.stage.keep({k: [out[k][i] for i in live] for k in self.stage.input_columns()})
+            for i, kept in zip(live, keep):
+                if not kept:
+                    out[DROPPED][i] = self.index
         if self.count_loads:
             out[_PID.format(self.index)] = [os.getpid()] * rows
             out[_LOADS.format(self.index)] = [models_loaded()] * rows
@@ -216,18 +227,6 @@ class ActorStageOp:
 
     def __call__(self, table: Any) -> Any:
         return self.op(table)
-
-
-def filter_op(table: Any, flt: Filter, index: int) -> Any:
-    """Mark the kept rows that ``flt`` drops (rows with no value are dropped, as locally)."""
-    import pyarrow as pa
-
-    values = table[flt.column].to_pylist()
-    state = table[DROPPED].to_pylist()
-    marks = [
-        s if s != KEPT or in_band(v, flt.low, flt.high) else index for v, s in zip(values, state)
-    ]
-    return table.set_column(table.schema.get_field_index(DROPPED), DROPPED, pa.array(marks, pa.int32()))
 
 
 def write_block(table: Any, folder: str) -> Any:
@@ -339,7 +338,7 @@ class RayExecutor:
 
     # -- run -------------------------------------------------------------------------------
 
-    def run(self, ds: Dataset, steps: list[Stage | Filter], shard: tuple[int, int] | None = None) -> RunResult:
+    def run(self, ds: Dataset, steps: list[Stage], shard: tuple[int, int] | None = None) -> RunResult:
         """Run ``steps`` over ``ds`` (or part ``shard = (i, n)`` of it) on Ray."""
         s = self.settings
         first, last = shard_range(len(ds), shard, s.group_size)
@@ -349,10 +348,7 @@ class RayExecutor:
         features = [ds.features]  # the schema before each step, then after the last
         for step in steps:
             fingerprint = step.fingerprint(fingerprint)
-            if isinstance(step, Filter):
-                features.append(features[-1])
-            else:
-                features.append(step.output_features(features[-1]))
+            features.append(step.output_features(features[-1]))
         folder = self.work_dir / f"ray-{fingerprint[:16]}"
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(".part-*.tmp"):  # left by a killed writer
@@ -404,7 +400,7 @@ class RayExecutor:
         table = ds.with_format("arrow")[:]
         table = table.append_column(ROW, pa.array(range(self._first, self._first + len(ds)), pa.int64()))
         table = table.append_column(DROPPED, pa.array([KEPT] * len(ds), pa.int32())).take(todo)
-        model_stages = [st for st in steps if isinstance(st, Stage) and st.has_model]
+        model_stages = [st for st in steps if st.active and st.has_model]
         # A block is whole batch groups (each stage cuts its batches inside them, as locally);
         # every operator takes whole blocks (batch_size=None), so no block is split or mixed.
         per_block = max(1, (s.block_rows or s.group_size) // s.group_size)
@@ -423,12 +419,7 @@ class RayExecutor:
         data = ray.data.from_arrow(blocks)
         carried = Features(_HIDDEN)
         for index, step in enumerate(steps):
-            if isinstance(step, Filter):
-                if step.enabled:
-                    data = data.map_batches(
-                        filter_op, fn_kwargs={"flt": step, "index": index}, batch_format="pyarrow", batch_size=None,
-                        num_cpus=share, max_retries=s.retries,
-                    )
+            if not step.active:
                 continue
             modelled = step.has_model
             wants_gpu = modelled and gpus > 0 and step.device != "cpu"
@@ -513,7 +504,7 @@ def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Data
     data = rows(pc.equal(state, KEPT) if state is not None else None, final)
     dropped_parts = []
     for index, step in enumerate(steps):
-        if isinstance(step, Filter) and step.enabled:
+        if step.active and step.drops_rows:
             part = rows(pc.equal(state, index) if state is not None else None, features[index])
-            dropped_parts.append(mark_dropped(part, step.name, step.column, step.low, step.high))  # empty too: see _join_dropped
+            dropped_parts.append(step.dropped_rows(part))  # empty too: see _join_dropped
     return data, _join_dropped(dropped_parts), loads, busy

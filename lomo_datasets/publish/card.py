@@ -23,7 +23,6 @@ from typing import Any, Iterable
 from datasets import Dataset, DatasetDict
 
 from lomo_datasets.core.redact import redact
-from lomo_datasets.core.stage import Filter
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class StepInfo:
 
     @classmethod
     def from_step(cls, step: Any) -> "StepInfo":
-        """From a built recipe step: a ``Stage`` or a pipeline ``Filter``."""
+        """From a built recipe step (a ``Stage``; a filter is one whose ``keep`` drops rows)."""
         settings = step.settings() if hasattr(step, "settings") else {}
         settings = {k: _card_value(v) for k, v in settings.items()}
         models = {
@@ -72,10 +71,9 @@ class StepInfo:
             value = getattr(step, attr, None)
             if isinstance(value, (str, int)) and attr.lower() not in prompts:
                 prompts[attr.lower()] = str(value)
-        is_filter = isinstance(step, Filter)
         return cls(
             name=str(getattr(step, "name", type(step).__name__)),
-            kind="filter" if is_filter else "stage",
+            kind="filter" if getattr(step, "drops_rows", False) else "stage",
             version=str(getattr(step, "version", "") or ""),
             settings=settings,
             models=models,
