@@ -190,3 +190,22 @@ def test_summary_counts_failed_rows_that_a_filter_dropped(tmp_path):
     assert result.dataset["video_id"] == ["a", "c"]  # the failed row (y None) was dropped
     summary = _summarize("t", tmp_path, result.dataset, result)
     assert summary.failed == 1 and summary.errors_by_stage == {"toy": 1} and summary.dropped == 1
+
+
+def test_a_recipe_declares_its_output_kind_and_the_folder_keeps_it(videos, tmp_path):
+    """The card template and the review page follow what the recipe declares (recorded in the
+    folder's provenance), not a guess from the columns."""
+    from lomo_datasets.execution.recipes import RECIPES
+    from lomo_datasets.processors.ingest import Probe
+    from lomo_datasets.publish.layout import read_provenance
+
+    assert {name: r.output for name, r in RECIPES.items()} == {
+        "probe": "generic", "livecc-pretrain": "livecc", "livecc-sft": "livecc", "lomo": "lomo"}
+    with pytest.raises(ValueError, match="output 'qa' is not one of"):
+        Recipe("x", "a recipe with an unknown output kind", [("probe", Probe)], output="qa")
+    out = tmp_path / "out"
+    assert _cli("run", "probe", "--videos", str(videos), "--out", str(out)).returncode == 0
+    assert read_provenance(out).output == "generic"
+    view = _cli("view", str(out))
+    assert view.returncode != 0
+    assert "written by recipe 'probe', which makes neither LoMo questions nor LiveCC clips" in view.stderr

@@ -76,6 +76,20 @@ class Recipe:
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     exports: list[Callable[[Dataset, Path], Any] | type] = field(default_factory=list)
     demo_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: What the published folder is (``publish.card.OUTPUT_KINDS``): its card template, review
+    #: layout, yield wording; declared here, never guessed from columns (older folders: guessed).
+    output: str = "generic"
+    #: Steps that run first only when the input needs them: ``download`` when it has URLs.
+    optional: tuple[str, ...] = ("download",)
+
+    def __post_init__(self) -> None:
+        from lomo_datasets.publish.card import OUTPUT_KINDS
+
+        if self.output not in OUTPUT_KINDS:
+            raise ValueError(f"recipe {self.name!r}: output {self.output!r} is not one of {OUTPUT_KINDS}")
+        unknown = set(self.optional) - {"download"}
+        if unknown:
+            raise ValueError(f"recipe {self.name!r}: optional steps {sorted(unknown)}: only 'download' exists")
 
     def step_names(self) -> list[str]:
         return [name for name, _ in self.steps]

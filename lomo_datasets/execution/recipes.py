@@ -46,7 +46,7 @@ def register(recipe: Recipe) -> Recipe:
 def _probe_recipe() -> Recipe:
     from lomo_datasets.processors.ingest import Probe
 
-    return Recipe("probe", "ingest videos and probe them with PyAV (duration, size, fps, audio)", [("probe", Probe)])
+    return Recipe("probe", "ingest videos and probe them with PyAV (duration, size, fps, audio)", [("probe", Probe)], output="generic")
 
 
 register(_probe_recipe())
@@ -91,6 +91,7 @@ def _livecc_pretrain_recipe() -> Recipe:
         },
         exports=[LiveCCExport],
         demo_settings=_LIVECC_DEMO,
+        output="livecc",
     )
 
 
@@ -125,6 +126,7 @@ def _livecc_sft_recipe() -> Recipe:
         },
         exports=[LiveCCExport],
         demo_settings=_LIVECC_DEMO,
+        output="livecc",
     )
 
 
@@ -164,6 +166,7 @@ def _lomo_recipe() -> Recipe:
             ("audit", AuditQuestions),
         ],
         exports=[_lomo_export],
+        output="lomo",
         # No demo settings: `lomo-datasets demo` is `sample` + `run lomo --embedded` as the README
         # shows it. What the small models need (greedy ASR, shorter LLM outputs, 4 tries) is each
         # stage's ``embedded_settings``, so every `--embedded` run gets it.
@@ -465,7 +468,7 @@ def _with_download(recipe: Recipe, ds: Dataset, config: dict, overrides: dict, f
     from lomo_datasets.processors.download import Download
     from lomo_datasets.processors.ingest import needs_download
 
-    if "download" in recipe.step_names():
+    if "download" in recipe.step_names() or "download" not in recipe.optional:
         return recipe
     asked = "download" in config or "download" in overrides
     if not asked and not any(needs_download(v) for v in ds["video"]):

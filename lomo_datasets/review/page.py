@@ -51,12 +51,21 @@ _LIVECC_COLUMNS = (
 
 
 def folder_kind(folder: str | os.PathLike) -> str:
-    """``lomo`` or ``livecc`` from the columns of the folder's data."""
+    """``lomo`` or ``livecc``: what the folder's recipe declared (its provenance), else (older
+    folders) from the columns of its data."""
     import pyarrow.parquet as pq
+
+    from lomo_datasets.publish.layout import read_provenance
 
     files = sorted((Path(folder) / "data").glob("*.parquet"))
     if not files:
         raise SettingError(f"{folder}: no data/*.parquet here; give a folder written by `lomo-datasets run`")
+    provenance = read_provenance(folder)
+    declared = provenance.output if provenance is not None else ""
+    if declared in ("lomo", "livecc"):
+        return declared
+    if declared == "generic":
+        raise SettingError(f"{folder}: written by recipe '{provenance.recipe}', which makes neither LoMo questions nor LiveCC clips")
     with A.parquet_errors(files[0]):
         names = set(pq.read_schema(files[0]).names)
     if "questions" in names:
