@@ -41,9 +41,9 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from datasets import Dataset, concatenate_datasets, load_from_disk
+from datasets import Dataset, Features, concatenate_datasets, load_from_disk
 
 
 from lomo_datasets.core import progress
@@ -388,6 +388,45 @@ class RunResult:
 WORKER_SECONDS = "worker seconds summed over the Ray workers; the steps overlap"
 
 
+@dataclass
+class Plan:
+    """What every executor runs, computed once the same way: per step its fingerprint
+    (chained from the input rows and the group size through every earlier step: the work dir's
+    key) and the schema before it (``features[i]``; ``features[-1]`` after the last step).
+    A filter is a stage whose schema does not change and whose ``keep`` drops rows; fan-out is
+    a stage that writes rows."""
+
+    steps: list[Stage]
+    fingerprints: list[str]
+    features: list[Features]
+
+    @classmethod
+    def make(cls, ds: Dataset, steps: list[Stage], group_size: int) -> "Plan":
+        """``ds`` holds the ``ROW`` column (``with_row_index``)."""
+        fingerprint = run_fingerprint(ds, group_size)
+        fingerprints, features = [], [Features({k: f for k, f in ds.features.items() if k != ROW})]
+        for step in steps:
+            fingerprint = step.fingerprint(fingerprint)
+            fingerprints.append(fingerprint)
+            features.append(step.output_features(features[-1]))
+        return cls(list(steps), fingerprints, features)
+
+    @property
+    def fingerprint(self) -> str:
+        """The whole run's key (the last step's fingerprint)."""
+        return self.fingerprints[-1] if self.fingerprints else ""
+
+
+class Executor(Protocol):
+    """Runs a recipe's steps over the ingested rows; every executor returns the same
+    ``RunResult`` for the same input and settings (only ``timings_kind`` says how it timed).
+    ``Runner`` runs them on this machine, ``ray_executor.RayExecutor`` on a Ray cluster."""
+
+    work_dir: Path
+
+    def run(self, ds: Dataset, steps: list[Stage], shard: tuple[int, int] | None = None) -> RunResult: ...
+
+
 def cap_workers(num_proc: int, rows: int, stage: Any = None) -> int:
     """``num_proc`` capped at the rows of the step and at this machine's CPU cores (its GPUs for
     a model stage when it has any); one log line says so when it caps."""
@@ -578,13 +617,12 @@ class Runner:
         start, end = shard_range(len(ds), shard, self.group_size)
         ds = with_row_index(_select(ds, start, end) if (start, end) != (0, len(ds)) else ds, start)
         inputs = len(ds)
-        fingerprint = run_fingerprint(ds, self.group_size)
+        plan = Plan.make(ds, steps, self.group_size)
         dropped_parts: list[Dataset] = []
         timings: dict[str, float] = {}
         self.model_loads: dict[str, list[int]] = {}
         self.reused: dict[str, str] = {}
-        for index, step in enumerate(steps):
-            fingerprint = step.fingerprint(fingerprint)
+        for index, (step, fingerprint) in enumerate(zip(steps, plan.fingerprints)):
             step_dir = self.work_dir / f"{index:02d}-{step.name}-{fingerprint[:16]}"
             if step_dir.is_symlink() or (step_dir.exists() and not step_dir.is_dir()):
                 raise SettingError(

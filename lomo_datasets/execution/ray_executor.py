@@ -49,7 +49,7 @@ from typing import Any
 from datasets import Dataset, DatasetInfo, Features, Value
 
 from lomo_datasets.execution.pipeline import (
-    DEFAULT_GROUP_SIZE, ROW, WORKER_SECONDS, RunResult, _join_dropped, check_group_size, map_grouped, models_loaded, run_fingerprint,
+    DEFAULT_GROUP_SIZE, ROW, WORKER_SECONDS, Plan, RunResult, _join_dropped, check_group_size, map_grouped, models_loaded,
     shard_range, with_row_index,
 )
 from lomo_datasets.core.files import sha256_file
@@ -344,12 +344,9 @@ class RayExecutor:
         first, last = shard_range(len(ds), shard, s.group_size)
         ds = ds.select(range(first, last)) if (first, last) != (0, len(ds)) else ds
         self._first = first  # the input index of ds's first row (ROW travels as a hidden column)
-        fingerprint = run_fingerprint(with_row_index(ds, first), s.group_size)
-        features = [ds.features]  # the schema before each step, then after the last
-        for step in steps:
-            fingerprint = step.fingerprint(fingerprint)
-            features.append(step.output_features(features[-1]))
-        folder = self.work_dir / f"ray-{fingerprint[:16]}"
+        plan = Plan.make(with_row_index(ds, first), steps, s.group_size)
+        features = plan.features  # the schema before each step, then after the last
+        folder = self.work_dir / f"ray-{plan.fingerprint[:16]}"
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(".part-*.tmp"):  # left by a killed writer
             stale.unlink()

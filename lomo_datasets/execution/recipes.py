@@ -28,7 +28,7 @@ from lomo_datasets.publish.card import Provenance, error_kind, yield_counts
 from lomo_datasets.formats.livecc import LiveCCExport
 from lomo_datasets.core.redact import mask_url_credentials
 from lomo_datasets.execution.pipeline import (
-    DEFAULT_GROUP_SIZE, Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard,
+    DEFAULT_GROUP_SIZE, Executor, Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard,
     take_shard,     write_failed_report,
 )
 from lomo_datasets.core.stage import Filter, SettingError
@@ -188,9 +188,9 @@ EXECUTORS = ("local", "ray")
 def make_runner(
     executor: str, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, ray_address: str | None = None,
     group_size: int = DEFAULT_GROUP_SIZE,
-) -> Any:
-    """The runner of ``executor``: ``Runner`` (this machine) or the Ray executor (a cluster),
-    both with ``run(ds, steps, shard) -> RunResult``. Checked before any work starts."""
+) -> Executor:
+    """The ``Executor`` named ``executor``: ``Runner`` (this machine) or the Ray executor (a
+    cluster). Checked before any work starts."""
     if executor == "local":
         if ray_address:
             raise SettingError("--ray-address needs --executor ray")
