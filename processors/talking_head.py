@@ -30,6 +30,7 @@ from datasets import Features
 from lomo_datasets.core import features as F
 from lomo_datasets.media import decode as media
 from lomo_datasets.models.zoo import is_embedded, resolve_model
+from lomo_datasets.core.bounds import setting
 from lomo_datasets.core.stage import SettingError, Stage, torch_dtype
 
 logger = logging.getLogger(__name__)
@@ -212,13 +213,16 @@ class TalkingHead(Stage):
     covered by ASR words (``speech_share``, ``None`` without words) when ``use_speech``.
 
     No vision-language model ships in a package, so ``--embedded`` selects ``face``.
-    ``TalkingHead(method="face")`` is a ``TalkingHeadFace`` (and ``"vlm"`` a ``TalkingHeadVLM``):
-    the same settings, with that method's default; each lists only its method's settings.
+    ``method`` picks the class that runs, through the contract's variant registry:
+    ``TalkingHead.create(method="face")`` (what recipes call) is a ``TalkingHeadFace``, ``"vlm"``
+    a ``TalkingHeadVLM``: the same settings, with that method's default; each lists only its
+    method's settings.
     A setting of the other method (a recipe default such as ``use_speech``) is ignored.
     """
 
     name = "talking_head"
     version = "1"
+    variant_setting = "method"  # "vlm": TalkingHeadVLM, "face": TalkingHeadFace (registered below)
     reads = ("video",)  # and video_start, video_end, words, content, duration when present
     start_method = "spawn"
     rows_per_batch = 8
@@ -229,8 +233,8 @@ class TalkingHead(Stage):
     num_frames: int = 8
     #: vlm: hub id or local folder of a Qwen2-VL-style model.
     model: str = "Qwen/Qwen2-VL-2B-Instruct"
-    width: int = 320
-    height: int = 180
+    width: int = setting(320, 1, 16_384, "pixels")
+    height: int = setting(180, 1, 16_384, "pixels")
     batch_size: int = 8
     question: str = QUESTION
     #: vlm: "auto" (``stage.auto_precision``), "float32", "bfloat16" or "float16".
@@ -238,23 +242,19 @@ class TalkingHead(Stage):
     #: vlm: torch CPU threads per model call (fixed: the scores depend on it).
     cpu_threads: int = 1
     #: face: smallest face height as a share of the frame height.
-    min_face_ratio: float = 0.2
+    min_face_ratio: float = setting(0.2, 0, 1, "a share of the frame height", low_open=True)
     use_speech: bool = False
-
-    def __new__(cls, *args: Any, **settings: Any) -> "TalkingHead":
-        if cls is TalkingHead:
-            cls = _BY_METHOD.get(settings.get("method", "vlm"), TalkingHead)  # unknown: validate says so
-        return super().__new__(cls)
 
     def settings(self) -> dict[str, Any]:
         own = _COMMON + _OWN.get(self.method, ())
         return {k: v for k, v in super().settings().items() if k in own}
 
     def validate(self) -> None:
-        if self.method not in _OWN or _BY_METHOD[self.method] is not type(self):
-            raise SettingError(f"talking_head.method={self.method!r}: use 'vlm' or 'face'")
-        if not isinstance(self.num_frames, int) or isinstance(self.num_frames, bool) or self.num_frames < 1:
-            raise SettingError(f"talking_head.num_frames={self.num_frames!r}: use an integer >= 1")
+        if TalkingHead.variant_class({"method": self.method}) is not type(self):  # an unknown method is refused there
+            raise SettingError(
+                f"talking_head.method={self.method!r} runs {TalkingHead.variant_class({'method': self.method}).__name__}: "
+                f"build it with TalkingHead.create(method={self.method!r}) (recipes do)"
+            )
         ignored = sorted(k for k, f in _field_defaults().items() if k not in _COMMON + _OWN[self.method] and getattr(self, k) != f)
         if ignored:  # a recipe default for the other method does not apply
             logger.info("talking_head.method=%s ignores settings %s", self.method, ignored)
@@ -269,6 +269,7 @@ def _field_defaults() -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(TalkingHead)}
 
 
+@TalkingHead.variant("vlm")
 @dataclass
 class TalkingHeadVLM(TalkingHead):
     """``TalkingHead`` with ``method="vlm"`` (the A3 scorer)."""
@@ -288,10 +289,6 @@ class TalkingHeadVLM(TalkingHead):
                 f"talking_head.model={self.model!r}: no vision-language model ships in a package; "
                 "use a hub id/folder, or the face-based scorer (talking_head.method=face)"
             )
-        for key in ("width", "height", "batch_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise SettingError(f"talking_head.{key}={value!r}: use an integer >= 1")
         if "{n}" not in self.question and "Yes" not in self.question:
             raise SettingError("talking_head.question should ask for a Yes/No answer")
 
@@ -325,6 +322,7 @@ class TalkingHeadVLM(TalkingHead):
         return {"talking_head": float(prob)}
 
 
+@TalkingHead.variant("face")
 @dataclass
 class TalkingHeadFace(TalkingHead):
     """``TalkingHead`` with ``method="face"`` (a lighter stand-in for B5's active-speaker
@@ -337,8 +335,6 @@ class TalkingHeadFace(TalkingHead):
 
     def validate(self) -> None:
         super().validate()
-        if not isinstance(self.min_face_ratio, (int, float)) or not 0 < self.min_face_ratio <= 1:
-            raise SettingError(f"talking_head.min_face_ratio={self.min_face_ratio!r}: use a share of the frame height in (0, 1]")
         face_cascade()  # a broken OpenCV install fails here, not per row
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -354,7 +350,6 @@ class TalkingHeadFace(TalkingHead):
         return {"talking_head": score, "face_share": face, "speech_share": speech}
 
 
-_BY_METHOD: dict[str, type[TalkingHead]] = {"vlm": TalkingHeadVLM, "face": TalkingHeadFace}
 
 __all__ = [
     "TalkingHead",

@@ -171,3 +171,23 @@ def test_every_recipe_step_is_a_dataclass_that_lists_its_settings():
                 build_steps(recipe, overrides={name: {"no_such_setting": 1}}, embedded=True)
     with pytest.raises(SettingError, match=r"valid settings: \['column', 'low', 'high', 'enabled'\]"):
         build_steps(recipes.get_recipe("livecc-sft"), overrides={"keep_wps": {"threshold": 1}})
+
+
+def test_a_range_declared_on_the_field_is_the_one_checked():
+    """``bounds.setting(default, low, high, what)`` declares a number setting's range on its
+    field; the contract checks it once (the name table's range for ``width`` is wider)."""
+    from lomo_datasets.core.bounds import setting
+
+    @dataclass
+    class Ranged(Stage):
+        name = "ranged"
+        width: int = setting(32, 1, 100, "pixels")
+
+        def features(self):
+            return Features({})
+
+    with pytest.raises(SettingError, match=r"ranged.width=0: use pixels from 1 to 100"):
+        Ranged(width=0)
+    with pytest.raises(SettingError, match=r"ranged.width=101: use pixels from 1 to 100"):
+        Ranged(width=101)
+    assert Ranged(width="100").width == 100  # numeric text becomes a number, as for any setting

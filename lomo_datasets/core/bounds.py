@@ -7,14 +7,15 @@ fields are the settings). From each field's declared type:
   (``nan``/``inf`` are refused, also when YAML hands them over as the strings ``'nan'`` or
   ``'1e-3'``, which become numbers here); ``str`` only text; lists and tuples at most
   ``MAX_ITEMS`` items;
-- numbers then meet the range of their name (one table, ``RANGES``: tries, retries, timeouts,
+- numbers then meet the range declared on their field (``setting(default, low, high, what)``),
+  else the range of their name (one table, ``RANGES``: tries, retries, timeouts,
   backoff, batch sizes, workers and threads, temperatures, probabilities and thresholds, counts
   of frames, beams, characters, seconds, pixels); any other number is at most ``MAX_NUMBER``.
 
 A value that fails is named with a bounded rendering (``redact.shorten``), with the range to
 use, in the ``error`` class the caller gives (the contract passes ``SettingError``; this module
 imports nothing of the contract, which imports it). A stage's own ``validate()`` checks what
-only it knows (choices, paths).
+only it knows (choices, paths), never a range again.
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ RANGES: tuple[Range, ...] = (
 )
 
 
+def setting(default: Any, low: float, high: float, what: str, low_open: bool = False) -> Any:
+    """A dataclass field for a number setting whose range is declared on it (it takes the
+    place of the name table's range), e.g. ``min_face_ratio: float = setting(0.2, 0, 1, "a share
+    of the frame height", low_open=True)``; ``check_settings`` checks it with the others."""
+    return dataclasses.field(default=default, metadata={"range": Range("", low, high, what, low_open)})
+
+
 class _Bad(ValueError):
     """A setting outside its type or range (re-raised as the caller's error class)."""
 
@@ -94,7 +102,8 @@ def check_settings(step: Any, prefix: str | None = None, ranges: bool = True, er
             continue
         value = getattr(step, f.name)
         try:
-            checked = check_value(f"{prefix}.{f.name}", f.name, value, hints.get(f.name, Any), ranges=ranges)
+            checked = check_value(f"{prefix}.{f.name}", f.name, value, hints.get(f.name, Any), ranges=ranges,
+                                  bound=f.metadata.get("range"))
         except _Bad as exc:
             raise error(str(exc)) from None
         if checked is not value:
@@ -144,9 +153,10 @@ def _kind_name(kinds: set, optional: bool) -> str:
     return " or ".join(sorted(parts)) + (" or null" if optional else "")
 
 
-def check_value(where: str, name: str, value: Any, hint: Any = Any, ranges: bool = True) -> Any:
-    """``value`` checked against ``hint`` and the range of ``name``; numeric strings for a
-    number setting become numbers. Raises ``ValueError`` saying what to use."""
+def check_value(where: str, name: str, value: Any, hint: Any = Any, ranges: bool = True, bound: Range | None = None) -> Any:
+    """``value`` checked against ``hint`` and ``bound`` (the range declared on the field, else
+    the table's range of ``name``); numeric strings for a number setting become numbers.
+    Raises ``ValueError`` saying what to use."""
     kinds, optional = _kinds(hint)
     if value is None:
         if optional or Any in kinds:
@@ -154,7 +164,7 @@ def check_value(where: str, name: str, value: Any, hint: Any = Any, ranges: bool
         raise _Bad(f"{where} must be {_kind_name(kinds, optional)}, got null")
     if Any not in kinds:
         value = _check_type(where, value, kinds, optional)
-    return _check_range(where, name, value, ranges)
+    return _check_range(where, name, value, ranges, bound)
 
 
 def _check_type(where: str, value: Any, kinds: set, optional: bool) -> Any:
@@ -209,10 +219,10 @@ def _number_text(text: str) -> float | None:
         return None
 
 
-def _check_range(where: str, name: str, value: Any, ranges: bool = True) -> Any:
-    """Finite numbers always; with ``ranges`` also within the range of ``name``."""
+def _check_range(where: str, name: str, value: Any, ranges: bool = True, bound: Range | None = None) -> Any:
+    """Finite numbers always; with ``ranges`` also within ``bound`` (else the range of ``name``)."""
     numbers = value if isinstance(value, (list, tuple)) else [value]
-    bound = range_for(name)
+    bound = bound or range_for(name)
     for number in numbers:
         if isinstance(number, bool) or not isinstance(number, (int, float)):
             continue

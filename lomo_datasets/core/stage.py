@@ -357,6 +357,10 @@ class Stage:
     #: The step takes its ``name`` as an argument from the recipe (filters: one class, many
     #: steps) instead of declaring it on the class.
     named_by_recipe: ClassVar[bool] = False
+    #: Variants: the setting whose value picks the class that runs (``"method"``); each value's
+    #: class registers itself with ``@Family.variant("value")`` (see ``variant_class``).
+    variant_setting: ClassVar[str | None] = None
+    _variants: ClassVar[dict[str, type] | None] = None
 
     #: "auto" follows the rank rule of ``resolve_device``; "cpu" or "cuda:N" pins a device.
     device: str = "auto"
@@ -379,6 +383,39 @@ class Stage:
                     f"{cls.__qualname__}.{key}: the contract owns the batch loop; write the hooks "
                     "prepare(row), run_batch(items), finish(row, result) or process_row(row) instead"
                 )
+
+    # -- variants ----------------------------------------------------------------------------
+
+    @classmethod
+    def variant(cls, value: str) -> Any:
+        """Class decorator: the decorated subclass runs when ``cls.variant_setting`` is ``value``."""
+        def register(sub: type) -> type:
+            if cls.variant_setting is None:
+                raise StageContractError(f"{cls.__qualname__} declares no variant_setting")
+            if "_variants" not in cls.__dict__ or cls._variants is None:
+                cls._variants = {}
+            cls._variants[value] = sub
+            return sub
+        return register
+
+    @classmethod
+    def variant_class(cls, settings: dict[str, Any]) -> type:
+        """The class that runs with ``settings``: the registered variant for the value of
+        ``variant_setting`` (its field default when not given); ``cls`` for a stage with none."""
+        if cls.variant_setting is None:
+            return cls
+        family = next((k for k in cls.__mro__ if "_variants" in k.__dict__ and k.__dict__["_variants"]), None)
+        registry = family._variants if family is not None else {}
+        default = next((f.default for f in dataclasses.fields(cls) if f.name == cls.variant_setting), None)
+        value = settings.get(cls.variant_setting, default)
+        if value not in registry:
+            raise SettingError(f"{cls.name}.{cls.variant_setting}={value!r}: use one of {sorted(registry)}")
+        return registry[value]
+
+    @classmethod
+    def create(cls, **settings: Any) -> "Stage":
+        """The stage for ``settings``, of the variant they pick (``TalkingHead.create(method="face")``)."""
+        return cls.variant_class(settings)(**settings)
 
     # -- construction ----------------------------------------------------------------------
 

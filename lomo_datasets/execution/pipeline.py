@@ -165,7 +165,7 @@ def build_steps(
         if getattr(step_class, "named_by_recipe", False):
             settings["name"] = name
         try:
-            step = step_class(**settings)
+            step = step_class.create(**settings)  # the variant its settings pick (talking_head.method)
         except TypeError as exc:
             raise SettingError(f"step '{name}': {shorten(str(exc), 200)}; valid settings: {valid}") from None
         check_model(step)  # a model that cannot be had fails here, before any row
