@@ -184,3 +184,22 @@ def test_a_model_call_runs_on_the_stage_threads_in_every_thread_pool():
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
+
+
+def test_a_process_keeps_at_most_max_models_and_drops_the_least_recently_used():
+    """A process that calls many stages (a notebook, a test session) holds at most
+    ``MAX_MODELS`` models; the one used last stays, and every load is counted."""
+    batch = {"x": [1.0]}
+    stages = [ToyModelStage(scale=float(k)) for k in (11, 12, 13)]
+    before = S.models_loaded()
+    for stage in stages[:2]:
+        stage(batch)
+    stages[0](batch)  # used again: now the most recent, no load
+    assert S.models_loaded() - before == 2
+    stages[2](batch)  # a third model: the least recently used (scale 12) goes
+    assert S.models_loaded() - before == 3
+    held = [key[3] for key in S._MODELS if key[1] == "ToyModelStage.load_model"]
+    assert stages[0].model_key() in held and stages[2].model_key() in held
+    assert stages[1].model_key() not in held and len(S._MODELS) <= S.MAX_MODELS
+    stages[1](batch)  # needed again: loaded again
+    assert S.models_loaded() - before == 4

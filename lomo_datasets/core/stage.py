@@ -200,8 +200,18 @@ def torch_threads(threads: int) -> Iterator[None]:
 # Per-process model cache
 # --------------------------------------------------------------------------------------------
 
-_MODELS: dict[tuple, Any] = {}
+#: Models one process keeps at once: loading another drops the least recently used (a worker
+#: runs one step at a time, and a notebook or test process that calls many stages would
+#: otherwise hold every model it ever loaded: the suite's process held ~6 GB of them).
+MAX_MODELS = 2
+_MODELS: dict[tuple, Any] = {}  # in order of last use
 _MODELS_LOCK = threading.Lock()
+_LOADS = [0]  #: models this process has loaded, ever (``models_loaded``)
+
+
+def models_loaded() -> int:
+    """How many models this process has loaded (a dropped and reloaded model counts twice)."""
+    return _LOADS[0]
 
 
 def clear_model_cache() -> None:
@@ -507,8 +517,16 @@ class Stage:
         device = self.current_device
         key = (*_model_owner(self), self.model_key(), device)
         with _MODELS_LOCK:
-            if key not in _MODELS:
+            if key in _MODELS:
+                _MODELS[key] = _MODELS.pop(key)  # the most recently used goes last
+            else:
+                while len(_MODELS) >= MAX_MODELS:
+                    dropped = next(iter(_MODELS))
+                    del _MODELS[dropped]
+                    logger.info("%s: dropping the least recently used model (%s) before loading another", self.name, dropped[1])
+                    gc.collect()
                 logger.info("%s: loading model on %s (pid %d)", self.name, device, os.getpid())
+                _LOADS[0] += 1
                 try:
                     _MODELS[key] = self.load_model(device)
                 except (SettingError, MissingDependencyError):

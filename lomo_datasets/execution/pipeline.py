@@ -443,10 +443,10 @@ def cap_workers(num_proc: int, rows: int, stage: Any = None) -> int:
 
 
 def models_loaded() -> int:
-    """How many models this process has loaded (the contract's per-process cache)."""
-    from lomo_datasets.core import stage as contract
+    """How many models this process has loaded (``core.stage.models_loaded``)."""
+    from lomo_datasets.core.stage import models_loaded as loaded
 
-    return len(contract._MODELS)
+    return loaded()
 
 
 class StepPool:
