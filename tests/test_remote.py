@@ -145,3 +145,28 @@ def test_a_missing_prefix_or_bucket_is_one_line(s3_env, bucket, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("lomo-datasets: error: --videos s3://no-such-bucket/videos/: "), lines
     assert "found no videos" in lines[0] or "no such folder" in lines[0]
     assert SECRET not in result.stderr
+
+
+def test_an_object_replaced_under_the_same_key_is_new_input(s3_env, bucket, tmp_path, test_media):
+    """The input fingerprint holds each object's size and ETag: a rerun after a video was
+    replaced in the bucket (same key, other bytes) probes again instead of reusing the rows."""
+    fs = _fs(s3_env)
+    key = f"{BUCKET}/replaced/clip.mp4"
+    fs.put_file(str(test_media.english), key)
+    argv = ["run", "probe", "--videos", f"s3://{BUCKET}/replaced/", "--out", tmp_path / "out"]
+    first = _cli(s3_env, *argv)
+    assert first.returncode == 0, first.stderr
+    assert _cli(s3_env, *argv).stdout.count("reused") >= 1  # unchanged: the probe step is reused
+    fs.put_file(str(test_media.english2), key)  # the same key, another video
+    again = _cli(s3_env, *argv)
+    assert again.returncode == 0, again.stderr
+    assert "reused" not in again.stdout, again.stdout
+    assert _rows(tmp_path / "out")[0]["duration"] == pytest.approx(_rows_of(test_media.english2, s3_env, tmp_path))
+
+
+def _rows_of(path, env, tmp_path):
+    out = tmp_path / "local-one"
+    (tmp_path / "one").mkdir(exist_ok=True)
+    shutil.copyfile(path, tmp_path / "one" / "clip.mp4")
+    assert _cli(env, "run", "probe", "--videos", tmp_path / "one", "--out", out).returncode == 0
+    return _rows(out)[0]["duration"]

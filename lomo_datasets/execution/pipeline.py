@@ -219,9 +219,22 @@ def _fingerprint_dataset(ds: Dataset) -> str:
 
 
 def file_identity(video: Any) -> list | None:
-    """``[size, mtime_ns, inode]`` of a local file (None for a URL or a missing file)."""
-    if not isinstance(video, str) or "://" in video:
+    """``[size, mtime_ns, inode]`` of a local file; ``[size, ETag or modification time]`` of an
+    object in a store read through fsspec (``s3://``: an object replaced under the same key is
+    new input); None for an http(s) link or a missing file."""
+    if not isinstance(video, str):
         return None
+    if "://" in video:
+        from lomo_datasets.media.remote import is_remote, info
+
+        if not is_remote(video):
+            return None
+        try:
+            facts = info(video)  # fsspec serves it from the listing's cache when --videos listed a prefix
+        except Exception:  # missing, or no access: the probe step says so on its row
+            return None
+        version = next((str(facts[k]) for k in ("ETag", "etag", "VersionId", "LastModified", "mtime", "updated") if facts.get(k)), None)
+        return [facts.get("size"), version]
     try:
         st = os.stat(video)
     except (OSError, ValueError):
