@@ -191,3 +191,17 @@ def test_a_range_declared_on_the_field_is_the_one_checked():
     with pytest.raises(SettingError, match=r"ranged.width=101: use pixels from 1 to 100"):
         Ranged(width=101)
     assert Ranged(width="100").width == 100  # numeric text becomes a number, as for any setting
+
+
+def test_a_setting_may_not_shadow_a_contract_method():
+    """A field named like a method the executors call on every step (``keep_rows``) would
+    replace it; the class is refused when it is defined (``language.keep`` is fine)."""
+    with pytest.raises(StageContractError, match="'keep_rows' is a method of the stage contract"):
+        @dataclass
+        class Shadow(Stage):
+            name = "shadow"
+            keep_rows: str = "en"
+
+    from lomo_datasets.processors.language import DetectLanguage
+
+    assert not DetectLanguage().drops_rows and DetectLanguage().keep == "en"

@@ -330,6 +330,10 @@ _DECLARATIONS = (
 )
 #: Methods the contract owns: a stage writes the hooks, never its own batch loop.
 _OWNED = ("process", "__call__")
+#: Contract methods and properties a setting must not shadow (a field ``keep: str`` would
+#: replace ``keep_rows``'s neighbours the executors call on every step).
+_RESERVED = ("keep_rows", "drops_rows", "maps_rows", "active", "dropped_rows", "settings", "features",
+             "output_features", "fingerprint", "variant_class", "create")
 
 
 @dataclass
@@ -386,6 +390,11 @@ class Stage:
                     f"{cls.__qualname__}.{key}: '{key}' is declared by the stage contract; an annotated "
                     f"'{key}: ... = ...' would turn it into a setting. Write '{key} = ...' (no annotation) "
                     f"or '{key}: ClassVar[...] = ...'"
+                )
+        for key in _RESERVED:
+            if key in annotations:
+                raise StageContractError(
+                    f"{cls.__qualname__}.{key}: '{key}' is a method of the stage contract; name the setting otherwise"
                 )
         for key in _OWNED:
             if key in cls.__dict__:
@@ -577,9 +586,9 @@ class Stage:
 
     # -- keeping rows: what makes a step a filter --------------------------------------------
 
-    def keep(self, batch: dict[str, list]) -> list[bool]:
+    def keep_rows(self, batch: dict[str, list]) -> list[bool]:
         """Which rows of ``batch`` (this step's output rows, not failed upstream) go on to the
-        next step. A stage keeps every row; a filter (``Filter``) is a stage whose ``keep``
+        next step. A stage keeps every row; a filter (``Filter``) is a stage whose ``keep_rows``
         says no to some: every executor sets those rows aside, annotated by ``dropped_rows``,
         and no later step runs on them."""
         return [True] * len(next(iter(batch.values()), []))
@@ -587,13 +596,13 @@ class Stage:
     @property
     def maps_rows(self) -> bool:
         """Whether the step writes anything (a column, or rows: fan-out); a filter does not,
-        so no executor runs a pass over the rows for it, only ``keep``."""
+        so no executor runs a pass over the rows for it, only ``keep_rows``."""
         return self.fan_out or bool(self.features())
 
     @property
     def drops_rows(self) -> bool:
-        """Whether this step's ``keep`` may drop rows (it overrides ``keep``)."""
-        return type(self).keep is not Stage.keep
+        """Whether this step's ``keep_rows`` may drop rows (it overrides ``keep_rows``)."""
+        return type(self).keep_rows is not Stage.keep_rows
 
     @property
     def active(self) -> bool:
@@ -851,7 +860,7 @@ class Filter(Stage):
     """A threshold filter step: keep rows whose ``column`` is in [low, high] (either bound may be
     None); the other rows go to the run's dropped rows with ``drop_reason = name``, the column,
     the row's value and the band. Recipes give ``column`` and the bounds as default settings;
-    the step's name is its recipe name. It writes no column: its hook is ``keep``."""
+    the step's name is its recipe name. It writes no column: its hook is ``keep_rows``."""
 
     named_by_recipe = True
     device: ClassVar[str] = "cpu"  # not a setting: a filter runs no model
@@ -892,7 +901,7 @@ class Filter(Stage):
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         return {}
 
-    def keep(self, batch: dict[str, list]) -> list[bool]:
+    def keep_rows(self, batch: dict[str, list]) -> list[bool]:
         return [in_band(v, self.low, self.high) for v in batch[self.column]]
 
     def dropped_rows(self, dropped: Dataset) -> Dataset:

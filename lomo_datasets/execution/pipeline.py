@@ -406,7 +406,7 @@ class Plan:
     """What every executor runs, computed once the same way: per step its fingerprint
     (chained from the input rows and the group size through every earlier step: the work dir's
     key) and the schema before it (``features[i]``; ``features[-1]`` after the last step).
-    A filter is a stage whose schema does not change and whose ``keep`` drops rows; fan-out is
+    A filter is a stage whose schema does not change and whose ``keep_rows`` drops rows; fan-out is
     a stage that writes rows."""
 
     steps: list[Stage]
@@ -715,15 +715,15 @@ class Runner:
 
 
 def split_kept(ds: Dataset, step: Stage) -> tuple[Dataset, Dataset | None]:
-    """``(kept, dropped)``: the rows of ``ds`` (a step's output) that ``step.keep`` keeps, and
+    """``(kept, dropped)``: the rows of ``ds`` (a step's output) that ``step.keep_rows`` keeps, and
     the others annotated by ``step.dropped_rows``; ``(ds, None)`` for a step that keeps every
-    row. One meaning for both executors (Ray asks ``keep`` per block)."""
+    row. One meaning for both executors (Ray asks ``keep_rows`` per block)."""
     if not step.drops_rows:
         return ds, None
     step.check_input(ds.column_names)
     mask: list[bool] = []
     for batch in ds.select_columns(list(step.input_columns())).iter(batch_size=1024):
-        mask.extend(step.keep(batch))
+        mask.extend(step.keep_rows(batch))
     kept = ds.select([i for i, k in enumerate(mask) if k])
     dropped = ds.select([i for i, k in enumerate(mask) if not k])
     return kept, step.dropped_rows(dropped)

@@ -14,7 +14,7 @@ How steps map to Ray Data:
   Without a GPU the actor's copy of the stage is pinned to ``cpu`` (an actor that asked for no
   GPU would otherwise see every GPU of its node);
 - a stage without a model runs as Ray tasks;
-- a filter (a stage whose ``keep`` drops rows) marks the rows it drops instead of removing them: later steps pass marked rows
+- a filter (a stage whose ``keep_rows`` drops rows) marks the rows it drops instead of removing them: later steps pass marked rows
   through without running on them, and the rows come back to the driver for the card and
   ``dropped.jsonl`` (Ray Data has no side output; its ``filter`` would lose them).
 
@@ -182,7 +182,7 @@ class StageOp:
         rows = len(out[ROW])
         if self.stage.drops_rows:  # the rows it does not keep are marked with this step's index
             live = [i for i, state in enumerate(out[DROPPED]) if state == KEPT]
-            keep = self.stage.keep({k: [out[k][i] for i in live] for k in self.stage.input_columns()})
+            keep = self.stage.keep_rows({k: [out[k][i] for i in live] for k in self.stage.input_columns()})
             for i, kept in zip(live, keep):
                 if not kept:
                     out[DROPPED][i] = self.index

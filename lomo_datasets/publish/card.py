@@ -62,7 +62,7 @@ class StepInfo:
 
     @classmethod
     def from_step(cls, step: Any) -> "StepInfo":
-        """From a built recipe step (a ``Stage``; a filter is one whose ``keep`` drops rows)."""
+        """From a built recipe step (a ``Stage``; a filter is one whose ``keep_rows`` drops rows)."""
         settings = step.settings() if hasattr(step, "settings") else {}
         settings = {k: _card_value(v) for k, v in settings.items()}
         models = {
