@@ -57,6 +57,27 @@ def test_lexical_checks_flag_planted_duplicates_and_invented_facts_and_nothing_c
     assert svqa["window"] == [10.77, 12.33] and svqa["question"].startswith("From 10.77 seconds to 12.33 seconds")
 
 
+def test_absurd_distractors_are_caught_without_an_llm(fixture):
+    """Every distractor replaced by an absurd sentence: the lexical check sees that no wrong
+    option shares a word with the video while the key does (the embedded blind answerer cannot:
+    it answers the first shown option). It fires on none of the clean items."""
+    data, videos, clean = fixture
+    absurd = P.plant(videos, "absurd_distractors", clean)
+    items = [q["question_id"] for v in absurd for q in v.questions]
+    got = A.audit(absurd).flags_by_item()
+    caught = [qid for qid in items if "off_topic_distractors" in {f.reason for f in got.get(qid, [])}]
+    assert len(items) >= 10 and len(caught) >= 0.9 * len(items), (len(caught), len(items), sorted(set(items) - set(caught)))
+    assert not [f for f in A.audit(videos).flags if f.reason == "off_topic_distractors"]
+    # short distractors a video need not mention ("Sushi", "Swimming competition") are not judged
+    item = {"question_id": "q", "task": "GVQA", "question": "What is cooked?", "answer": "A",
+            "options": ["A: Pasta with tomato", "B: Sushi", "C: Cookies", "D: Bread"]}
+    video = A.Video("v", [item], transcript="We cook pasta with tomato sauce today.")
+    assert not A.off_topic_distractors(item, video)
+    far = {**item, "options": ["A: Pasta with tomato", "B: A purple elephant plays violin", "C: Penguins file tax returns",
+                               "D: Submarines park on bakery roofs"]}
+    assert A.off_topic_distractors(far, video)
+
+
 @pytest.mark.slow
 def test_embedded_verifier_catches_a_wrong_key_and_a_moved_window_and_a_letter_habit_scores_nothing(fixture):
     """The embedded 1.5B on CTranslate2 int8 (the files of ``run --embedded``)."""
@@ -76,9 +97,9 @@ def test_embedded_verifier_catches_a_wrong_key_and_a_moved_window_and_a_letter_h
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="measured (benchmarks/bench_audit.py --planted): the embedded 1.5B answers the first shown "
-                          "option in every rotation when blind, so absurd distractors go unseen, and it confirms only "
-                          "some clean keys; a stronger model (--llm model=...) is needed for the goal",
+@pytest.mark.xfail(reason="measured (benchmarks/bench_audit.py --planted): absurd distractors are caught (the lexical "
+                          "off_topic_distractors check), but the embedded 1.5B confirms only some clean keys, so clean "
+                          "items get unverified_key; a stronger model (--llm model=...) is needed for the goal",
                    raises=AssertionError, strict=False)
 def test_embedded_models_meet_the_goal_absurd_distractors_caught_and_clean_items_unflagged(fixture):
     data, videos, clean = fixture
@@ -87,6 +108,6 @@ def test_embedded_models_meet_the_goal_absurd_distractors_caught_and_clean_items
     generate = A.llm_answerer(A.blind_settings({"cpu_threads": 2}, embedded=True), "cpu")
     absurd = P.plant(video, "absurd_distractors", {"football_highlights_02"})
     got = A.audit(absurd, A.blind_answers(absurd[0].questions, generate)).flags_by_item()
-    assert "blind_answerable" in {f.reason for f in got.get("football_highlights_02~absurd_distractors", [])}
+    assert "off_topic_distractors" in {f.reason for f in got.get("football_highlights_02~absurd_distractors", [])}
     flags = A.audit(video, A.blind_answers(video[0].questions, generate), verified=A.verify_answers(video, generate)).flags_by_item()
     assert not mine & set(flags)

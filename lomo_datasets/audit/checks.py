@@ -73,6 +73,8 @@ REASONS = {
     "blind_answerable": "the blind answerer picked the key from the question and options alone, in every rotation of the options",
     "unverified_key": "the answer-key verifier, given the evidence the item was made from, did not pick the key in every rotation",
     "unsupported": "a name, number or colour in the correct option appears nowhere in the transcript or title",
+    "off_topic_distractors": "every wrong option is a phrase of 3+ words that shares no word with the video's texts, while "
+                             "the correct option does: the item gives its key away without the video",
     "answer_in_question": "the question text contains the correct option (and no other)",
     "answer_longest": f"the correct option is over {LONGEST_MARGIN:g}x longer than every other",
     "duplicate_options": "two options are (nearly) the same",
@@ -404,6 +406,8 @@ def item_flags(item: Item, video: Video) -> list[Flag]:
             flags.append(Flag(qid, "answer_longest", f"{answer_letter(item)} is the longest option"))
         for a, b in near_duplicate_options(item):
             flags.append(Flag(qid, "duplicate_options", f"{a} ~ {b}"))
+        if off_topic_distractors(item, video):
+            flags.append(Flag(qid, "off_topic_distractors", f"no wrong option shares a word with the video; {answer_letter(item)} does"))
         if video.transcript.strip() and not str(item.get("task")).startswith("VTG"):  # VTG keys are times
             missing = unsupported_facts(options.get(answer_letter(item), ""), video.transcript, str(item.get("question") or ""))
             if missing:
@@ -452,6 +456,43 @@ def key_facts(text: str, names: bool = True) -> list[str]:
 
 
 _ASKS_NAME = re.compile(r"\b(name|named|called|who|whom|whose|team|brand|city|country)\b", re.I)
+
+
+#: Words that say nothing about a video's content (for ``off_topic_distractors``).
+_FUNCTION_WORDS = frozenset(
+    "the and for with from are was were been its this that these those she they you his her their our your what "
+    "which who whom how when where why does did has have had not yes into over under about after before then than "
+    "there here very just also only can will would could should may might some any all each other more most one two".split()
+)
+_CONTENT = re.compile(r"[^\W\d_]{3,}")
+#: A distractor is judged only when it says this much (short noun phrases such as "Sushi" or
+#: "Swimming competition" are ordinary distractors a video need not mention).
+OFF_TOPIC_MIN_WORDS = 3
+
+
+def _content_words(text: str) -> set[str]:
+    return {w.lower() for w in _CONTENT.findall(text or "")} - _FUNCTION_WORDS
+
+
+def off_topic_distractors(item: Item, video: Video, min_words: int = OFF_TOPIC_MIN_WORDS) -> bool:
+    """True when the correct option shares a content word with the video's texts (transcript,
+    summary, subtitle lines, the question) and every other option is a phrase of
+    ``min_words``+ content words that shares none: the options alone give the key away (the
+    planted "absurd distractors"; a blind answerer with a letter habit cannot see it). Measured on
+    the person-checked items of tests/fixtures/audit_items.json and the demo's: no clean item
+    flagged (with ``min_words=2``: 1 of 20 each), 18 of 20 planted items caught."""
+    if not is_multiple_choice(item) or str(item.get("task")).startswith("VTG"):
+        return False
+    options = parse_options(item)
+    key = answer_letter(item)
+    if key not in options or len(options) < 2:
+        return False
+    vocabulary = _content_words(" ".join([video.transcript, video.summary, str(item.get("question") or ""),
+                                          *(t for _, _, t in video.lines)]))
+    if not _content_words(options[key]) & vocabulary:
+        return False
+    others = [_content_words(text) for letter, text in options.items() if letter != key]
+    return all(len(words) >= min_words and not words & vocabulary for words in others)
 
 
 def title_case(text: str) -> bool:

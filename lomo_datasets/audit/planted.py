@@ -10,7 +10,8 @@ Kinds (``KINDS``: the kind -> the flag that should catch it):
 - ``near_duplicate``: a distractor replaced by the key said twice (``"Press box press box"``)
   -> ``duplicate_options``;
 - ``absurd_distractors``: every distractor replaced by an absurd sentence, so the question and
-  options alone give the key away -> ``blind_answerable``.
+  options alone give the key away -> ``off_topic_distractors`` (a lexical check; a blind
+  answerer that sees it adds ``blind_answerable``).
 
 Every planted copy lives in a copy of its video (``<video_id>~<kind>``, the item id
 ``<question_id>~<kind>``), so the video's evidence (summary, subtitle lines) stays the same.
@@ -30,7 +31,7 @@ KINDS = {
     "wrong_key": "unverified_key",
     "moved_window": "unverified_key",
     "near_duplicate": "duplicate_options",
-    "absurd_distractors": "blind_answerable",
+    "absurd_distractors": "off_topic_distractors",
 }
 
 ABSURD = (
