@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 from datasets import Features
 
 from lomo_datasets.core import features as F
-from lomo_datasets.llm.stage import EMBEDDED_LLM, LLM_LIBRARIES, LLMSettings, make_backend
+from lomo_datasets.llm.stage import EMBEDDED_LLM, LLMSettings, backend_library, make_backend
 from lomo_datasets.models.zoo import embedded_kind, resolve_model
 from lomo_datasets.processors import llm_translate
 from lomo_datasets.core.stage import Ready, SettingError, Stage, auto_precision, split_device
@@ -321,7 +321,7 @@ class TranslateToEnglish(Translate):
 
     def model_library(self) -> str | None:
         if self.uses_llm:
-            return LLM_LIBRARIES.get(self.llm_backend)
+            return backend_library(self.llm_backend)
         return super().model_library()
 
     def load_model(self, device: str) -> Any:

@@ -13,8 +13,9 @@ RUNNER = {"lomo_datasets.execution.pipeline", "lomo_datasets.execution.recipes",
 
 
 def import_graph() -> dict[str, set[str]]:
-    modules = {".".join([pkg, *path.relative_to(folder).with_suffix("").parts]): path
-               for pkg, folder in PACKAGES.items() for path in folder.rglob("*.py") if path.stem != "__init__"}
+    # a package's __init__.py is the package (lomo_datasets.llm.backends)
+    modules = {".".join([pkg, *(path.relative_to(folder).parent.parts if path.stem == "__init__" else path.relative_to(folder).with_suffix("").parts)]): path
+               for pkg, folder in PACKAGES.items() for path in folder.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets = set()
@@ -58,3 +59,15 @@ def test_stages_never_import_the_runner():
     assert {m: sorted(graph[m] & RUNNER) for m in stages if graph[m] & RUNNER} == {}
     for core in ("lomo_datasets.core.stage", "lomo_datasets.llm.stage", "lomo_datasets.llm.backends", "lomo_datasets.publish.card"):
         assert not graph[core] & RUNNER, core
+
+
+def test_every_subpackage_is_installed_by_setup_cfg():
+    """`pip install .` (not editable) installs only the packages setup.cfg lists."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    listed = set(config["options"]["packages"].split())
+    folders = {".".join(["lomo_datasets", *p.parent.relative_to(ROOT / "lomo_datasets").parts])
+               for p in (ROOT / "lomo_datasets").rglob("__init__.py")}
+    assert folders - listed == set()

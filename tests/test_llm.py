@@ -8,6 +8,7 @@ with JSON chosen per prompt, can fail with 503 a number of times, and records ev
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import json
 import threading
@@ -360,3 +361,87 @@ def test_unreachable_server_is_an_item_error_not_a_hang():
                                        max_tries=2, http_retries=1, backoff=0.01, timeout=5))
     (res,) = backend.generate_json([[{"role": "user", "content": "x"}]], TASK)
     assert isinstance(res, LLMOutputError) and "2 tries" in str(res)
+
+
+# --------------------------------------------------------------------------------------------
+# The backend registry
+# --------------------------------------------------------------------------------------------
+
+
+def test_builtin_backends_are_registered_as_before():
+    from lomo_datasets.llm import backends
+
+    assert backends.backend_names() == llm.BACKENDS == ("transformers", "ctranslate2", "openai")
+    assert llm.LLM_LIBRARIES == {"transformers": "torch", "ctranslate2": "ctranslate2"}
+    assert backends.backend_class("openai") is llm.OpenAIBackend and backends.backend_class("nope") is None
+    assert [backends.backend_class(n).remote for n in llm.BACKENDS] == [False, False, True]
+    with pytest.raises(SettingError, match=r"use one of \('transformers', 'ctranslate2', 'openai'\)"):
+        LLMSettings(backend="vllm-magic").validate()
+    with pytest.raises(ValueError, match="'openai' is taken"):
+        @backends.register_backend
+        class Impostor(backends.Backend):
+            name = "openai"
+
+
+def test_a_backend_defined_elsewhere_runs_an_llm_stage():
+    """A backend is one class: registered by its decorator, it is a valid ``backend`` setting
+    (and listed in the unknown-backend error), its own setting check runs, and an LLM stage runs on
+    it; unregistered, the registry is as before."""
+    from datasets import Dataset, Features, Value
+
+    from lomo_datasets.core.stage import apply_stage, release_models
+    from lomo_datasets.llm import backends
+    from lomo_datasets.llm.stage import Completion, LLMStage
+
+    before = backends.backend_names()
+
+    @backends.register_backend
+    class EchoBackend(backends.Backend):
+        """Answers every request with the same valid JSON, without a model."""
+
+        name = "test-echo"
+        modules = {}
+        library = None
+        remote = True
+        calls: list = []
+
+        @classmethod
+        def check_settings(cls, settings, prefix):
+            if settings.model != "echo-model":
+                raise SettingError(f"{prefix}.model={settings.model!r}: the echo backend takes echo-model")
+
+        def generate(self, messages_list, task, sample=0):
+            self.calls.append([m[-1]["content"] for m in messages_list])
+            return [Completion('{"word": "echo"}', True) for _ in messages_list]
+
+    @dataclasses.dataclass
+    class Echo(LLMStage):
+        name = "echo_step"
+
+        def features(self):
+            return Features({"word": Value("string")})
+
+        def requests(self, row):
+            schema = {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}
+            return {"word": ([{"role": "user", "content": f"say {row['text']}"}], TaskSpec("echo", schema))}
+
+        def finish(self, row, answers):
+            return {"word": answers["word"]["word"]}
+
+    try:
+        assert backends.backend_names() == (*before, "test-echo")
+        with pytest.raises(SettingError, match="test-echo"):  # listed among the choices
+            LLMSettings(backend="vllm-magic").validate()
+        with pytest.raises(SettingError, match="the echo backend takes echo-model"):
+            Echo(backend="test-echo", model="other")
+        stage = Echo(backend="test-echo", model="echo-model", device="cpu")
+        assert stage.model_is_remote and stage.model_library() is None
+        out = apply_stage(Dataset.from_list([{"video_id": "a", "text": "hello", "errors": []}]), stage)
+        assert out["word"] == ["echo"] and out["errors"] == [[]]
+        assert EchoBackend.calls == [["say hello"]] and isinstance(stage.llm, EchoBackend)
+        release_models(stage)
+    finally:
+        backends.unregister_backend("test-echo")
+    assert backends.backend_names() == before and backends.backend_class("test-echo") is None
+    with pytest.raises(SettingError, match="backend"):
+        Echo(backend="test-echo", model="echo-model")

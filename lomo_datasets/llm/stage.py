@@ -38,6 +38,9 @@ from lomo_datasets.llm.backends import (  # noqa: F401  (the LLM layer's public 
     OpenAIBackend,
     TaskSpec,
     TransformersBackend,
+    backend_class,
+    backend_library,
+    backend_names,
     chat_text,
     make_backend,
     parse_output,
@@ -72,15 +75,11 @@ class LLMStage(Stage, LLMSettings):
 
     def check_requirements(self) -> None:
         super().check_requirements()
-        needs = {
-            "transformers": ("torch", "transformers", "xgrammar"),
-            "ctranslate2": ("ctranslate2", "transformers"),
-            "openai": ("httpx",),
-        }
-        for module in needs.get(self.backend, ()):
+        backend = backend_class(self.backend)  # None for an unknown name: validate() says so
+        for module, extra in (backend.modules if backend is not None else {}).items():
             if importlib.util.find_spec(module) is None:
                 raise MissingDependencyError(
-                    f"stage '{self.name}' with backend={self.backend} needs '{module}': pip install 'lomo-datasets[llm]'"
+                    f"stage '{self.name}' with backend={self.backend} needs '{module}': pip install 'lomo-datasets[{extra}]'"
                 )
 
     def llm_settings(self) -> LLMSettings:
@@ -93,15 +92,17 @@ class LLMStage(Stage, LLMSettings):
         return tuple(sorted((k, repr(getattr(self, k))) for k in _LLM_FIELDS))
 
     def model_library(self) -> str | None:
-        return LLM_LIBRARIES.get(self.backend)
+        return backend_library(self.backend)
 
     def load_model(self, device: str) -> Backend:
         return make_backend(self.llm_settings(), device)
 
     @property
     def model_is_remote(self) -> bool:
-        """With ``backend=openai`` the model is the server's: nothing to find locally."""
-        return self.backend == "openai"
+        """With a server backend (``backend=openai``) the model is the server's: nothing to find
+        locally."""
+        backend = backend_class(self.backend)
+        return backend is not None and backend.remote
 
     @property
     def llm(self) -> Backend:
