@@ -281,10 +281,11 @@ class TranslateToEnglish(Translate):
     """The LoMo recipe's translate step: rows whose speech is already English (``language``
     starts with ``target_language``) are copied to ``segments_en`` without loading a model;
     the other rows are translated by ``Translate`` (a CTranslate2 m2m100/NLLB model, the
-    production default), or, when ``model`` is an instruct LLM in GGUF form
-    (``embedded:qwen2.5-coder-1.5b``, what ``--embedded`` sets, or a ``.gguf`` file), by that
-    LLM line for line under a JSON schema (``processors/llm_translate.py``; ``llm_backend``,
-    ``lines_per_request`` and ``max_tries`` apply there). With ``model="none"`` non-English
+    production default), or by an instruct LLM line for line under a JSON schema
+    (``processors/llm_translate.py``; ``llm_backend``, ``llm_base_url``, ``lines_per_request`` and
+    ``max_tries`` apply there): ``engine`` says which, explicitly (``mt``, ``llm``) or by the
+    model (``auto``: a GGUF model such as ``embedded:qwen2.5-coder-1.5b``, what ``--embedded``
+    sets, or a ``.gguf`` file, is an LLM). With ``model="none"`` non-English
     rows get an error that says which model setting to give, and the run goes on."""
 
     embedded_setting: ClassVar[str | None] = "model"
@@ -292,15 +293,27 @@ class TranslateToEnglish(Translate):
     embedded_settings: ClassVar[dict[str, Any]] = {"max_tries": 4}  # as the LLM steps' (llm.LLMStage)
     kept_on_error: ClassVar[tuple[str, ...]] = ("generation",)
 
+    #: What translates: "mt" (a CTranslate2 translation model), "llm" (an instruct LLM through
+    #: ``llm_backend``: a GGUF file, or a server's model with ``llm_backend=openai`` and
+    #: ``llm_base_url``), or "auto": "llm" for a GGUF model (``embedded:qwen2.5-coder-1.5b``,
+    #: ``*.gguf``), else "mt".
+    engine: str = "auto"
     llm_backend: str = "ctranslate2"
+    llm_base_url: str | None = None
+    llm_api_key_env: str = "OPENAI_API_KEY"
     lines_per_request: int = 12
     max_tries: int = 3
 
     @property
     def uses_llm(self) -> bool:
+        if self.engine != "auto":
+            return self.engine == "llm"
         return embedded_kind(self.model) == "gguf" or str(self.model).endswith(".gguf")
 
     def validate(self) -> None:
+        if self.engine not in ("auto", "mt", "llm"):
+            raise SettingError(f"translate.engine={self.engine!r}: use auto (an LLM for a GGUF model, else a translation "
+                               "model), mt (a CTranslate2 translation model) or llm (an instruct LLM via llm_backend)")
         super().validate()
         if not isinstance(self.lines_per_request, int) or self.lines_per_request < 1:
             raise SettingError(f"translate.lines_per_request={self.lines_per_request!r}: use an integer >= 1")
@@ -312,9 +325,17 @@ class TranslateToEnglish(Translate):
                 "languages get an error (give --set translate.model=<CTranslate2 folder> or embedded:qwen2.5-coder-1.5b)"
             )
 
+    @property
+    def model_is_remote(self) -> bool:
+        """An LLM behind a server (``llm_backend=openai``): no local model to check."""
+        from lomo_datasets.llm.backends import backend_class
+
+        return self.uses_llm and bool(getattr(backend_class(self.llm_backend), "remote", False))
+
     def llm_settings(self) -> LLMSettings:
         return LLMSettings(backend=self.llm_backend, model=self.model, max_tries=self.max_tries,
-                           cpu_threads=self.cpu_threads, batch_size=self.batch_size)
+                           cpu_threads=self.cpu_threads, batch_size=self.batch_size,
+                           base_url=self.llm_base_url, api_key_env=self.llm_api_key_env)
 
     def model_key(self) -> tuple:
         return (*super().model_key(), self.llm_backend, self.max_tries, self.batch_size) if self.uses_llm else super().model_key()

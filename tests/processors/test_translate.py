@@ -237,3 +237,33 @@ def test_llm_translation_degrades_chunk_to_halves_to_lines_with_a_real_model(cap
         levels = {e["event"]: e["count"] for e in out["generation"]}
         assert levels["chunk"] == 0 and levels["half"] + levels["line"] >= 2 and levels["refused_replies"] >= 1
         assert [(s["start"], s["end"]) for s in out["segments_en"]] == [(s["start"], s["end"]) for s in lines]
+
+
+def test_engine_llm_translates_through_an_openai_compatible_server():
+    """``engine=llm`` with ``llm_backend=openai``: the lines go to a server's model (no local
+    file to check); ``engine`` is explicit, not guessed from the model name."""
+    import json
+
+    from lomo_datasets.core.stage import SettingError
+    from lomo_datasets.models.check import check_model
+    from processors.translate import TranslateToEnglish
+    from tests.test_llm import ChatServer
+
+    def reply(body):
+        text = body["messages"][-1]["content"]
+        lines = [SOURCE_8.index(s) for s in SOURCE_8 if s in text]
+        return 200, json.dumps({"lines": [ALIGNED_8[i] for i in lines]}), "stop"
+
+    with ChatServer(reply) as server:
+        stage = TranslateToEnglish(model="qwen-server", engine="llm", llm_backend="openai", llm_base_url=server.url)
+        assert stage.uses_llm and stage.model_is_remote
+        check_model(stage)  # the server's model: nothing to find on disk or in the hub cache
+        row = {"language": "zh", "segments": [{"start": float(i), "end": i + 1.0, "text": t} for i, t in enumerate(SOURCE_8)]}
+        out = stage({k: [v] for k, v in row.items()})
+    assert [s["text"] for s in out["segments_en"][0]] == ALIGNED_8 and out["errors"] == [[]]
+    assert [s["start"] for s in out["segments_en"][0]] == [float(i) for i in range(8)]
+    assert server.requests and server.requests[0]["body"]["model"] == "qwen-server"
+    # auto keeps the old rule (a GGUF model is an LLM, another a translation model)
+    assert not TranslateToEnglish(model="some/ct2-folder").uses_llm
+    with pytest.raises(SettingError, match="translate.engine='nmt': use auto"):
+        TranslateToEnglish(model="x", engine="nmt")
