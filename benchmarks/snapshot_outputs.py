@@ -42,14 +42,27 @@ RUNS = {
 NOT_COMPARED = ("README.md", "stats.png")
 
 
-def published(folder: Path) -> dict[str, str]:
+def published(folder: Path, work: Path, root: str | None = None) -> dict[str, str]:
+    """SHA-256 per published file. Rows hold the videos' paths, which sit under ``work`` (a
+    folder per snapshot), so ``work`` is written as ``<WORK>`` first: Parquet files are compared
+    by their schema and rows (as JSON), text files by their text; shard names (a digest of the
+    bytes) by their place."""
+    import pyarrow.parquet as pq
+
     out = {}
+    root = root or str(work.resolve())
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
-        if not path.is_file() or any(part.startswith(".lomo") for part in rel.parts):
+        if not path.is_file() or any(part.startswith(".lomo") for part in rel.parts) or path.name in NOT_COMPARED:
             continue
-        if path.name not in NOT_COMPARED:
-            out[rel.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            data = json.dumps({"schema": str(table.schema), "rows": table.to_pylist()}, sort_keys=True, default=str)
+            name = rel.parent.as_posix() + "/" + path.name.split("-of-")[0] + "-of-" + path.name.split("-of-")[1].split("-")[0]
+        else:
+            data, name = path.read_bytes().decode("utf-8", "replace"), rel.as_posix()
+        data = data.replace(root, "<WORK>").replace(root.replace("/", "\\/"), "<WORK>")  # also as JSON escapes it
+        out[name] = hashlib.sha256(data.encode()).hexdigest()
     return out
 
 
@@ -69,9 +82,17 @@ def main() -> int:
     parser.add_argument("--runs", default=",".join(RUNS))
     parser.add_argument("--work", default=None, help="folder for the videos and outputs (default: a temp folder)")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
+    parser.add_argument("--rehash", action="store_true", help="hash the outputs already under --work (no run)")
+    parser.add_argument("--root", help="with --rehash: the folder the outputs were made in (default --work)")
     args = parser.parse_args()
     if args.compare:
         return compare(*args.compare)
+    if args.rehash:
+        work = Path(args.work)
+        snapshot = {key: published(work / key.replace("/", "-"), work, args.root) for key in args.runs.split(",") if (work / key.replace("/", "-")).exists()}
+        Path(args.json).write_text(json.dumps(snapshot, indent=1, sort_keys=True))
+        print(f"wrote {args.json}")
+        return 0
     from lomo_datasets.media.samples import SAMPLES, make_samples
 
     work = Path(args.work or tempfile.mkdtemp(prefix="lomo-snapshot-"))
@@ -100,7 +121,7 @@ def main() -> int:
         seconds = time.perf_counter() - started
         tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
         print(f"{key}: exit {done.returncode} in {seconds:.0f}s: {' | '.join(tail)[-300:]}", flush=True)
-        snapshot[key] = published(out) if out.exists() else {}
+        snapshot[key] = published(out, work) if out.exists() else {}
         snapshot[key]["<exit>"] = str(done.returncode)
     if args.json:
         Path(args.json).write_text(json.dumps(snapshot, indent=1, sort_keys=True))

@@ -332,6 +332,13 @@ def run_recipe(
     config_dict = config if isinstance(config, dict) else load_config(config)
     override_dict = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
     shard_spec = parse_shard(shard)
+    for flag, value in (("--out", out), ("--work-dir", work_dir)):
+        if value is not None and "://" in str(value):  # Path() would make a local folder named "s3:"
+            raise SettingError(
+                f"{flag} {mask_url_credentials(str(value))}: only a local or shared-filesystem path is supported "
+                "(videos may be in object storage: --videos s3://...); on a cluster give every node the same "
+                "shared path (NFS, a mounted bucket)"
+            )
     out = Path(out)
     work = Path(work_dir or out / ".lomo-work")
     runner = make_runner(executor, work, num_proc=num_proc, chunk_size=chunk_size, ray_address=ray_address, group_size=group_size)
