@@ -23,6 +23,38 @@ cores may be shared with other work, so a ratio only means what it says at the l
 Usage::
 
     python benchmarks/bench_scale.py [--rows 32] [--llm-rows 8] [--configs asr-1p-1t,asr-2p-1t,...]
+
+Driver memory (``--driver-memory``): does the driver's memory stay flat as the rows grow? A
+cheap step, the ``probe`` recipe (PyAV reads each file's packets; no model), runs through the
+real command line (``lomo-datasets -q run probe --videos LIST --out OUT [--executor ray]``)
+over ``--rows`` rows (a comma list, default ``1000,10000``), each row its own copy of one tiny
+video (0.4 s, 32x32; ingest keeps one row per inode, so hard links would be one row):
+
+- ``cheap-local``: the local runner, ``--num-proc 1`` (the step runs in the driver process);
+- ``cheap-local-2p``: the local runner, ``--num-proc 2`` (the driver only coordinates);
+- ``cheap-ray``: ``--executor ray --ray-address local`` (a Ray instance of its own, started by
+  the run, never one that ``ray start`` left running), ``--num-proc 1``.
+
+``--group-size N`` passes the run's ``--group-size`` (default 16; under Ray a block is one
+group, so it sets the number of blocks). Each (config, rows) runs in a process of its own.
+"peak RSS MB" is that process's ``ru_maxrss`` (``RUSAGE_SELF``: the driver alone, not its
+workers, not Ray's raylet, GCS or workers); "anon MB" is the peak of its anonymous memory
+(``RssAnon``, sampled every 20 ms: the heap, without the mapped files and shared object-store
+pages that ``ru_maxrss`` also counts); "start MB" is the RSS after importing the command line,
+before the run; "anon peak in" is the phase where the anonymous memory peaked: ``ingest``,
+``build steps``, ``run`` (the runner's run; under Ray split into ``ray start``, ``stream``:
+``_stream``, with ``stream: from_arrow`` (the input blocks handed to Ray) and
+``stream: execute`` (Ray Data running the steps, ``take_all``), and ``assemble``: the part
+files read back), ``publish`` (masking, accounting, writing the folder), ``summary`` and
+``other`` (the rest). The stderr line of each run gives every phase's peak. "run s" is the
+runner's ``run`` ("(Ray up)": the part of it Ray took to start), "rows/s" the rows over it,
+"wall s" the whole command; the load average (1 minute) is taken before and after each run. A
+last line per config gives the growth of peak RSS per 1000 rows between the smallest and the
+largest count. ``--rows`` of 1000 or more (or a comma list) with the default configs selects
+this mode too. Usage::
+
+    python benchmarks/bench_scale.py --driver-memory [--rows 1000,10000,100000] [--configs cheap-local,cheap-ray]
+    python benchmarks/bench_scale.py --rows 10000      # the same mode, 10000 rows, cheap-local and cheap-ray
 """
 
 from __future__ import annotations
@@ -36,6 +68,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 WORDS = (
     "red", "green", "blue", "small", "large", "quiet", "bright", "early", "late", "warm",
@@ -55,6 +88,14 @@ CONFIGS = {
     "ray-2": {"executor": "ray", "num_proc": 2, "cpu_threads": 1},
 }
 DEFAULT_CONFIGS = "asr-1p-1t,asr-1p-2t,asr-2p-1t,llm-1p-1t,llm-1p-2t,llm-2p-1t"
+#: ``--driver-memory``: the probe recipe through the command line, by executor.
+CHEAP_CONFIGS = {
+    "cheap-local": {"executor": "local", "num_proc": 1},
+    "cheap-local-2p": {"executor": "local", "num_proc": 2},
+    "cheap-ray": {"executor": "ray", "num_proc": 1},
+}
+DEFAULT_CHEAP_CONFIGS = "cheap-local,cheap-ray"
+DEFAULT_CHEAP_ROWS = "1000,10000"
 #: The ASR configs' groups: small enough that 2 processes share the rows evenly.
 ASR_GROUP = 4
 
@@ -140,9 +181,224 @@ def run_one(name: str, listing: Path, work: Path, llm_input: Path | None, llm_gr
     }
 
 
+# --------------------------------------------------------------------------------------------
+# --driver-memory: the driver's memory as the rows grow
+# --------------------------------------------------------------------------------------------
+
+
+def make_cheap_rows(folder: Path, rows: int) -> Path:
+    """A text file listing ``rows`` copies of one tiny video, each a file of its own (ingest
+    keeps one row per device and inode: hard links of one file would be one row)."""
+    import shutil
+
+    from lomo_datasets.media.samples import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    seed = folder / "seed.mp4"
+    if not seed.exists():
+        write_video(folder / "seed.partial.mp4", duration=0.4, size=(32, 32), fps=5)
+        os.replace(folder / "seed.partial.mp4", seed)
+    files = folder / "files"
+    files.mkdir(exist_ok=True)
+    paths = []
+    for i in range(rows):
+        path = files / f"v{i:07d}.mp4"
+        if not path.exists():
+            shutil.copyfile(seed, path)
+        paths.append(str(path))
+    listing = folder / f"videos-{rows}.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    return listing
+
+
+def _memory() -> tuple[int, int]:
+    """(RSS, anonymous RSS) of this process in bytes, from /proc/self/status."""
+    rss = anon = 0
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("RssAnon:"):
+                anon = int(line.split()[1]) * 1024
+    return rss, anon
+
+
+class _Phases:
+    """Which phase of the run this process is in (by wrapping the functions that make them),
+    and the peak anonymous memory and the seconds of each, sampled by a thread."""
+
+    def __init__(self, interval: float = 0.02):
+        import threading
+
+        self.stack = ["other"]  # outside the wrapped phases: argument parsing, building steps, printing
+        self.peak: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.note()
+            self._stop.wait(self.interval)
+
+    def note(self) -> None:
+        phase = self.stack[-1]
+        self.peak[phase] = max(self.peak.get(phase, 0), _memory()[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.note()
+
+    def wrap(self, owner: Any, attr: str, phase: str) -> None:
+        """Count the calls of ``owner.attr`` as ``phase`` (a name the code no longer has is
+        skipped: the phase is then part of the one around it)."""
+        original = getattr(owner, attr, None)
+        if original is None:
+            print(f"bench_scale: {getattr(owner, '__name__', owner)}.{attr} not found; phase {phase!r} not measured",
+                  file=sys.stderr)
+            return
+        phases = self
+
+        def wrapped(*args, **kwargs):
+            phases.note()
+            phases.stack.append(phase)
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                phases.seconds[phase] = phases.seconds.get(phase, 0.0) + time.perf_counter() - started
+                phases.note()
+                phases.stack.pop()
+
+        setattr(owner, attr, wrapped)
+
+
+def run_cheap(name: str, listing: Path, work: Path, group_size: int | None = None) -> dict:
+    """One ``--driver-memory`` configuration, in this process: the probe recipe through the
+    command line; returns the driver's memory and times."""
+    import contextlib
+    import importlib
+
+    phases = _Phases()
+    from lomo_datasets import cli
+    from lomo_datasets.execution import pipeline, recipes
+
+    start_rss = _memory()[0]  # before the wrappers import Ray (the run imports it anyway)
+    ingest_module = importlib.import_module("lomo_datasets.processors.ingest")
+    phases.wrap(ingest_module, "ingest", "ingest")
+    phases.wrap(recipes, "build_steps", "build steps")
+    phases.wrap(pipeline.Runner, "run", "run")
+    for attr, phase in (("mask_credentials", "publish"), ("_summarize", "summary")):
+        phases.wrap(recipes, attr, phase)
+    phases.wrap(recipes.accounting, "check", "publish")
+    phases.wrap(recipes.outputs, "publish", "publish")
+    config = CHEAP_CONFIGS[name]
+    if config["executor"] == "ray":
+        from lomo_datasets.execution import ray_executor
+
+        phases.wrap(ray_executor.RayExecutor, "run", "run")
+        phases.wrap(ray_executor.RayExecutor, "_connect", "ray start")
+        phases.wrap(ray_executor.RayExecutor, "_stream", "stream")
+        phases.wrap(ray_executor, "_assemble", "assemble")
+        import ray.data
+
+        phases.wrap(ray.data, "from_arrow", "stream: from_arrow")  # the input blocks into Ray
+        phases.wrap(ray.data.Dataset, "take_all", "stream: execute")  # Ray Data runs the steps
+    phases.start()
+    started = time.perf_counter()
+    argv = ["-q", "run", "probe", "--videos", str(listing), "--out", str(work / "out"),
+            "--executor", config["executor"], "--num-proc", str(config["num_proc"])]
+    if config["executor"] == "ray":
+        argv += ["--ray-address", "local"]  # a Ray instance of its own, never one `ray start` left running
+    if group_size:
+        argv += ["--group-size", str(group_size)]
+    with contextlib.redirect_stdout(sys.stderr):  # the summary; this process's stdout is the JSON line
+        status = cli.main(argv)
+    wall = time.perf_counter() - started
+    phases.stop()
+    if status != 0:
+        raise SystemExit(f"{name}: lomo-datasets {' '.join(argv)} exited with {status}")
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.ParquetFile(str(p)).metadata.num_rows for p in (work / "out" / "data").glob("*.parquet"))
+    top = max(phases.peak, key=phases.peak.get)
+    return {
+        "config": name, "rows": rows, "wall": wall, "run": phases.seconds.get("run", wall),
+        "seconds": phases.seconds, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "start_rss": start_rss, "peak_anon": max(phases.peak.values()), "top_phase": top, "phase_peaks": phases.peak,
+    }
+
+
+def driver_memory(args: argparse.Namespace) -> None:
+    """``--driver-memory``: every config at every row count, each in its own process; a table."""
+    names = args.configs.split(",") if args.configs != DEFAULT_CONFIGS else DEFAULT_CHEAP_CONFIGS.split(",")
+    unknown = [n for n in names if n not in CHEAP_CONFIGS]
+    if unknown:
+        raise SystemExit(f"--driver-memory: unknown config(s) {unknown}; use {', '.join(CHEAP_CONFIGS)}")
+    counts = [int(n) for n in str(args.rows if args.rows is not None else DEFAULT_CHEAP_ROWS).split(",")]
+    media = Path(args.media) / "cheap"
+    if args.one:  # made by the parent
+        print(json.dumps(run_cheap(args.one, media / f"videos-{counts[0]}.txt", Path(args.work), args.group_size)))
+        return
+    made = time.perf_counter()
+    for count in counts:
+        make_cheap_rows(media, count)
+    print(f"rows made in {time.perf_counter() - made:.1f}s under {media}", file=sys.stderr, flush=True)
+    results = []
+    for count in counts:
+        for name in names:
+            before = os.getloadavg()[0]
+            with tempfile.TemporaryDirectory(prefix="bench-scale-cheap-") as work:
+                done = subprocess.run(
+                    [sys.executable, __file__, "--driver-memory", "--rows", str(count), "--media", args.media,
+                     "--one", name, "--work", work, *(["--group-size", str(args.group_size)] if args.group_size else [])],
+                    capture_output=True, text=True,
+                )
+            if done.returncode != 0:
+                print(f"{name} {count}: failed\n{done.stderr[-3000:]}", file=sys.stderr)
+                continue
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result["load"] = f"{before:.1f}->{os.getloadavg()[0]:.1f}"
+            results.append(result)
+            print(f"{name} {count}: run {result['run']:.1f}s, wall {result['wall']:.1f}s, peak RSS "
+                  f"{result['peak_rss'] / 2**20:.0f} MB, phases {json.dumps({k: round(v / 2**20) for k, v in result['phase_peaks'].items()})}, "
+                  f"load {result['load']}", file=sys.stderr, flush=True)
+    mb = 2**20
+    print(f"\nDriver memory: the probe recipe through `lomo-datasets -q run probe` (PyAV reads every packet; no model) "
+          f"over N copies of one 0.4 s 32x32 video; --group-size {args.group_size or 16}; {os.cpu_count()} cores; "
+          f"MB = 2^20 bytes\n")
+    header = (f"{'config':<15}{'rows':>7}{'run s':>8}{'(Ray up)':>9}{'rows/s':>8}{'wall s':>8}{'start MB':>9}{'peak RSS MB':>12}"
+              f"{'anon MB':>9}  {'anon peak in':<13}{'load avg (1 min)':>17}")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        up = f"{r['seconds']['ray start']:.1f}" if "ray start" in r["seconds"] else "-"
+        print(f"{r['config']:<15}{r['rows']:>7}{r['run']:>8.1f}{up:>9}{r['rows'] / r['run']:>8.0f}{r['wall']:>8.1f}"
+              f"{r['start_rss'] / mb:>9.0f}{r['peak_rss'] / mb:>12.0f}{r['peak_anon'] / mb:>9.0f}  {r['top_phase']:<13}{r['load']:>17}")
+    by_config: dict[str, list] = {}
+    for r in results:
+        by_config.setdefault(r["config"], []).append(r)
+    print()
+    for name, rs in by_config.items():
+        if len(rs) > 1:
+            a, b = rs[0], rs[-1]
+            slope = (b["peak_rss"] - a["peak_rss"]) / mb / ((b["rows"] - a["rows"]) / 1000) if b["rows"] != a["rows"] else 0.0
+            print(f"{name}: peak RSS {a['peak_rss'] / mb:.0f} MB at {a['rows']} rows -> {b['peak_rss'] / mb:.0f} MB at "
+                  f"{b['rows']} rows ({slope:+.2f} MB per 1000 rows)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=32)
+    parser.add_argument("--driver-memory", action="store_true",
+                        help="the driver's peak memory and rows/s of a cheap step by rows (see the docstring)")
+    parser.add_argument("--rows", default=None, help="rows (default 32); with --driver-memory a comma list (default 1000,10000)")
+    parser.add_argument("--group-size", type=int, default=None,
+                        help="with --driver-memory: the run's --group-size (default 16; a Ray block is one group)")
     parser.add_argument("--llm-rows", type=int, default=8)
     parser.add_argument("--llm-group", type=int, default=4)
     parser.add_argument("--configs", default=DEFAULT_CONFIGS)
@@ -151,6 +407,15 @@ def main() -> None:
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    many = args.rows is not None and ("," in args.rows or int(args.rows) >= 1000)
+    if many and not args.driver_memory and not set(args.configs.split(",")) - set(DEFAULT_CONFIGS.split(",")):
+        # thousands of espeak-ng videos through ASR would take hours: that many rows is this mode's
+        print("--rows of 1000 or more: the --driver-memory mode (see the docstring)", file=sys.stderr)
+        args.driver_memory = True
+    if args.driver_memory:
+        driver_memory(args)
+        return
+    args.rows = int(args.rows) if args.rows is not None else 32
     listing = make_rows(Path(args.media) / f"rows-{args.rows}", args.rows)
     names = args.configs.split(",")
     llm_input = None
