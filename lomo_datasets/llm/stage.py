@@ -87,6 +87,8 @@ class LLMStage(Stage, LLMSettings):
 
     def validate(self) -> None:
         LLMSettings.validate(self, self.name)
+        if self.device == "auto" and self.model_is_remote:
+            self.device = "cpu"  # the server holds the model: no GPU here (a Ray actor asks for none)
 
     def model_key(self) -> tuple:
         return tuple(sorted((k, repr(getattr(self, k))) for k in _LLM_FIELDS))
