@@ -235,3 +235,23 @@ def test_a_damaged_part_file_is_found_and_its_rows_recomputed(ray_cluster, tmp_p
     assert any("does not match what was written; recomputing its rows" in r.getMessage() for r in caplog.records)
     assert any("4 of 6 input rows already written" in r.getMessage() for r in caplog.records)
     assert again.dataset["y"] == first.dataset["y"] == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
+
+
+def test_a_lost_node_is_one_line_that_says_to_rerun():
+    """Ray's node and actor death errors (also wrapped in a task error) become one line with
+    what is kept; other errors are not taken for them."""
+    from lomo_datasets.core.errors import explain
+    from lomo_datasets.execution.ray_executor import ClusterLostError, _lost_node
+
+    class ActorDiedError(Exception):  # the name Ray's class has
+        pass
+
+    class Wrapped(Exception):
+        def __init__(self, cause):
+            super().__init__("task failed")
+            self.cause = cause
+
+    assert _lost_node(ActorDiedError()) and _lost_node(Wrapped(ActorDiedError()))
+    assert not _lost_node(ValueError("bad row")) and not _lost_node(Wrapped(KeyError("x")))
+    message, status = explain(ClusterLostError("ray: a node or worker was lost ...; rerun the same command: 3 of 8 input rows are written"))
+    assert status == 1 and message.startswith("ray: a node or worker was lost") and "unexpected" not in message

@@ -64,7 +64,7 @@ def explain(exc: BaseException, work_dir: str | None = None, out: str | None = N
         return INTERRUPTED, 130
     if isinstance(exc, (SettingError, MissingDependencyError)):
         return one_line(_first_line(exc)), 2
-    if any(k.__name__ in ("PublishError", "AccountingError") and k.__module__.startswith("lomo_datasets.publish.")
+    if any(k.__name__ in ("PublishError", "AccountingError", "ClusterLostError") and k.__module__.startswith("lomo_datasets.")
            for k in type(exc).__mro__):
         return one_line(_first_line(exc)), 1
     for err in _chain(exc):

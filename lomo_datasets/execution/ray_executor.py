@@ -69,6 +69,23 @@ _LOADS = "_lomo_loads_{}"  #: ... and how many models that worker had loaded
 _SECS = "_lomo_secs_{}"  #: per stage step: the seconds of the call that made the row, shared by its rows
 
 
+class ClusterLostError(RuntimeError):
+    """A Ray node or actor died and Ray's bounded retries could not place the work again."""
+
+
+def _lost_node(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it wraps) says a node or an actor was lost."""
+    names = ("ActorUnavailableError", "ActorDiedError", "NodeDiedError", "RayActorError", "ObjectLostError",
+             "OwnerDiedError", "WorkerCrashedError")
+    seen = 0
+    while exc is not None and seen < 10:
+        if any(k.__name__ in names for k in type(exc).__mro__):
+            return True
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
 def import_ray() -> Any:
     """``ray`` (with Ray Data), or a one-line error that says how to install it."""
     try:
@@ -370,6 +387,12 @@ class RayExecutor:
                 if isinstance(cause, (SettingError, MissingDependencyError)):
                     # Ray Data appends its retry advice to the message: keep the error's line
                     raise type(cause)(str(cause).splitlines()[0]) from None
+                if _lost_node(cause):
+                    raise self._lost(folder, len(ds), cause) from None
+                raise
+            except Exception as exc:
+                if _lost_node(exc):
+                    raise self._lost(folder, len(ds), exc) from None
                 raise
             finally:
                 if stop:
@@ -379,6 +402,13 @@ class RayExecutor:
         logger.info("ray: %d rows (%.1fs)", len(data), elapsed)
         model_loads = {name: sorted(per.values()) for name, per in loads.items()}
         return RunResult(data, dropped, self.work_dir, busy, len(ds), model_loads, timings_kind=WORKER_SECONDS)
+
+    def _lost(self, folder: Path, rows: int, exc: BaseException) -> "ClusterLostError":
+        kept = len(_rows_written(_parts(folder)))
+        return ClusterLostError(
+            f"ray: a node or worker was lost and its work could not be placed again ({type(exc).__name__}); "
+            f"rerun the same command: {kept} of {rows} input rows are written in {folder} and are kept"
+        )
 
     def _execute(self, ds: Dataset, steps: list, features: list[Features], todo: list[int], folder: Path) -> None:
         with warnings.catch_warnings():
@@ -406,9 +436,12 @@ class RayExecutor:
         blocks = [table.slice(a, b - a) for a, b in zip(starts, starts[1:] + [len(keys)])]
         resources = self.ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
-        # Logical CPUs per operator: every actor pool plus two tasks fit at once, else fixed
-        # pools and tasks can wait for each other forever without an error.
-        share = min(1.0, cpus / (len(model_stages) * s.workers + 2))
+        # Logical CPUs per operator: every actor pool plus two tasks fit at once on the smallest
+        # node, else fixed pools and tasks can wait for each other forever without an error, and
+        # after a node is lost its actors restart only where their share still fits.
+        per_node = [float(n.get("Resources", {}).get("CPU", 0)) for n in self.ray.nodes() if n.get("Alive")]
+        smallest = min([c for c in per_node if c > 0] or [cpus])
+        share = min(1.0, smallest / (len(model_stages) * s.workers + 2))
         logger.info(
             "ray: %d rows in %d blocks; %d model stage(s) x %d actor(s); %.2f logical CPU per operator",
             table.num_rows, len(blocks), len(model_stages), s.workers, share,
