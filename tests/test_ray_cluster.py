@@ -23,7 +23,6 @@ Ray blocks, so both nodes have work at once.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -262,14 +261,9 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def manifest(test_media, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cluster-videos")
-    rows = [
-        {"video": str(test_media.english), "title": "Testing speech", "category": "Science & Technology"},
-        {"video": str(test_media.english2), "title": "Cooking pasta", "category": "Howto & Style"},
-    ]
-    path = folder / "manifest.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
+    from tests.test_sameness import two_video_manifest
+
+    return two_video_manifest(test_media, tmp_path_factory.mktemp("cluster-videos"))
 
 
 def _run_cli(out: Path, manifest: Path, *extra: str) -> subprocess.Popen:

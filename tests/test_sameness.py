@@ -59,9 +59,8 @@ def published_files(folder) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture(scope="module")
-def videos(test_media, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("same-videos")
+def two_video_manifest(test_media, folder):
+    """``folder/manifest.jsonl`` listing the two English test videos (kept clips in every schedule)."""
     rows = [
         {"video": str(test_media.english), "title": "Testing speech", "category": "Science & Technology"},
         {"video": str(test_media.english2), "title": "Cooking pasta", "category": "Howto & Style"},
@@ -69,6 +68,11 @@ def videos(test_media, tmp_path_factory):
     path = folder / "manifest.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def videos(test_media, tmp_path_factory):
+    return two_video_manifest(test_media, tmp_path_factory.mktemp("same-videos"))
 
 
 @pytest.mark.parametrize("recipe", ["livecc-sft"])
