@@ -442,16 +442,15 @@ def node_loss(cluster, manifest, reference, tmp_path_factory) -> NodeLoss:
 
 @pytest.mark.xfail(
     raises=LostNodeNotHandled, strict=False,  # a race: which of the two happens, or neither (see the report)
-    reason="a lost node is not handled (lomo_datasets/execution/ray_executor.py): _stream sizes the fixed actor "
-    "pools' CPU share from cluster_resources() at the start, so after the loss a restarted actor can stay pending "
-    "while the other pools hold the CPU, and Ray Data waits (its 30-min no-progress timeout); or the actor-task "
-    "retries (max_task_retries=3) run out before the GCS marks the node dead and the CLI prints 'unexpected "
-    "ActorUnavailableError ... report it if it is a bug'. A rerun of the same command finishes (next test)",
+    reason="a race: before the fix (each operator's CPU share from the smallest node, a lost node as one line) "
+    "6 of 8 kills stalled and 1 ended in 'unexpected ActorUnavailableError'; after it, 4 of 4 passed. Kept "
+    "non-strict until more kills are measured. A rerun of the same command finishes (next test)",
 )
 def test_a_lost_worker_node_does_not_stall_the_run(node_loss, reference):
     """The run finishes on the head, or stops with the product's one-line error."""
     if node_loss.outcome in ("stalled", "hung"):
         raise LostNodeNotHandled(f"{node_loss.report}\n{node_loss.stderr[-2000:]}\n{node_loss.status}")
+    print(f"lost node: {node_loss.outcome}: {node_loss.report}")
     if node_loss.outcome == "error":
         last = node_loss.stderr.strip().splitlines()[-1]
         if not last.startswith("lomo-datasets: error:") or "unexpected" in last:
