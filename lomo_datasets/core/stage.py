@@ -830,29 +830,31 @@ def mark_dropped(dropped: Dataset, reason: str, column: str, low: float | None, 
     return dropped.add_column("drop_band", [band] * len(dropped), feature=Value("string"))
 
 
-def split_by_threshold(
-    ds: Dataset,
-    column: str,
-    low: float | None = None,
-    high: float | None = None,
-    reason: str | None = None,
-    num_proc: int | None = None,
-) -> tuple[Dataset, Dataset]:
-    """The filter half of a two-step filter: rows with ``low <= column <= high`` are kept.
+def split_kept(ds: Dataset, step: Stage) -> tuple[Dataset, Dataset | None]:
+    """``(kept, dropped)``: the rows of ``ds`` (a step's output) that ``step.keep_rows`` keeps, and
+    the others annotated by ``step.dropped_rows``; ``(ds, None)`` for a step that keeps every
+    row. One meaning for both executors (Ray asks ``keep_rows`` per block)."""
+    if not step.drops_rows:
+        return ds, None
+    step.check_input(ds.column_names)
+    mask: list[bool] = []
+    for batch in ds.select_columns(list(step.input_columns())).iter(batch_size=1024):
+        mask.extend(step.keep_rows(batch))
+    kept = ds.select([i for i, k in enumerate(mask) if k])
+    dropped = ds.select([i for i, k in enumerate(mask) if not k])
+    return kept, step.dropped_rows(dropped)
 
-    Returns ``(kept, dropped)``; dropped rows carry a ``drop_reason`` column so they can be kept
-    aside and counted. Rows with no score (``None``, failed upstream) are dropped too.
+
+def split_by_threshold(
+    ds: Dataset, column: str, low: float | None = None, high: float | None = None, reason: str | None = None,
+) -> tuple[Dataset, Dataset]:
+    """The filter half of a two-step filter: rows with ``low <= column <= high`` are kept
+    (``Filter(reason, column, low, high).split(ds)``). Returns ``(kept, dropped)``; dropped rows
+    carry ``drop_reason`` and what was judged. Rows with no score (failed upstream) are dropped too.
     """
     if column not in ds.column_names:
         raise SettingError(f"cannot filter on '{column}': the dataset has {ds.column_names}")
-    reason = reason or f"{column} outside [{low}, {high}]"
-
-    def keep(value: float | None) -> bool:
-        return in_band(value, low, high)
-
-    kept = ds.filter(keep, input_columns=column, num_proc=num_proc, desc=f"keep {column}")
-    dropped = ds.filter(lambda v: not keep(v), input_columns=column, num_proc=num_proc, desc=f"drop {column}")
-    return kept, mark_dropped(dropped, reason, column, low, high)
+    return Filter(reason or f"{column} outside [{low}, {high}]", column, low, high).split(ds)
 
 
 @dataclass
@@ -911,9 +913,9 @@ class Filter(Stage):
         payload = json.dumps({"previous": previous, "filter": self.name, **self.settings()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
-    def split(self, ds: Dataset, num_proc: int | None = None) -> tuple[Dataset, Dataset]:
-        """``(kept, dropped)`` of ``ds`` (see ``split_by_threshold``)."""
-        return split_by_threshold(ds, self.column, self.low, self.high, reason=self.name, num_proc=num_proc)
+    def split(self, ds: Dataset) -> tuple[Dataset, Dataset]:
+        """``(kept, dropped)`` of ``ds``, as every executor splits it (``split_kept``)."""
+        return split_kept(ds, self)
 
 
 def seeded_random(*parts: Any) -> random.Random:

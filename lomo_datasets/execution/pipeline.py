@@ -52,7 +52,9 @@ from lomo_datasets.core import safe_yaml
 from lomo_datasets.core.bounds import check_settings, did_you_mean
 from lomo_datasets.models.check import check_model
 from lomo_datasets.core.redact import shorten
-from lomo_datasets.core.stage import Filter, SettingError, Stage, cpu_threads, thread_environment  # noqa: F401 (Filter: re-exported)
+from lomo_datasets.core.stage import (  # noqa: F401 (Filter, models_loaded: re-exported)
+    Filter, SettingError, Stage, cpu_threads, models_loaded, split_kept, thread_environment,
+)
 from lomo_datasets.core.files import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -412,6 +414,7 @@ class Plan:
     steps: list[Stage]
     fingerprints: list[str]
     features: list[Features]
+    start: str = ""  #: the input rows' and group size's fingerprint the chain starts from
 
     @classmethod
     def make(cls, ds: Dataset, steps: list[Stage], group_size: int) -> "Plan":
@@ -422,7 +425,7 @@ class Plan:
             fingerprint = step.fingerprint(fingerprint)
             fingerprints.append(fingerprint)
             features.append(step.output_features(features[-1]))
-        return cls(list(steps), fingerprints, features)
+        return cls(list(steps), fingerprints, features, run_fingerprint(ds, group_size) if not steps else "")
 
     @property
     def fingerprint(self) -> str:
@@ -453,13 +456,6 @@ def cap_workers(num_proc: int, rows: int, stage: Any = None) -> int:
         logger.warning("%s: --num-proc %d capped at %d workers (%d rows, %s)",
                        getattr(stage, "name", "step"), num_proc, workers, rows, what)
     return workers
-
-
-def models_loaded() -> int:
-    """How many models this process has loaded (``core.stage.models_loaded``)."""
-    from lomo_datasets.core.stage import models_loaded as loaded
-
-    return loaded()
 
 
 class StepPool:
@@ -712,21 +708,6 @@ class Runner:
         self.reused[name] = what
         if bar is not None:
             bar.set_postfix_str(f"reused {what} (markers verified)")
-
-
-def split_kept(ds: Dataset, step: Stage) -> tuple[Dataset, Dataset | None]:
-    """``(kept, dropped)``: the rows of ``ds`` (a step's output) that ``step.keep_rows`` keeps, and
-    the others annotated by ``step.dropped_rows``; ``(ds, None)`` for a step that keeps every
-    row. One meaning for both executors (Ray asks ``keep_rows`` per block)."""
-    if not step.drops_rows:
-        return ds, None
-    step.check_input(ds.column_names)
-    mask: list[bool] = []
-    for batch in ds.select_columns(list(step.input_columns())).iter(batch_size=1024):
-        mask.extend(step.keep_rows(batch))
-    kept = ds.select([i for i, k in enumerate(mask) if k])
-    dropped = ds.select([i for i, k in enumerate(mask) if not k])
-    return kept, step.dropped_rows(dropped)
 
 
 def _join_dropped(parts: list[Dataset]) -> Dataset | None:
