@@ -10,11 +10,13 @@
    of ``run --embedded``) runs the key verifier and the blind answerer with circular evaluation
    (4 rotations). Printed: recall per kind, false alarms on the untouched clean items, the
    verified-key rate and blind accuracy on clean items with their Wilson intervals, the natural
-   defects' flags, and the LLM's seconds per item with the load average beside them.
+   defects' flags, and the LLM's seconds per item with the load average beside them. The same
+   verifier picks are scored under every ``--verify-rule`` (``A.VERIFY_RULES``): what each
+   catches and what it flags on clean items.
 
 Usage::
 
-    python benchmarks/bench_audit.py [--videos 1000 5000 14000] [--planted [--per-kind 8]]
+    python benchmarks/bench_audit.py [--videos 1000 5000 14000] [--planted [--per-kind 8] [--dump picks.json]]
 """
 
 from __future__ import annotations
@@ -81,7 +83,30 @@ def _spread(videos: list[A.Video], limit: int | None) -> list[A.Video]:
     return [v for v in (dataclasses.replace(v, questions=[q for q in v.questions if q["question_id"] in keep]) for v in videos) if v.questions]
 
 
-def planted(per_kind: int | None, threads: int, fixture_videos: int | None) -> None:
+def rules(judged: dict[str, tuple[list[A.Video], A.Picks]], out, dump: Path | None) -> None:
+    """Per verify rule (``A.VERIFY_RULES``), on the same verifier picks: the planted key defects
+    it flags and the clean items it flags (false alarms); with ``dump``, every item's rotations."""
+    out("\nWhich verifier picks flag `unverified_key` (`--verify-rule`; the same picks for every rule):\n")
+    kinds = [k for k in judged if k != "clean"]
+    out(f"| rule | flags when | {' | '.join(f'{k} caught' for k in kinds)} | clean items flagged |")
+    out("|---|---|" + "---|" * (len(kinds) + 1))
+    for rule, meaning in A.VERIFY_RULES.items():
+        cells = []
+        for kind in [*kinds, "clean"]:
+            vids, picks = judged[kind]
+            items = [q for v in vids for q in v.questions if picks.get(q["question_id"]) is not None]
+            flagged = sum(A.key_unverified(picks, q["question_id"], A.answer_letter(q), rule) for q in items)
+            cells.append(_pct(flagged, len(items)))
+        out(f"| {rule}{' (default)' if rule == A.VERIFY_RULE else ''} | {meaning} | {' | '.join(cells)} |")
+    if dump:
+        rows = [{"kind": kind, "question_id": q["question_id"], "task": q.get("task"), "key": A.answer_letter(q),
+                 "pick": picks.get(q["question_id"]), "rotations": picks.rotations.get(q["question_id"])}
+                for kind, (vids, picks) in judged.items() for v in vids for q in v.questions]
+        dump.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        out(f"(every item's rotations: {dump})")
+
+
+def planted(per_kind: int | None, threads: int, fixture_videos: int | None, dump: Path | None = None) -> None:
     """Prints as it goes (kinds first, then the clean items), so a slow machine shows partial
     results."""
     from lomo_datasets.audit import planted as P
@@ -112,10 +137,13 @@ def planted(per_kind: int | None, threads: int, fixture_videos: int | None) -> N
     out("| kind | planted | caught (flag) [95% CI] | other flags on them |")
     out("|---|---|---|---|")
     caught_all = planted_all = 0
+    judged: dict[str, tuple[list[A.Video], A.Picks]] = {}
     for kind, flag in P.KINDS.items():
         vids = _spread(P.plant(videos, kind, clean), per_kind)
         step = LLM_STEP[kind]
         picks = run(step, vids) if step else None
+        if step == "verify":
+            judged[kind] = (vids, picks)
         rep = A.audit(vids, picks if step == "blind" else None, verified=picks if step == "verify" else None)
         by_item = rep.flags_by_item()
         items = [q["question_id"] for v in vids for q in v.questions]
@@ -145,6 +173,8 @@ def planted(per_kind: int | None, threads: int, fixture_videos: int | None) -> N
     false = {k: v for k, v in false.items() if v}
     out(f"False alarms on untouched clean items (any flag): {_pct(len(false), len(mc_clean))}"
         + "".join(f"\n- `{k}`: {'; '.join(v)}" for k, v in false.items()))
+    judged["clean"] = ([dataclasses.replace(v, questions=[q for q in v.questions if q["question_id"] in clean]) for v in videos], verified)
+    rules(judged, out, dump)
     out("\nNatural defects (a person's reading) and the audit's flags:")
     for qid, why in data["natural_defects"].items():
         if any(q["question_id"] == qid for v in videos for q in v.questions):
@@ -165,9 +195,10 @@ def main() -> None:
     parser.add_argument("--per-kind", type=int, default=None, help="plant at most this many items per kind")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of the LLM")
     parser.add_argument("--fixture-videos", type=int, default=None, help="only the first N videos of the fixture")
+    parser.add_argument("--dump", type=Path, help="write every verified item's rotations to this JSON file")
     args = parser.parse_args()
     if args.planted:
-        planted(args.per_kind, args.threads, args.fixture_videos)
+        planted(args.per_kind, args.threads, args.fixture_videos, args.dump)
         return
     print("| videos | items | audit s | items/s | flagged |")
     print("|---|---|---|---|---|")

@@ -1,17 +1,18 @@
 """Yield of the README's offline command on ordinary speech videos, English and Mandarin.
 
-Makes short videos whose speech (espeak-ng) has at least four sentences, in English and in
-Mandarin, writes a manifest (the Mandarin rows give ``language: zh``, as the embedded Whisper
+Makes short videos whose speech has at least four sentences, in English (espeak-ng) and in
+Mandarin (by default a real human voice: recorded syllables from Debian's ``gcin-voice``
+stitched into the sentences; ``--zh-voice espeak`` for espeak-ng's), writes a manifest (the Mandarin rows give ``language: zh``, as the embedded Whisper
 base takes espeak-ng's Mandarin for Thai when it detects it), runs
 
     lomo-datasets run lomo --videos manifest.jsonl --out OUT --embedded [--set ...]
 
 and prints, per language, how many of the videos with at least four subtitle lines yield all
 their items (six questions), and the failed rows per step. The target is at least 90% per
-language. (The embedded Whisper base hears some espeak-ng Mandarin clips as nothing or as
-fewer than four lines: those videos are counted, but are not the target's.)
+language. (The embedded Whisper base hears some Mandarin clips as fewer than four lines:
+those videos are counted, but are not the target's.)
 
-    python benchmarks/bench_yield.py [--en 6] [--zh 4] [--set qa.model=embedded:smollm2-135m]
+    python benchmarks/bench_yield.py [--en 6] [--zh 4] [--zh-voice human|espeak] [--set qa.model=embedded:smollm2-135m]
 
 Beside the yield, per language: the translate parts by the level that translated them (whole
 chunks, halves, single lines: issue 21 item 6), the temporal items that needed more than one
@@ -79,16 +80,17 @@ MANDARIN = [
 ]
 
 
-def make_videos(folder: Path, n_en: int, n_zh: int) -> Path:
+def make_videos(folder: Path, n_en: int, n_zh: int, zh_voice: str = "human") -> Path:
     from lomo_datasets.media.samples import make_speech_video
 
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for lang, items, count in (("en", ENGLISH, n_en), ("zh", MANDARIN, n_zh)):
         for k, (title, text) in enumerate(items[:count]):
-            name = f"{lang}_{k:02d}.mp4"
+            voice = zh_voice if lang == "zh" else "espeak"
+            name = f"{lang}_{k:02d}.mp4" if voice == "espeak" else f"{lang}_{k:02d}_{voice}.mp4"
             if not (folder / name).exists():
-                make_speech_video(folder / name, text, lang)
+                make_speech_video(folder / name, text, lang, voice=voice)
             entry = {"video": name, "title": title}
             if lang == "zh":
                 entry["language"] = "zh"
@@ -149,12 +151,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--en", type=int, default=6, help=f"English videos (at most {len(ENGLISH)})")
     parser.add_argument("--zh", type=int, default=4, help=f"Mandarin videos (at most {len(MANDARIN)})")
+    parser.add_argument("--zh-voice", choices=("human", "espeak"), default="human",
+                        help="Mandarin speech: a real voice's syllables (Debian gcin-voice; default) or espeak-ng")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.SETTING=VALUE")
     parser.add_argument("--keep", help="write videos and output here (default: a temp dir)")
     args = parser.parse_args()
 
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench-yield-"))
-    manifest = make_videos(root / "videos", args.en, args.zh)
+    manifest = make_videos(root / "videos", args.en, args.zh, args.zh_voice)
     out = root / f"out-{int(time.time())}"
     cmd = [sys.executable, "-m", "lomo_datasets.cli", "run", "lomo", "--videos", str(manifest), "--out", str(out), "--embedded"]
     for item in args.overrides:
@@ -166,7 +170,7 @@ def main() -> None:
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     report(manifest, out)
-    print(f"\nwall {wall / 60:.1f} min; cpu count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; output in {out}")
+    print(f"\nMandarin voice: {args.zh_voice}; wall {wall / 60:.1f} min; cpu count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; output in {out}")
 
 
 if __name__ == "__main__":

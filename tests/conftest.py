@@ -1,7 +1,8 @@
 """Session-wide fixtures: generated test media (made once per session, cached on disk).
 
 Media is made by the tests: PyAV frames, espeak-ng speech (English, and Mandarin through
-pypinyin + the ``cmn-latn-pinyin`` voice), once per test run into that run's own temporary
+pypinyin + the ``cmn-latn-pinyin`` voice), Mandarin in a real human voice (gcin-voice's recorded
+syllables, stitched), once per test run into that run's own temporary
 folder (pytest's ``tmp_path_factory``; about 10 s), so two checkouts or two runs on one machine
 never share or overwrite each other's files. ``$LOMO_TEST_MEDIA`` names a folder to keep and
 reuse instead.

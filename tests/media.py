@@ -1,10 +1,12 @@
-"""Test media, made by the tests with PyAV and espeak-ng; generated once and cached on disk.
+"""Test media, made by the tests with PyAV, espeak-ng and gcin-voice; generated once per test run.
 
 ``make_all(folder)`` returns a ``TestMedia`` with these files:
 
 - ``english``: English speech (espeak-ng), 320x240 @ 25 fps, text in ``ENGLISH_TEXT``
 - ``english2``: a second English clip, text in ``ENGLISH_TEXT2``
 - ``mandarin``: Mandarin speech (pypinyin + cmn-latn-pinyin), text in ``MANDARIN_TEXT``
+- ``mandarin_human``: eight Mandarin sentences in a real human voice (recorded syllables from
+  Debian's ``gcin-voice``, stitched), text in ``MANDARIN_HUMAN_TEXT``
 - ``no_audio``: 3 s of frames, no audio track
 - ``silent``: 4 s of frames with an all-zero audio track
 - ``audio_only``: 3 s of speech in an MP4 with no video track
@@ -30,6 +32,8 @@ ENGLISH_TEXT = (
 )
 ENGLISH_TEXT2 = "Please boil the water first. Then add the pasta and wait ten minutes."
 MANDARIN_TEXT = "今天天气很好。我们去公园散步。"
+MANDARIN_HUMAN_TEXT = ("今天我们在家做饭。首先把水烧开。然后放入面条。再切一个番茄。"
+                       "把番茄放进锅里。加一点盐。等十分钟。最后我们一起吃饭。")
 
 SIZE = (320, 240)
 FPS = 25
@@ -41,6 +45,7 @@ class TestMedia:
     english: Path
     english2: Path
     mandarin: Path
+    mandarin_human: Path
     no_audio: Path
     silent: Path
     audio_only: Path
@@ -80,6 +85,8 @@ def make_all(folder: str | os.PathLike) -> TestMedia:
     english = _once(folder / "english.mp4", lambda p: make_speech_video(p, ENGLISH_TEXT, size=SIZE, fps=FPS))
     english2 = _once(folder / "english2.mp4", lambda p: make_speech_video(p, ENGLISH_TEXT2, size=SIZE, fps=FPS))
     mandarin = _once(folder / "mandarin.mp4", lambda p: make_speech_video(p, MANDARIN_TEXT, language="zh", size=SIZE, fps=FPS))
+    mandarin_human = _once(folder / "mandarin_human.mp4",
+                           lambda p: make_speech_video(p, MANDARIN_HUMAN_TEXT, language="zh", voice="human", size=SIZE, fps=FPS))
     no_audio = _once(folder / "no_audio.mp4", lambda p: write_video(p, 3.0, audio=None, size=SIZE, fps=FPS))
     silent = _once(folder / "silent.mp4", lambda p: write_video(p, 4.0, audio=np.zeros(1, np.float32), size=SIZE, fps=FPS))
     audio_only = _once(
@@ -92,4 +99,4 @@ def make_all(folder: str | os.PathLike) -> TestMedia:
     truncated = _once(folder / "truncated.mp4", _truncate(faststart, 0.6))
     truncated_tail = _once(folder / "truncated_tail.mp4", _truncate(english, 0.6))
     zero_byte = _once(folder / "zero_byte.mp4", lambda p: p.write_bytes(b""))
-    return TestMedia(folder, english, english2, mandarin, no_audio, silent, audio_only, corrupt, truncated, truncated_tail, zero_byte)
+    return TestMedia(folder, english, english2, mandarin, mandarin_human, no_audio, silent, audio_only, corrupt, truncated, truncated_tail, zero_byte)

@@ -76,3 +76,26 @@ def test_translation_is_line_for_line_with_the_same_timestamps():
     assert all(re.search(r"[a-z]{2,}", s["text"].lower()) for s in zh_row["segments_en"]) and not re.search(r"[\u4e00-\u9fff]", text)
     assert {"pasta", "water"} <= set(re.findall(r"[a-z]+", text)), text
     assert en_row["segments_en"] == segments()  # English passes through
+
+
+def test_human_mandarin_voice_is_transcribed_and_translated_line_for_line(test_media):
+    """A real human voice (gcin-voice's recorded syllables, eight sentences) through the lomo
+    recipe's ASR (Whisper base, the lomo preset) and the embedded model's translation: every
+    line gets English of its own, with its own start and end, checked for alignment (a shifted
+    reply is refused and retried: issue 21 item 6), and the row records which level (chunk,
+    half, line) translated its parts."""
+    from lomo_datasets.processors.asr import LomoTranscribe
+
+    (heard,) = LomoTranscribe(model="embedded:whisper-base", device="cpu", temperature=0).process(
+        [{"video": str(test_media.mandarin_human), "language": "zh"}])
+    assert not isinstance(heard, Exception) and len(heard["segments"]) >= 4, heard
+    rows = [row("human", language="zh", segments=heard["segments"])]
+    ds = Dataset.from_list(rows, features=F.merge(Dataset.from_list(rows).features, {"segments_en": F.SEGMENTS}))
+    out = apply_stage(ds, TranslateToEnglish(model=QWEN), load_from_cache_file=False)[0]
+    assert out["errors"] == [], out["errors"]
+    source, english = heard["segments"], out["segments_en"]
+    assert [(s["start"], s["end"]) for s in english] == [(s["start"], s["end"]) for s in source]
+    assert all(re.search(r"[A-Za-z]{2,}", s["text"]) and not re.search(r"[\u4e00-\u9fff]", s["text"]) for s in english), english
+    assert len({s["text"].strip().lower() for s in english}) == len(english), english  # no line repeated
+    levels = {e["event"]: e["count"] for e in out["generation"] if e["stage"] == "translate"}
+    assert sum(levels.get(k, 0) for k in ("chunk", "half", "line")) >= 1, out["generation"]

@@ -95,3 +95,31 @@ def test_missing_tracks_raise(test_media, tmp_path):
     with pytest.raises(media.MediaNotFoundError):
         media.probe(str(tmp_path / "missing.mp4"))
     assert issubclass(media.NoAudioError, media.MediaError)
+
+
+def test_human_mandarin_voice_is_stitched_from_recorded_syllables(test_media, tmp_path, monkeypatch):
+    """gcin-voice's recorded syllables, one per character, with pauses at commas and sentence
+    ends; what cannot be read is refused by name, and a missing voice folder says how to get it."""
+    from lomo_datasets.media.samples import make_speech_video, speak_human_mandarin
+    from tests.media import MANDARIN_HUMAN_TEXT
+
+    one, rate = speak_human_mandarin("今天天气很好。")
+    two, _ = speak_human_mandarin("今天天气很好。我们去公园散步。")
+    assert rate == 16_000 and one.dtype == np.float32 and 0 < np.abs(one).max() <= 1.0
+    # six syllables of about 0.2-0.6 s each, and the sentence pause
+    assert 6 * 0.2 + 0.9 <= len(one) / rate <= 6 * 0.6 + 0.9 + 0.2
+    assert len(two) > len(one) + rate  # a second sentence says more
+    pause = two[len(one) - int(0.85 * rate) : len(one) - int(0.05 * rate)]
+    assert np.abs(pause).max() == 0.0  # the sentence pause is silence
+
+    probe = media.probe(test_media.mandarin_human)
+    heard = len(speak_human_mandarin(MANDARIN_HUMAN_TEXT)[0]) / rate
+    assert probe.has_audio and abs(probe.duration - (heard + 1.0)) < 0.2  # 0.5 s pad each side
+
+    with pytest.raises(ValueError, match="'5'"):
+        speak_human_mandarin("我有5个苹果。")
+    with pytest.raises(ValueError, match="Mandarin only"):
+        make_speech_video(tmp_path / "x.mp4", "hello", "en", voice="human")
+    monkeypatch.setenv("LOMO_GCIN_VOICE", str(tmp_path / "nowhere"))
+    with pytest.raises(RuntimeError, match="apt-get install gcin-voice"):
+        speak_human_mandarin("你好。")

@@ -109,3 +109,35 @@ def test_join_refuses_parts_whose_hash_does_not_match(tmp_path, monkeypatch):
     pieces[1].write_bytes(b"c" * 51)
     with pytest.raises(SettingError, match="sha256"):
         models._join_parts("qwen2.5-coder-1.5b", pieces, target, size=155, sha256=good)
+
+
+def _slow_build(target: str, log: str) -> str:
+    """Build ``target`` with a build that takes a second and logs each time it runs."""
+    import time
+
+    def build(tmp: Path) -> None:
+        with open(log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        time.sleep(1.0)
+        (tmp / "model.bin").write_text("weights")
+
+    return str(models.build_once(Path(target), build))
+
+
+def test_two_processes_build_a_model_once_and_the_other_waits(tmp_path):
+    """Two runs (or the workers of one) that first need the same model: one builds it, the
+    other waits for it and gets the finished folder (before, both built it at once, and the
+    conversion that removes its float32 intermediate broke the other's)."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    target, log = tmp_path / "models" / "m-ct2", tmp_path / "builds.log"
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        got = list(pool.map(_slow_build, [str(target)] * 2, [str(log)] * 2))
+    assert got == [str(target)] * 2
+    assert len(log.read_text().split()) == 1  # built once
+    assert (target / "model.bin").read_text() == "weights" and (target / models.COMPLETE).exists()
+    # reentrant in one process: a build may lock the target its caller holds
+    with models.build_lock(target):
+        with models.build_lock(target):
+            pass

@@ -599,6 +599,36 @@ def circular_pick(rotations: Sequence[str]) -> str | None:
     return rotations[0] if len(set(rotations)) == 1 else ""
 
 
+#: When the key verifier's circular picks flag an item ``unverified_key`` (``audit --verify-rule``,
+#: the recipe's ``audit.verify_rule``). With ``ROTATIONS`` rotations:
+VERIFY_RULES = {
+    "strict": "the key did not win every rotation (an undecided verifier flags too)",
+    "minority": "the key won fewer than half of the rotations (refuted, or undecided against the key)",
+    "refuted": "one other option won every rotation",
+}
+VERIFY_RULE = "strict"
+
+
+def key_votes(picks: "Picks", qid: str, key: str) -> tuple[int, int]:
+    """``(rotations the key won, rotations with a valid answer)`` for one item."""
+    got = [r for r in picks.rotations.get(qid) or [] if r]
+    return sum(r == key for r in got), len(got)
+
+
+def key_unverified(picks: "Picks", qid: str, key: str, rule: str = VERIFY_RULE) -> bool:
+    """Whether the verifier's picks of one item flag its key under ``rule`` (``VERIFY_RULES``).
+    An item with a rotation that got no valid answer (pick None) is never flagged: not measured."""
+    pick = picks.get(qid)
+    if pick is None or pick == key:
+        return False
+    if rule == "refuted":
+        return bool(pick)
+    if rule == "minority":
+        won, n = key_votes(picks, qid, key)
+        return bool(pick) or (n > 0 and 2 * won < n)
+    return True
+
+
 def blind_messages(item: Item, order: Sequence[str] | None = None) -> list[dict[str, str]]:
     """The blind answerer's chat: the question and options (shown in ``order``), nothing about
     the video."""
@@ -817,6 +847,8 @@ class AuditReport:
     verifier_model: str | None = None
     #: ``question_id -> the key verifier's circular pick`` (``Picks``); None: not run
     verified_answers: dict[str, str | None] | None = None
+    #: which verifier picks flag ``unverified_key`` (a key of ``VERIFY_RULES``)
+    verify_rule: str = VERIFY_RULE
 
     @property
     def overall(self) -> TaskFigures:
@@ -843,6 +875,7 @@ class AuditReport:
             "verifier_model": self.verifier_model,
             "verified_answers": None if self.verified_answers is None else dict(self.verified_answers),
             "verified_rotations": getattr(self.verified_answers, "rotations", None) or None,
+            "verify_rule": self.verify_rule if self.verified_answers is not None else None,
             "tasks": tasks,
             "coverage": self.coverage,
             "flags": [dataclasses.asdict(f) for f in self.flags],
@@ -860,10 +893,14 @@ def audit(
     blind_model: str | None = None,
     verified: dict[str, str | None] | None = None,
     verifier_model: str | None = None,
+    verify_rule: str = VERIFY_RULE,
 ) -> AuditReport:
     """Every figure per task and overall, and the per-item flags. ``answers`` are the blind
     answerer's circular picks (``blind_answers``), ``verified`` the key verifier's
-    (``verify_answers``); without them those figures are not reported."""
+    (``verify_answers``); without them those figures are not reported. ``verify_rule`` (a key of
+    ``VERIFY_RULES``) says which verifier picks flag ``unverified_key``."""
+    if verify_rule not in VERIFY_RULES:
+        raise ValueError(f"verify rule {verify_rule!r}: use one of {', '.join(VERIFY_RULES)}")
     answers, verified = as_picks(answers), as_picks(verified)
     flags: list[Flag] = []
     items: list[Item] = []
@@ -880,7 +917,7 @@ def audit(
         for item in items:
             qid = str(item.get("question_id"))
             pick = verified.get(qid)
-            if pick is None or pick == answer_letter(item):
+            if not key_unverified(verified, qid, answer_letter(item), verify_rule):
                 continue
             if pick:
                 text = parse_options(item).get(pick, "")
@@ -895,7 +932,7 @@ def audit(
         by_task[str(item.get("task"))].append(item)
     figures = {task: _figures(by_task[task], flags, repeats, answers, verified) for task in sorted(by_task, key=_task_order)}
     figures["all"] = _figures(items, flags, repeats, answers, verified)
-    return AuditReport(figures, coverage(videos, tasks), flags, blind_model, answers, verifier_model, verified)
+    return AuditReport(figures, coverage(videos, tasks), flags, blind_model, answers, verifier_model, verified, verify_rule)
 
 
 def _pick_detail(what: str, picks: Picks, qid: str) -> str:
@@ -997,7 +1034,9 @@ def audit_markdown(report: AuditReport, max_listed: int = 50) -> str:
         audit_table(report),
         "",
         f"- {BLIND_MEANING} Answerer: {report.blind_model or 'not run'}; chance is {_pct(chance)}.",
-        f"- {VERIFIED_MEANING} Verifier: {report.verifier_model or 'not run'}.",
+        f"- {VERIFIED_MEANING} Verifier: {report.verifier_model or 'not run'}"
+        + (f"; `unverified_key` when {VERIFY_RULES[report.verify_rule]} (rule `{report.verify_rule}`)."
+           if report.verified_answers is not None else "."),
         "- Unsupported facts: items whose correct option names a name, number or colour that the transcript and "
         "title never mention.",
         "- Answer longest: share of items whose correct option is the longest (chance 25%). "
@@ -1183,10 +1222,11 @@ def read_report(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 def audit_folder(
     folder: str | os.PathLike, generate: JsonGenerator | None = None, blind_model: str | None = None,
-    tasks: Sequence[str] | None = None, blind: bool = True, verify: bool = True,
+    tasks: Sequence[str] | None = None, blind: bool = True, verify: bool = True, verify_rule: str = VERIFY_RULE,
 ) -> AuditReport:
     """Audit a LoMo dataset folder; ``generate`` (``llm_answerer``) runs the blind answerer (with
-    ``blind``) and the key verifier (with ``verify``), both with circular evaluation."""
+    ``blind``) and the key verifier (with ``verify``), both with circular evaluation;
+    ``verify_rule`` (``VERIFY_RULES``) says which verifier picks flag ``unverified_key``."""
     videos = read_videos(folder)
     answers = verified = None
     if generate is not None:
@@ -1195,4 +1235,4 @@ def audit_folder(
         if verify:
             verified = verify_answers(videos, generate)
     return audit(videos, answers, tasks=tasks, blind_model=blind_model if answers is not None else None,
-                 verified=verified, verifier_model=blind_model if verified is not None else None)
+                 verified=verified, verifier_model=blind_model if verified is not None else None, verify_rule=verify_rule)

