@@ -335,14 +335,23 @@ def test_cli_audit_writes_the_table_and_flags(tmp_path, monkeypatch):
     assert data["blind_model"] == "openai:reader"
     assert data["blind_answers"] == {"v1_01": "B", "v1_02": "", "v1_03": "", "v2_01": ""}  # "": no consistent pick
     # The key verifier asks the window items with their subtitle lines (no summary here: GVQA and
-    # GVS are not asked); the reader finds no shared word, says "A" every time: no consistent pick.
+    # GVS are not asked); the reader finds no shared word, says "A" every time: no consistent pick,
+    # and one vote per option, which says nothing against the key: not flagged by default.
     assert data["verifier_model"] == "openai:reader" and data["verified_answers"] == {"v1_03": "", "v2_01": ""}
+    assert data["verify_rule"] == "against"
     flags = {(f["question_id"], f["reason"]) for f in data["flags"]}
-    assert flags == {("v1_01", "blind_answerable"), ("v2_01", "window_off_subtitles"), ("v2_01", "window_text_mismatch"),
-                     ("v1_03", "unverified_key"), ("v2_01", "unverified_key")}
+    assert flags == {("v1_01", "blind_answerable"), ("v2_01", "window_off_subtitles"), ("v2_01", "window_text_mismatch")}
+    assert "(rule `against`)" in (folder / "audit.md").read_text()
     assert len(server.requests) == 4 * 4 + 2 * 4
     evidence = [r["body"]["messages"][-1]["content"] for r in server.requests if "Evidence" in r["body"]["messages"][-1]["content"]]
     assert len(evidence) == 8
+    # --verify-rule strict: every key the verifier did not pick in all rotations is flagged
+    with ChatServer(lexical_reader) as server:
+        strict = cli("audit", str(folder), "--verify-rule", "strict", "--llm", "backend=openai", "--llm", f"base_url={server.url}",
+                     "--llm", "model=reader", "--llm", "api_key_env=READER_KEY", env={**os.environ})
+    data = json.loads((folder / "audit.json").read_text())
+    assert data["verify_rule"] == "strict" and "flagged items: 3" in strict.stdout
+    assert {(f["question_id"], f["reason"]) for f in data["flags"]} == flags | {("v1_03", "unverified_key"), ("v2_01", "unverified_key")}
     for e in evidence:  # only the lines overlapping the item's window: 3-5 s is line 1; 6-9 s lines 2 and 3
         lines = set(re.findall(f"{SUBTITLE_TEXT} (\\d)", e))
         assert lines == ({"1"} if "he waves" in e else {"2", "3"})

@@ -230,9 +230,10 @@ def test_a_damaged_part_file_is_found_and_its_rows_recomputed(ray_cluster, tmp_p
     data = bytearray(parts[0].read_bytes())
     data[len(data) // 2] ^= 0xFF  # altered in place after it was written
     parts[0].write_bytes(bytes(data))
-    with caplog.at_level("WARNING", logger="lomo_datasets.execution.ray_executor"):
+    with caplog.at_level("WARNING", logger="lomo_datasets.execution"):
         again = _executor(tmp_path / "work", block_rows=2, group_size=2).run(ds, steps)
-    assert any("does not match what was written; recomputing its rows" in r.getMessage() for r in caplog.records)
+    assert any(f"{parts[0]} was changed after it was written (checksum differs); recomputing its rows" in r.getMessage()
+               for r in caplog.records)
     assert any("4 of 6 input rows already written" in r.getMessage() for r in caplog.records)
     assert again.dataset["y"] == first.dataset["y"] == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
 

@@ -138,7 +138,7 @@ def test_a_chunk_killed_while_saving_is_recomputed(tmp_path):
     data = step / "data"
     from datasets import load_from_disk
 
-    from lomo_datasets.execution.pipeline import _save
+    from lomo_datasets.execution.store import save as _save
 
     # the first chunk finished (data, then its marker with what it wrote)
     _save(load_from_disk(str(data)).select([0, 1]).flatten_indices(), step / "chunk-000000000-000000002")

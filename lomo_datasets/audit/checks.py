@@ -71,7 +71,8 @@ GENERATOR = "lomo-datasets audit"
 
 REASONS = {
     "blind_answerable": "the blind answerer picked the key from the question and options alone, in every rotation of the options",
-    "unverified_key": "the answer-key verifier, given the evidence the item was made from, did not pick the key in every rotation",
+    "unverified_key": "the answer-key verifier, given the evidence the item was made from, picked another option in more "
+                      "rotations than the key (under `--verify-rule strict`: did not pick the key in every rotation)",
     "unsupported": "a name, number or colour in the correct option appears nowhere in the transcript or title",
     "off_topic_distractors": "every wrong option is a phrase of 3+ words that shares no word with the video's texts, while "
                              "the correct option does: the item gives its key away without the video",
@@ -599,20 +600,24 @@ def circular_pick(rotations: Sequence[str]) -> str | None:
     return rotations[0] if len(set(rotations)) == 1 else ""
 
 
-#: When the key verifier's circular picks flag an item ``unverified_key`` (``audit --verify-rule``,
-#: the recipe's ``audit.verify_rule``). With ``ROTATIONS`` rotations:
+#: When the key verifier's circular picks flag an item ``unverified_key`` (``audit --verify-rule``).
+#: With ``ROTATIONS`` rotations, a verifier that only follows the shown order (the embedded 1.5B
+#: often answers the first option it sees) gives every option one vote: that tells nothing about
+#: the key, so the default flags only picks that point away from it. Measured on the same picks
+#: (``bench_audit.py --planted``): strict caught 16 of 16 planted key defects and flagged 7 of 15
+#: clean items; against caught 13 of 16 and flagged none; refuted caught 7 of 16.
 VERIFY_RULES = {
-    "strict": "the key did not win every rotation (an undecided verifier flags too)",
-    "minority": "the key won fewer than half of the rotations (refuted, or undecided against the key)",
+    "against": "another option won more rotations than the key (the evidence points away from it)",
+    "strict": "the key did not win every rotation (a verifier that cannot tell flags too)",
     "refuted": "one other option won every rotation",
 }
-VERIFY_RULE = "strict"
+VERIFY_RULE = "against"
 
 
 def key_votes(picks: "Picks", qid: str, key: str) -> tuple[int, int]:
-    """``(rotations the key won, rotations with a valid answer)`` for one item."""
-    got = [r for r in picks.rotations.get(qid) or [] if r]
-    return sum(r == key for r in got), len(got)
+    """``(rotations the key won, most rotations any other option won)`` for one item."""
+    got = Counter(r for r in picks.rotations.get(qid) or [] if r)
+    return got.pop(key, 0), max(got.values(), default=0)
 
 
 def key_unverified(picks: "Picks", qid: str, key: str, rule: str = VERIFY_RULE) -> bool:
@@ -623,9 +628,9 @@ def key_unverified(picks: "Picks", qid: str, key: str, rule: str = VERIFY_RULE) 
         return False
     if rule == "refuted":
         return bool(pick)
-    if rule == "minority":
-        won, n = key_votes(picks, qid, key)
-        return bool(pick) or (n > 0 and 2 * won < n)
+    if rule == "against":
+        won, other = key_votes(picks, qid, key)
+        return other > won
     return True
 
 
@@ -923,7 +928,11 @@ def audit(
                 text = parse_options(item).get(pick, "")
                 detail = f"{_pick_detail('the verifier picked', verified, qid)}: {text[:60]!r}; key {answer_letter(item)}"
             else:
-                detail = f"no consistent pick (rotations: {', '.join(verified.rotations.get(qid) or []) or '?'}); key {answer_letter(item)}"
+                rotations = verified.rotations.get(qid) or []
+                votes = Counter(r for r in rotations if r)
+                leader, most = max(((k, v) for k, v in votes.items() if k != answer_letter(item)), key=lambda kv: kv[1], default=("?", 0))
+                detail = (f"no consistent pick (rotations: {', '.join(rotations) or '?'}): {leader} won {most}, "
+                          f"the key {answer_letter(item)} {votes.get(answer_letter(item), 0)}")
             flags.append(Flag(qid, "unverified_key", detail))
     order = {str(i.get("question_id")): k for k, i in enumerate(items)}
     flags.sort(key=lambda f: (order.get(f.question_id, len(order)), f.reason))
@@ -987,8 +996,9 @@ BLIND_MEANING = (
 VERIFIED_MEANING = (
     "Verified keys: the share of multiple-choice items whose key an LLM picks in all "
     f"{ROTATIONS} rotations when given the evidence the item was made from (the summary for GVQA/GVS, the "
-    "window's subtitle lines for SVS/SVQA/VVQA); high is good; the others are flagged `unverified_key` "
-    "(a wrong key, a window that does not hold the answer, or a verifier too weak to tell)."
+    "window's subtitle lines for SVS/SVQA/VVQA); high is good. Items where another option wins more rotations "
+    "than the key are flagged `unverified_key` (a wrong key, or a window that does not hold the answer); the rest "
+    "are undecided (a verifier too weak to tell, e.g. one that picks the first shown option every time)."
 )
 
 

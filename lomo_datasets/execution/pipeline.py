@@ -11,7 +11,8 @@ Crash safety: a chunk is written to a temporary folder and renamed into place be
 ``_SUCCESS`` marker is written, so after a crash (even SIGKILL) a rerun reuses every finished
 chunk and recomputes only the unfinished ones. The marker records the size and SHA-256 of
 every file the chunk (or step) wrote; reuse checks them, and a damaged or missing file makes
-that part recompute (one log line says which file), so recorded bytes are all that is reused. Chunk folders are named by their row range, so a
+that part recompute (one log line says which file), so recorded bytes are all that is reused
+(``store``: the one work-dir store of both executors). Chunk folders are named by their row range, so a
 rerun with another ``chunk_size`` never reuses a chunk that covers other rows.
 
 Sameness: the output is a function of the inputs and the settings, never of the schedule.
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from datasets import Dataset, Features, concatenate_datasets, load_from_disk
+from datasets import Dataset, Features, concatenate_datasets
 
 
 from lomo_datasets.core import progress
@@ -55,11 +56,11 @@ from lomo_datasets.core.redact import shorten
 from lomo_datasets.core.stage import (  # noqa: F401 (Filter, models_loaded: re-exported)
     Filter, SettingError, Stage, cpu_threads, models_loaded, split_kept, thread_environment,
 )
-from lomo_datasets.core.files import sha256_file
+from lomo_datasets.execution import store
+from lomo_datasets.execution.store import DONE  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
-DONE = "_SUCCESS"
 
 
 @dataclass
@@ -657,7 +658,7 @@ class Runner:
         if not stage.maps_rows:  # writes nothing (a filter): no pass, only its keep
             bar.update(len(ds))
             return ds
-        reused_step = _reuse(step_dir, ("data",))
+        reused_step = store.reuse(step_dir, ("data",))
         if reused_step is not None:
             logger.info("%s: reusing %s", stage.name, step_dir)
             self._note_reuse(stage.name, f"{len(reused_step[0])} rows", bar)
@@ -670,7 +671,7 @@ class Runner:
         with StepPool(stage, cap_workers(self.num_proc, len(ds), stage), self.group_size) as pool:  # its workers start with the first computed chunk
             for chunk, (start, end) in enumerate(chunks):
                 chunk_dir = step_dir / f"chunk-{start:09d}-{end:09d}"
-                found = _reuse(chunk_dir, ("data",))
+                found = store.reuse(chunk_dir, ("data",))
                 if found is not None:
                     parts.append(found[0])
                     reused += 1
@@ -679,14 +680,14 @@ class Runner:
                     continue
                 if end == start:  # an empty input (a shard with no rows) still gets the full schema
                     features = stage.output_features(ds.features)
-                    parts.append(_save(Dataset.from_dict({k: [] for k in features}, features=features), chunk_dir))
+                    parts.append(store.save(Dataset.from_dict({k: [] for k in features}, features=features), chunk_dir))
                     continue
                 scratch = chunk_dir / "map.partial"
                 shutil.rmtree(scratch, ignore_errors=True)  # left by a crash
                 scratch.mkdir(parents=True)
                 # the map's own Arrow files go in the chunk folder, not beside the input's
                 part = pool.map(_select(ds, start, end), scratch, desc=f"{stage.name} [{chunk + 1}/{n_chunks}]")
-                parts.append(_save(part, chunk_dir))
+                parts.append(store.save(part, chunk_dir))
                 bar.update(end - start)
                 del part
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -697,14 +698,14 @@ class Runner:
             logger.info("%s: reused %d of %d finished chunks in %s", stage.name, reused, n_chunks, step_dir)
             self._note_reuse(stage.name, f"{reused} of {n_chunks} chunks ({reused_rows} rows)", bar)
         result = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-        result = _save(result, step_dir)
+        result = store.save(result, step_dir)
         for chunk_dir in step_dir.glob("chunk-*"):
             shutil.rmtree(chunk_dir, ignore_errors=True)
         return result
 
     def _note_reuse(self, name: str, what: str, bar=None) -> None:
         """Record (for the summary) and show on the step's bar what a step took from the work
-        dir; ``_reuse`` checked the size and SHA-256 of every file its marker lists."""
+        dir; ``store.reuse`` checked the size and SHA-256 of every file its marker lists."""
         self.reused[name] = what
         if bar is not None:
             bar.set_postfix_str(f"reused {what} (markers verified)")
@@ -719,81 +720,6 @@ def _join_dropped(parts: list[Dataset]) -> Dataset | None:
     common = [c for c in parts[0].column_names if all(c in p.column_names for p in parts)]
     features = parts[0].select_columns(common).features
     return concatenate_datasets([p.select_columns(common).cast(features) for p in parts])
-
-
-def _file_record(folder: Path, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Size and SHA-256 of every file under ``folder`` (or of ``names`` in it), by relative path."""
-    record = {}
-    paths = [folder / n for n in names] if names is not None else sorted(p for p in folder.rglob("*") if p.is_file())
-    for path in paths:
-        record[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-    return record
-
-
-def _damage(folder: Path, recorded: dict[str, dict[str, Any]]) -> str | None:
-    """What differs between ``folder`` and its record (None when nothing does)."""
-    if not isinstance(recorded, dict) or not recorded:
-        return "it has no record of its files (written by an older version)"
-    for rel, want in recorded.items():
-        path = folder / rel
-        if not path.is_file():
-            return f"{path} is missing"
-        if path.stat().st_size != want.get("size"):
-            return f"{path} has {path.stat().st_size} bytes, {want.get('size')} were written"
-    actual = _file_record(folder, list(recorded))
-    for rel, want in recorded.items():
-        if actual[rel]["sha256"] != want.get("sha256"):
-            return f"{folder / rel} was changed after it was written (checksum differs)"
-    return None  # files added later (datasets' cache-*.arrow of a filter or cast) are not ours to judge
-
-
-def _reuse(folder: Path, names: tuple[str, ...]) -> list[Dataset] | None:
-    """The datasets saved in ``folder`` by ``_save`` if it finished and its files are what it
-    recorded; None (after one log line saying why) when it must be recomputed."""
-    marker = folder / DONE
-    if not marker.exists():
-        return None
-    try:
-        record = json.loads(marker.read_text(encoding="utf-8")).get("files", {})
-    except (OSError, ValueError, AttributeError):
-        record = {}
-    problems = [p for name in names for p in [_damage(folder / name, record.get(name) if isinstance(record, dict) else None)] if p]
-    loaded: list[Dataset] = []
-    if not problems:
-        try:
-            loaded = [load_from_disk(str(folder / name)) for name in names]
-        except Exception as exc:  # a file that passes its checksum but does not load
-            problems = [f"{folder} does not load ({type(exc).__name__}: {exc})"]
-    if problems:
-        logger.warning("work dir: %s; recomputing %s", problems[0], folder.name)
-        marker.unlink(missing_ok=True)
-        return None
-    return loaded
-
-
-def _save(ds: Dataset | dict[str, Dataset], folder: Path) -> Any:
-    """Save ``ds`` to ``folder/data`` (or each ``{name: dataset}`` to ``folder/name``)
-    atomically, then mark the folder done with the size and checksum of every file written.
-    Returns what was saved, loaded back from disk."""
-    named = ds if isinstance(ds, dict) else {"data": ds}
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / DONE).unlink(missing_ok=True)
-    record: dict[str, Any] = {"rows": {}, "files": {}, "time": time.time()}
-    for name, part in named.items():
-        tmp = folder / f"{name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        # An empty dataset needs one explicit shard, or load_from_disk cannot read it back.
-        part.save_to_disk(str(tmp), **({"num_shards": 1} if len(part) == 0 else {}))
-        if (folder / name).exists():
-            shutil.rmtree(folder / name)
-        os.replace(tmp, folder / name)
-        record["rows"][name] = len(part)
-        record["files"][name] = _file_record(folder / name)
-    marker = folder / (DONE + ".partial")
-    marker.write_text(json.dumps(record, sort_keys=True))
-    os.replace(marker, folder / DONE)
-    loaded = {name: load_from_disk(str(folder / name)) for name in named}
-    return loaded if isinstance(ds, dict) else loaded["data"]
 
 
 #: Row reports a run writes beside its published data; ``merge_outputs`` joins them too.

@@ -36,8 +36,6 @@ equals the local runner's row for row.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -52,7 +50,7 @@ from lomo_datasets.execution.pipeline import (
     DEFAULT_GROUP_SIZE, ROW, WORKER_SECONDS, Plan, RunResult, _join_dropped, check_group_size, map_grouped, models_loaded,
     shard_range, with_row_index,
 )
-from lomo_datasets.core.files import sha256_file
+from lomo_datasets.execution import store
 from lomo_datasets.core.stage import MissingDependencyError, SettingError, Stage, cpu_threads, thread_environment
 
 logger = logging.getLogger(__name__)
@@ -247,40 +245,12 @@ class ActorStageOp:
 
 
 def write_block(table: Any, folder: str) -> Any:
-    """Write one block to ``folder/part-<rows>-<content>.parquet`` atomically; return its name.
-
-    ``<rows>`` hashes the input rows it holds and ``<content>`` its bytes (checked when a
-    rerun reuses it). A retried task rewrites the same rows: the older file of those rows goes."""
+    """Write one block to the work dir's store as one part file (``store.write_part``: named by
+    the input rows it holds, its size and checksum, checked when a rerun reuses it)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    rows = sorted(set(table[ROW].to_pylist()))
-    digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:24]
-    tmp = Path(folder) / f".part-{digest}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp)
-    path = Path(folder) / f"part-{digest}-{_file_digest(tmp)}.parquet"
-    os.replace(tmp, path)
-    for older in Path(folder).glob(f"part-{digest}-*.parquet"):
-        if older != path:
-            older.unlink(missing_ok=True)
-    return pa.table({"file": [path.name], "rows": [table.num_rows]})
-
-
-def _file_digest(path: Path) -> str:
-    return sha256_file(path)[:16]
-
-
-def _parts(folder: Path) -> list[Path]:
-    """The part files whose bytes match the digest in their name; any other is removed (it is
-    the executor's own file, damaged after it was written), so its rows run again."""
-    good = []
-    for path in sorted(folder.glob("part-*-*.parquet")):
-        if path.stem.rsplit("-", 1)[1] == _file_digest(path):
-            good.append(path)
-        else:
-            logger.warning("work dir: %s does not match what was written; recomputing its rows", path)
-            path.unlink()
-    return good
+    name = store.write_part(table, folder, table[ROW].to_pylist())
+    return pa.table({"file": [name], "rows": [table.num_rows]})
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,7 +338,7 @@ class RayExecutor:
         for stale in folder.glob(".part-*.tmp"):  # left by a killed writer
             stale.unlink()
         started = time.perf_counter()
-        done = _rows_written(_parts(folder))
+        done = _rows_written(store.parts(folder))
         todo = [i for i in range(len(ds)) if first + i not in done]
         if done:
             (logger.warning if todo else logger.info)(
@@ -404,7 +374,7 @@ class RayExecutor:
         return RunResult(data, dropped, self.work_dir, busy, len(ds), model_loads, timings_kind=WORKER_SECONDS)
 
     def _lost(self, folder: Path, rows: int, exc: BaseException) -> "ClusterLostError":
-        kept = len(_rows_written(_parts(folder)))
+        kept = len(_rows_written(store.parts(folder)))
         return ClusterLostError(
             f"ray: a node or worker was lost and its work could not be placed again ({type(exc).__name__}); "
             f"rerun the same command: {kept} of {rows} input rows are written in {folder} and are kept"
@@ -507,7 +477,7 @@ def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Data
     import pyarrow.parquet as pq
     from datasets.table import InMemoryTable
 
-    tables = [pq.read_table(p) for p in _parts(folder)]
+    tables = [pq.read_table(p) for p in store.parts(folder)]
     final = features[-1]
     table = pa.concat_tables(tables, promote_options="default") if tables else None
     loads: dict[str, dict[int, int]] = {}

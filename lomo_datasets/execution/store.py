@@ -1,0 +1,173 @@
+"""The work dir's store: what both executors keep for resume, with one integrity scheme.
+
+Every file is written aside and renamed into place (atomic on one file system), and recorded
+with its size and SHA-256 when it is written; reuse checks the record before trusting a byte,
+and anything that does not match is recomputed (one log line says which file and why). Two
+shapes of entry, one per scheduler:
+
+- **datasets** (the local runner, ``pipeline.Runner``): ``save(ds, folder)`` writes
+  ``folder/data`` (or several named datasets) with ``save_to_disk``, then the ``DONE`` marker
+  holding every file's size and SHA-256; ``reuse(folder, names)`` loads them back only when the
+  marker's record matches the files;
+- **parts** (the Ray executor): ``write_part(table, folder)`` writes one Parquet file per block
+  named ``part-<rows>-<size>-<sha256[:16]>.parquet`` (``<rows>`` hashes the input rows it
+  holds); the record is the name, so Ray workers on any node need no shared marker;
+  ``parts(folder)`` returns the parts whose bytes match their name and removes the others.
+
+The check is the same for both (``damage_of``). This module is the seam where another store
+(object storage) plugs in: the executors reach their work dir only through these functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, load_from_disk
+
+from lomo_datasets.core.files import sha256_file
+
+logger = logging.getLogger(__name__)
+
+#: The marker of a finished ``save``: ``{"rows": {name: n}, "files": {name: {rel: {size, sha256}}}, "time": t}``.
+DONE = "_SUCCESS"
+#: A part file's name: the hash of the input rows it holds, its size and its SHA-256 prefix.
+PART = re.compile(r"part-(?P<rows>[0-9a-f]{24})-(?P<size>\d+)-(?P<sha256>[0-9a-f]{16})\.parquet")
+
+
+def damage_of(path: Path, size: Any, sha256: Any) -> str | None:
+    """What is wrong with ``path`` against what was recorded when it was written (its size and
+    SHA-256, or a prefix of it); None when nothing is."""
+    if not path.is_file():
+        return f"{path} is missing"
+    if path.stat().st_size != size:
+        return f"{path} has {path.stat().st_size} bytes, {size} were written"
+    if not isinstance(sha256, str) or not sha256 or not sha256_file(path).startswith(sha256):
+        return f"{path} was changed after it was written (checksum differs)"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets with a marker (the local runner)
+# --------------------------------------------------------------------------------------------
+
+
+def file_record(folder: Path, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file under ``folder`` (or of ``names`` in it), by relative path."""
+    record = {}
+    paths = [folder / n for n in names] if names is not None else sorted(p for p in folder.rglob("*") if p.is_file())
+    for path in paths:
+        record[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    return record
+
+
+def damage(folder: Path, recorded: dict[str, dict[str, Any]] | None) -> str | None:
+    """What differs between ``folder`` and its record (None when nothing does). Files added
+    later (datasets' cache-*.arrow of a filter or cast) are not ours to judge."""
+    if not isinstance(recorded, dict) or not recorded:
+        return "it has no record of its files (written by an older version)"
+    for rel, want in recorded.items():  # sizes first: cheap, and most damage shows there
+        path = folder / rel
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != (want or {}).get("size"):
+            return f"{path} has {path.stat().st_size} bytes, {(want or {}).get('size')} were written"
+    for rel, want in recorded.items():
+        problem = damage_of(folder / rel, want.get("size"), want.get("sha256"))
+        if problem:
+            return problem
+    return None
+
+
+def reuse(folder: Path, names: tuple[str, ...]) -> list[Dataset] | None:
+    """The datasets saved in ``folder`` by ``save`` if it finished and its files are what it
+    recorded; None (after one log line saying why) when it must be recomputed."""
+    marker = folder / DONE
+    if not marker.exists():
+        return None
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        record = {}
+    problems = [p for name in names for p in [damage(folder / name, record.get(name) if isinstance(record, dict) else None)] if p]
+    loaded: list[Dataset] = []
+    if not problems:
+        try:
+            loaded = [load_from_disk(str(folder / name)) for name in names]
+        except Exception as exc:  # a file that passes its checksum but does not load
+            problems = [f"{folder} does not load ({type(exc).__name__}: {exc})"]
+    if problems:
+        logger.warning("work dir: %s; recomputing %s", problems[0], folder.name)
+        marker.unlink(missing_ok=True)
+        return None
+    return loaded
+
+
+def save(ds: Dataset | dict[str, Dataset], folder: Path) -> Any:
+    """Save ``ds`` to ``folder/data`` (or each ``{name: dataset}`` to ``folder/name``)
+    atomically, then mark the folder done with the size and checksum of every file written.
+    Returns what was saved, loaded back from disk."""
+    named = ds if isinstance(ds, dict) else {"data": ds}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DONE).unlink(missing_ok=True)
+    record: dict[str, Any] = {"rows": {}, "files": {}, "time": time.time()}
+    for name, part in named.items():
+        tmp = folder / f"{name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        # An empty dataset needs one explicit shard, or load_from_disk cannot read it back.
+        part.save_to_disk(str(tmp), **({"num_shards": 1} if len(part) == 0 else {}))
+        if (folder / name).exists():
+            shutil.rmtree(folder / name)
+        os.replace(tmp, folder / name)
+        record["rows"][name] = len(part)
+        record["files"][name] = file_record(folder / name)
+    marker = folder / (DONE + ".partial")
+    marker.write_text(json.dumps(record, sort_keys=True))
+    os.replace(marker, folder / DONE)
+    loaded = {name: load_from_disk(str(folder / name)) for name in named}
+    return loaded if isinstance(ds, dict) else loaded["data"]
+
+
+# --------------------------------------------------------------------------------------------
+# Part files named by their record (the Ray executor)
+# --------------------------------------------------------------------------------------------
+
+
+def write_part(table: Any, folder: str | os.PathLike, rows: list[int]) -> str:
+    """Write ``table`` (holding input ``rows``) to ``folder`` as one Parquet part, atomically;
+    return its name. A retried task rewrites the same rows: the older file of those rows goes."""
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    key = hashlib.sha256(json.dumps(sorted(set(rows))).encode()).hexdigest()[:24]
+    tmp = folder / f".part-{key}.{os.getpid()}.tmp"
+    pq.write_table(table, tmp)
+    path = folder / f"part-{key}-{tmp.stat().st_size}-{sha256_file(tmp)[:16]}.parquet"
+    os.replace(tmp, path)
+    for older in folder.glob(f"part-{key}-*.parquet"):
+        if older != path:
+            older.unlink(missing_ok=True)
+    return path.name
+
+
+def parts(folder: Path) -> list[Path]:
+    """The part files whose bytes match their name; any other is removed (it is the executor's
+    own file, damaged after it was written, or written by an older version), so its rows run
+    again."""
+    good = []
+    for path in sorted(folder.glob("part-*.parquet")):
+        name = PART.fullmatch(path.name)
+        problem = damage_of(path, int(name["size"]), name["sha256"]) if name else f"{path} is named by an older version"
+        if problem is None:
+            good.append(path)
+        else:
+            logger.warning("work dir: %s; recomputing its rows", problem)
+            path.unlink()
+    return good
