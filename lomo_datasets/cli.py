@@ -171,6 +171,10 @@ def _fail(exc: BaseException, verbose: bool, work_dir: str | None, out: str | No
 def _work_dir(args: argparse.Namespace) -> str | None:
     if args.command != "run":
         return None
+    if args.work_dir and "://" in str(args.work_dir):  # object storage: a URL, not a path
+        from lomo_datasets.core.redact import mask_url_credentials
+
+        return mask_url_credentials(str(args.work_dir))
     return str(Path(args.work_dir or Path(args.out) / ".lomo-work"))
 
 

@@ -289,7 +289,7 @@ class RayExecutor:
     """Runs steps over a dataset on a Ray cluster; ``run`` returns what ``Runner.run`` does."""
 
     def __init__(self, work_dir: str | os.PathLike, settings: RaySettings | None = None):
-        self.work_dir = Path(work_dir)
+        self.work_dir = work_dir if store.is_remote(work_dir) else Path(work_dir)  # a local folder or s3://...
         self.settings = settings or RaySettings()
         self.ray = import_ray()
         check_reachable(self.settings.address)  # bounded: Ray itself retries an unreachable address for minutes
@@ -333,9 +333,9 @@ class RayExecutor:
         self._first = first  # the input index of ds's first row (ROW travels as a hidden column)
         plan = Plan.make(with_row_index(ds, first), steps, s.group_size)
         features = plan.features  # the schema before each step, then after the last
-        folder = self.work_dir / f"ray-{plan.fingerprint[:16]}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob(".part-*.tmp"):  # left by a killed writer
+        folder = store.join(self.work_dir, f"ray-{plan.fingerprint[:16]}")
+        store.makedirs(folder)
+        for stale in ([] if store.is_remote(folder) else folder.glob(".part-*.tmp")):  # left by a killed writer
             stale.unlink()
         started = time.perf_counter()
         done = _rows_written(store.parts(folder))
@@ -458,12 +458,10 @@ def _pinned_to_cpu(stage: Stage) -> Stage:
     return stage if stage.device == "cpu" else _with_device(stage, "cpu")
 
 
-def _rows_written(parts: list[Path]) -> set[int]:
-    import pyarrow.parquet as pq
-
+def _rows_written(parts: list[Any]) -> set[int]:
     done: set[int] = set()
     for path in parts:
-        done.update(pq.read_table(path, columns=[ROW])[ROW].to_pylist())
+        done.update(store.read_part(path, columns=[ROW])[ROW].to_pylist())
     return done
 
 
@@ -474,10 +472,9 @@ def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Data
     count with the seconds they took then)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
     from datasets.table import InMemoryTable
 
-    tables = [pq.read_table(p) for p in store.parts(folder)]
+    tables = [store.read_part(p) for p in store.parts(folder)]
     final = features[-1]
     table = pa.concat_tables(tables, promote_options="default") if tables else None
     loads: dict[str, dict[int, int]] = {}

@@ -27,6 +27,7 @@ from lomo_datasets.publish import layout as publish
 from lomo_datasets.publish.card import Provenance, error_kind, yield_counts
 from lomo_datasets.formats.livecc import LiveCCExport
 from lomo_datasets.core.redact import mask_url_credentials
+from lomo_datasets.execution import store
 from lomo_datasets.execution.pipeline import (
     DEFAULT_GROUP_SIZE, Executor, Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard,
     take_shard,     write_failed_report,
@@ -332,23 +333,29 @@ def run_recipe(
     config_dict = config if isinstance(config, dict) else load_config(config)
     override_dict = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
     shard_spec = parse_shard(shard)
+    remote_work = work_dir is not None and store.is_remote(str(work_dir))
     for flag, value in (("--out", out), ("--work-dir", work_dir)):
-        if value is not None and "://" in str(value):  # Path() would make a local folder named "s3:"
+        if value is not None and "://" in str(value) and not (flag == "--work-dir" and remote_work and executor == "ray"):
+            # Path() would make a local folder named "s3:"
             raise SettingError(
                 f"{flag} {mask_url_credentials(str(value))}: only a local or shared-filesystem path is supported "
-                "(videos may be in object storage: --videos s3://...); on a cluster give every node the same "
-                "shared path (NFS, a mounted bucket)"
+                + ("(a work dir in object storage, --work-dir s3://..., needs --executor ray: its workers write "
+                   "their parts there from any node)" if flag == "--work-dir" and remote_work else
+                   "(videos may be in object storage: --videos s3://...; with --executor ray, --work-dir s3://... too); "
+                   "on a cluster give every node the same shared path (NFS, a mounted bucket)")
             )
     out = Path(out)
-    work = Path(work_dir or out / ".lomo-work")
+    work = str(work_dir) if remote_work else Path(work_dir or out / ".lomo-work")
     runner = make_runner(executor, work, num_proc=num_proc, chunk_size=chunk_size, ray_address=ray_address, group_size=group_size)
-    outputs.check_paths(out, videos, work)
-    new_folders = [f for f in (out, work if work_dir else None) if f is not None and not f.exists()]
+    outputs.check_paths(out, videos, None if remote_work else work)
+    new_folders = [f for f in (out, work if work_dir and not remote_work else None) if f is not None and not f.exists()]
     outputs.claim(out)
-    if work_dir:
+    if remote_work:
+        store.claim_remote(work)  # the prefix is ours or empty; its part files are the only objects removed
+    elif work_dir:
         outputs.claim(work, "--work-dir")
     try:
-        with outputs.Lock(out), (outputs.Lock(work, "--work-dir") if work_dir else nullcontext()):
+        with outputs.Lock(out), (outputs.Lock(work, "--work-dir") if work_dir and not remote_work else nullcontext()):
             recipe, steps, result = _run(recipe, videos, out, work, config_dict, override_dict, embedded, runner, shard_spec, push_to_hub)
     finally:
         for folder in new_folders:  # a run that failed before writing anything leaves no folder
@@ -391,7 +398,9 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
     from lomo_datasets.processors.ingest import ingest
 
     ds = ingest(videos)
-    recipe = _with_download(recipe, ds, config, overrides, work / "downloads")
+    # downloads are files on this machine: beside the output when the work dir is in object storage
+    downloads = out / ".lomo-work" / "downloads" if store.is_remote(str(work)) else work / "downloads"
+    recipe = _with_download(recipe, ds, config, overrides, downloads)
     steps = build_steps(recipe, config, overrides, embedded=embedded)
     exports = build_exports(recipe, config, overrides)
     record = run_record(recipe, steps, ds, shard, getattr(runner, "group_size", None) or runner.settings.group_size,

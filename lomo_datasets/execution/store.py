@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import re
 import shutil
 import time
@@ -140,29 +141,80 @@ def save(ds: Dataset | dict[str, Dataset], folder: Path) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def write_part(table: Any, folder: str | os.PathLike, rows: list[int]) -> str:
+def is_remote(folder: Any) -> bool:
+    """True for a work dir in object storage (``s3://bucket/prefix``, read through fsspec)."""
+    from lomo_datasets.media import remote
+
+    return remote.is_remote(str(folder))
+
+
+def join(folder: Any, name: str) -> Any:
+    """``folder/name``: a ``Path`` for a local folder, a URL string for object storage."""
+    return f"{str(folder).rstrip('/')}/{name}" if is_remote(folder) else Path(folder) / name
+
+
+def makedirs(folder: Any) -> None:
+    """Make a local folder (object storage has no folders to make)."""
+    if not is_remote(folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def _remote(folder: Any) -> tuple[Any, str]:
+    from lomo_datasets.media import remote
+
+    return remote.filesystem(str(folder))
+
+
+def _sha256_object(fs: Any, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open(path, "rb", block_size=8 << 20) as fh:
+        for block in iter(lambda: fh.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_part(table: Any, folder: Any, rows: list[int]) -> str:
     """Write ``table`` (holding input ``rows``) to ``folder`` as one Parquet part, atomically;
-    return its name. A retried task rewrites the same rows: the older file of those rows goes."""
+    return its name. A retried task rewrites the same rows: the older file of those rows goes.
+    In object storage the part is written to a local temp file first, then put as one object
+    (an object appears whole or not at all)."""
+    import tempfile
+
     import pyarrow.parquet as pq
 
-    folder = Path(folder)
     key = hashlib.sha256(json.dumps(sorted(set(rows))).encode()).hexdigest()[:24]
-    tmp = folder / f".part-{key}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp)
-    path = folder / f"part-{key}-{tmp.stat().st_size}-{sha256_file(tmp)[:16]}.parquet"
-    os.replace(tmp, path)
-    for older in folder.glob(f"part-{key}-*.parquet"):
-        if older != path:
-            older.unlink(missing_ok=True)
-    return path.name
+    remote = is_remote(folder)
+    local = Path(tempfile.gettempdir()) if remote else Path(folder)
+    tmp = local / f".part-{key}.{os.getpid()}.tmp"
+    try:
+        pq.write_table(table, tmp)
+        name = f"part-{key}-{tmp.stat().st_size}-{sha256_file(tmp)[:16]}.parquet"
+        if remote:
+            fs, base = _remote(folder)
+            fs.put_file(str(tmp), f"{base.rstrip('/')}/{name}")
+            older = [p for p in fs.glob(f"{base.rstrip('/')}/part-{key}-*.parquet") if posixpath.basename(p) != name]
+            if older:
+                fs.rm(older)
+        else:
+            os.replace(tmp, local / name)
+            for path in local.glob(f"part-{key}-*.parquet"):
+                if path.name != name:
+                    path.unlink(missing_ok=True)
+    finally:
+        if remote:
+            tmp.unlink(missing_ok=True)
+    return name
 
 
-def parts(folder: Path) -> list[Path]:
+def parts(folder: Any) -> list[Any]:
     """The part files whose bytes match their name; any other is removed (it is the executor's
     own file, damaged after it was written, or written by an older version), so its rows run
-    again."""
+    again. Local parts are ``Path``s, parts in object storage URL strings (``read_part`` reads
+    both)."""
+    if is_remote(folder):
+        return _remote_parts(folder)
     good = []
-    for path in sorted(folder.glob("part-*.parquet")):
+    for path in sorted(Path(folder).glob("part-*.parquet")):
         name = PART.fullmatch(path.name)
         problem = damage_of(path, int(name["size"]), name["sha256"]) if name else f"{path} is named by an older version"
         if problem is None:
@@ -171,3 +223,64 @@ def parts(folder: Path) -> list[Path]:
             logger.warning("work dir: %s; recomputing its rows", problem)
             path.unlink()
     return good
+
+
+def _remote_parts(folder: Any) -> list[str]:
+    from lomo_datasets.media import remote
+
+    fs, base = _remote(folder)
+    prefix = remote.scheme(str(folder))
+    good = []
+    for path in sorted(fs.glob(f"{base.rstrip('/')}/part-*.parquet")):
+        name = PART.fullmatch(posixpath.basename(path))
+        url = f"{prefix}://{path}"
+        if name is None:
+            problem = f"{url} is named by an older version"
+        elif int(fs.info(path)["size"]) != int(name["size"]):
+            problem = f"{url} has {fs.info(path)['size']} bytes, {name['size']} were written"
+        elif not _sha256_object(fs, path).startswith(name["sha256"]):
+            problem = f"{url} was changed after it was written (checksum differs)"
+        else:
+            good.append(url)
+            continue
+        logger.warning("work dir: %s; recomputing its rows", problem)
+        fs.rm(path)
+    return good
+
+
+def read_part(path: Any, columns: list[str] | None = None) -> Any:
+    """One part file (local or in object storage) as an Arrow table."""
+    import pyarrow.parquet as pq
+
+    if not is_remote(path):
+        return pq.read_table(path, columns=columns)
+    fs, where = _remote(path)
+    with fs.open(where, "rb") as fh:
+        return pq.read_table(fh, columns=columns)
+
+
+def claim_remote(folder: str) -> None:
+    """Claim a work dir in object storage as lomo-datasets': a prefix that holds objects but not
+    our marker is someone else's and is refused (the tool removes only its own part files, and
+    only under a prefix it claimed); an empty one gets the marker."""
+    from lomo_datasets.core.redact import mask_url_credentials
+    from lomo_datasets.core.stage import SettingError
+
+    fs, base = _remote(folder)
+    marker = f"{base.rstrip('/')}/{MARKER}"
+    if fs.exists(marker):
+        return
+    try:
+        held = fs.find(base.rstrip("/"), maxdepth=None)
+    except FileNotFoundError:
+        held = []
+    if held:
+        raise SettingError(
+            f"--work-dir {mask_url_credentials(folder)}: holds {len(held)} objects that lomo-datasets did not write; "
+            "give an empty prefix or one an earlier run used"
+        )
+    fs.pipe_file(marker, json.dumps({"tool": "lomo-datasets", "kind": "work dir"}).encode())
+
+
+#: The object that marks a prefix in object storage as a lomo-datasets work dir.
+MARKER = ".lomo-datasets.json"
