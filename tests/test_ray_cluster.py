@@ -5,8 +5,9 @@ each, each the leader of its own session with its own ``--temp-dir`` and its own
 test can kill a whole node (SIGKILL to every process of its session, Ray's workers included)
 and stops only its own processes (never ``ray stop``: other Ray instances may run here).
 
-- ``run livecc-sft --embedded --executor ray --ray-address 127.0.0.1:PORT`` publishes the same
-  Parquet rows and exports as the local runner on the same two short videos, while both nodes
+- ``run livecc-sft --embedded --executor ray --ray-address 127.0.0.1:PORT --work-dir s3://...``
+  (an S3 API server on loopback, moto's ``moto_server``: the nodes share no work folder) publishes
+  the same Parquet rows and exports as the local runner on the same two short videos, while both nodes
   stay alive, and the model actors ran on both nodes (the executor records each model step's
   worker pid per row in its part files; each pid is a worker of one node: it wrote its
   ``python-core-worker-*_<pid>.log`` into that node's logs folder);
@@ -62,6 +63,7 @@ RUN_TIMEOUT = 300  #: seconds for one CLI run before it counts as hung
 STALL_WINDOW = 30.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+BUCKET = "lomo-cluster"
 #: Every folder a run of this module wrote (--out, its work dir inside), for the secrets check.
 WRITTEN: list[Path] = []
 #: What the runs saw, for the secrets check: whether a Ray worker held the fake secrets.
@@ -227,7 +229,37 @@ def _start_node(name: str, args: list[str], temp: Path) -> Node:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def s3(tmp_path_factory):
+    """A loopback S3 API server (moto's ``moto_server``) for the two-node run's work dir; the
+    nodes and the driver get its address as ``AWS_ENDPOINT_URL`` (with the fake keys of ENV)."""
+    if shutil.which("moto_server") is None:
+        pytest.skip("moto_server (pip install 'moto[server]') is needed for the work dir in object storage")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, log.read_text()[-2000:]
+                time.sleep(0.2)
+        ENV.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_DEFAULT_REGION="us-east-1")
+        import s3fs
+
+        fs = s3fs.S3FileSystem(key=ENV["AWS_ACCESS_KEY_ID"], secret=SECRET_AWS, client_kwargs={"endpoint_url": ENV["AWS_ENDPOINT_URL"]})
+        fs.mkdir(BUCKET)
+        yield fs
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
     pytest.importorskip("ray.data")
     root = Path(tempfile.mkdtemp(prefix="lrc-", dir="/tmp"))  # short: Unix socket paths < 108 bytes
     port = _free_port()
@@ -310,12 +342,13 @@ def reference(manifest, tmp_path_factory) -> dict[str, bytes]:
     return files
 
 
-def _parts_pids(out: Path) -> dict[str, set[int]]:
-    """Per model step (hidden column ``_lomo_pid_<step>``): the worker pids that made its rows."""
+def _parts_pids(parts: list) -> dict[str, set[int]]:
+    """Per model step (hidden column ``_lomo_pid_<step>``): the worker pids that made its rows
+    (``parts``: local part files, or open files of the parts in the bucket)."""
     import pyarrow.parquet as pq
 
     pids: dict[str, set[int]] = {}
-    for part in _parts(out):
+    for part in parts:
         table = pq.read_table(part)
         for name in table.column_names:
             if name.startswith("_lomo_pid_"):
@@ -347,13 +380,16 @@ class Watch(threading.Thread):
             self.stop.wait(0.5)
 
 
-def test_a_two_node_run_publishes_what_the_local_runner_publishes(cluster, manifest, reference, tmp_path):
+def test_a_two_node_run_publishes_what_the_local_runner_publishes(cluster, s3, manifest, reference, tmp_path):
+    """With the work dir in the bucket (``--work-dir s3://...``): the nodes share no work folder;
+    each worker puts its part files into the bucket and the driver reads them back."""
     assert len(cluster.alive_nodes()) == 2, "runs before the worker node is killed"
     out = tmp_path / "ray"
     watch = Watch(cluster)
     watch.start()
     started = time.time()
-    code, _, stderr = _finish(_run_cli(out, manifest, "--executor", "ray", "--ray-address", cluster.address))
+    work = f"s3://{BUCKET}/work/two-node"
+    code, _, stderr = _finish(_run_cli(out, manifest, "--executor", "ray", "--ray-address", cluster.address, "--work-dir", work))
     watch.stop.set()
     watch.join()
     elapsed = time.time() - started
@@ -362,7 +398,12 @@ def test_a_two_node_run_publishes_what_the_local_runner_publishes(cluster, manif
     assert watch.alive and set(watch.alive) == {2}, watch.alive  # both nodes alive throughout
     assert published_files(out) == reference
     # where the model steps ran: each recorded pid is a Ray worker of one of the two nodes
-    per_step = {step: sorted({cluster.node_of(pid) or "?" for pid in pids}) for step, pids in _parts_pids(out).items()}
+    parts = s3.glob(f"{BUCKET}/work/two-node/ray-*/part-*.parquet")
+    assert parts and not (out / ".lomo-work").exists()
+    for part in s3.find(f"{BUCKET}/work"):
+        assert SECRET_AWS.encode() not in s3.cat_file(part) and SECRET_HF.encode() not in s3.cat_file(part), part
+    per_step = {step: sorted({cluster.node_of(pid) or "?" for pid in pids})
+                for step, pids in _parts_pids([s3.open(p, "rb") for p in parts]).items()}
     print(f"two-node run: {elapsed:.1f}s; alive-node samples {sorted(set(watch.alive))}; model steps by node {per_step}")
     assert per_step and all("?" not in nodes for nodes in per_step.values()), per_step
     assert {n for nodes in per_step.values() for n in nodes} == {"head", "worker"}, per_step
