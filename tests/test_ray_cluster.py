@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3_server import free_port as _free_port, moto_server
 from tests.test_sameness import published_files
 
 pytestmark = pytest.mark.slow
@@ -72,12 +72,6 @@ SEEN: dict[str, bool] = {}
 
 def _env() -> dict[str, str]:
     return {**os.environ, **ENV}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stat(pid: int) -> tuple[str, int, int, float] | None:
@@ -234,28 +228,13 @@ def s3(tmp_path_factory):
     nodes and the driver get its address as ``AWS_ENDPOINT_URL`` (with the fake keys of ENV)."""
     if shutil.which("moto_server") is None:
         pytest.skip("moto_server (pip install 'moto[server]') is needed for the work dir in object storage")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, log.read_text()[-2000:]
-                time.sleep(0.2)
-        ENV.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_DEFAULT_REGION="us-east-1")
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        ENV.update(AWS_ENDPOINT_URL=endpoint, AWS_DEFAULT_REGION="us-east-1")
         import s3fs
 
-        fs = s3fs.S3FileSystem(key=ENV["AWS_ACCESS_KEY_ID"], secret=SECRET_AWS, client_kwargs={"endpoint_url": ENV["AWS_ENDPOINT_URL"]})
+        fs = s3fs.S3FileSystem(key=ENV["AWS_ACCESS_KEY_ID"], secret=SECRET_AWS, client_kwargs={"endpoint_url": endpoint})
         fs.mkdir(BUCKET)
         yield fs
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.s3_server import moto_server
 
 pytest.importorskip("s3fs")
 if shutil.which("moto_server") is None:
@@ -28,38 +28,16 @@ SECRET = "s3cr3t-never-written-0f9a"
 BUCKET = "lomo-videos"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_env(tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail(f"moto_server did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(
-            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="lomo-test-key",
+            AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="lomo-test-key",
             AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1",
             no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost",
         )
         yield env
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def _fs(env):
