@@ -118,7 +118,14 @@ def report(manifest: Path, out: Path) -> None:
                     row = json.loads(line)
                     found.setdefault(row.get("video_id"), row)
     others = list(found.values())
-    lines = {r["video_id"]: len(r["segments"] or []) if "segments" in r else 4 for r in [*others, *rows.values()]}
+    # Subtitle lines per video: a row that failed is listed in failed.jsonl without its lines,
+    # so they are read from the asr step's output in the work dir (the run's own record).
+    heard: dict[str, int] = {}
+    for step in sorted((out / ".lomo-work").glob("*-asr-*/data")):
+        asr = datasets.load_from_disk(str(step))
+        heard.update({v: len(s or []) for v, s in zip(asr["video_id"], asr["segments"])})
+    lines = {r["video_id"]: len(r["segments"] or []) if r.get("segments") is not None else heard.get(r["video_id"], 0)
+             for r in [*others, *rows.values()]}
     complete = {v for v, r in rows.items() if not r["errors"] and len(r["questions"] or []) == 6}
     # What translated each part (issue 21 item 6) and the other generation counts, per language.
     levels: dict[str, Counter] = {}
@@ -126,8 +133,14 @@ def report(manifest: Path, out: Path) -> None:
     for vid, r in [*rows.items(), *((r.get("video_id"), r) for r in others)]:
         lang = str(vid)[:2]
         for e in r.get("generation") or []:
-            levels.setdefault(lang, Counter())[f"{e['stage']}.{e['event']}"] += int(e["count"] or 0)
+            if e["stage"] != "translate":  # counted below for every row, failed ones too
+                levels.setdefault(lang, Counter())[f"{e['stage']}.{e['event']}"] += int(e["count"] or 0)
         implausible[lang] += bool(r.get("transcript_implausible"))
+    for step in sorted((out / ".lomo-work").glob("*-translate-*/data")):
+        for vid, events in zip(*(lambda d: (d["video_id"], d["generation"]))(datasets.load_from_disk(str(step)))):
+            for e in events or []:
+                if e["stage"] == "translate":
+                    levels.setdefault(str(vid)[:2], Counter())[f"translate.{e['event']}"] += int(e["count"] or 0)
     print("| language | videos | with >= 4 subtitle lines | of those, all six items | yield | failed rows per step | translate parts: chunk / half / line (refused replies) | grounding rounds > 1 | answer longest before -> after | implausible transcripts |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for lang in ("en", "zh"):

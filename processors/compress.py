@@ -306,7 +306,8 @@ class Compress(LLMStage):
 
     def check_grounding(self, written: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[str | None]:
         """Per ``(video_id, line, item)``: None when the LLM, given the line as the only
-        evidence, picks the item's key at every key position; else why not."""
+        evidence, picks the item's key at every key position (or an option the line's words
+        support less than the key: ``grounding.pick_overruled``); else why not."""
         if not self.grounding_rotations or not written:
             return [None] * len(written)
         asks, owners = [], []
@@ -326,7 +327,12 @@ class Compress(LLMStage):
                 continue
             letter = answer["answer"]
             if letter != G.LETTERS[position]:
-                said = f"'{options[G.LETTERS.index(letter)][:40]}'"
+                chosen = options[G.LETTERS.index(letter)]
+                if G.pick_overruled(chosen, written[k][2]["answer"], written[k][1]["text"]):
+                    logger.info("compress: %s: the check picked '%s' over the key '%s', which the line's words support more: kept",
+                                written[k][0], chosen[:40], written[k][2]["answer"][:40])
+                    continue
+                said = f"'{chosen[:40]}'"
                 problems[k] = (f"the line does not support the answer '{written[k][2]['answer'][:40]}' "
                                f"(given the line only, the check picked {said}); ask what the line says")
         return problems

@@ -13,7 +13,8 @@ the one subtitle line its window covers. Two tests, cheapest first:
 2. the LLM (``grounding_request``): the line is the only evidence; the model picks the option
    the line supports, by its letter (a wrong answer the line also supports is caught here). The
    key sits at a different letter in each rotation (``rotations``), so a model that always answers
-   "A" cannot pass an item.
+   "A" cannot pass an item. A pick whose words the line supports less than the key's is
+   overruled (``pick_overruled``): the weak model's mistake must not cost the video.
 """
 
 from __future__ import annotations
@@ -107,6 +108,14 @@ def lexical_problem(item: dict[str, Any], line: str) -> str | None:
         if _contains(wrong, answer):
             return f"the wrong answer '{wrong[:40]}' contains the correct answer; write wrong answers the line contradicts"
     return None
+
+
+def pick_overruled(picked: str, answer: str, line: str) -> bool:
+    """The LLM check picked ``picked`` over the key ``answer``, but the line's own words support
+    the key more (a larger share of its content words are in the line): the weak check is wrong,
+    not the item ("Knead the dough for 10 minutes": the 1.5B picked "15 minutes" over the key
+    "10 minutes"). A pick the line supports as much as the key stands."""
+    return (support(picked, line) or 0.0) < (support(answer, line) or 0.0)
 
 
 def key_positions(seed: int, rotations: int) -> list[int]:

@@ -113,3 +113,40 @@ def test_lexical_test_refuses_the_whole_line_as_answer_and_wrong_answers_that_co
                 "wrong": ["swimming in the sea", "playing football", "reading books"]}
     assert "contains the correct answer" in G.lexical_problem(contains, line)
     assert G.lexical_problem({**contains, "wrong": ["Playing football", "Reading books", "Eating lunch"]}, line) is None
+
+
+def test_a_check_pick_the_line_supports_less_than_the_key_is_overruled():
+    """The embedded 1.5B's check picks seen in bench_yield (given the line only): each refused a
+    key that the line's own words support more, and cost the video. They are overruled; a pick
+    the line supports as much as the key still refuses it."""
+    assert G.pick_overruled("15 minutes", "10 minutes", "Knead the dough for 10 minutes until it is smooth.")
+    assert G.pick_overruled("Saw fruits", "Scolding the fruits", "I went to the market to scold the fruits.")
+    assert G.pick_overruled("The man is shouting.", "The man is shouting loudly.", "I shouted loudly.")
+    line = "Later we went swimming in the calm blue sea."
+    assert not G.pick_overruled("Swimming in the sea", "Swimming", line)  # the line says both: the check stands
+    assert not G.pick_overruled("On the table", "Tomato sauce", line)  # neither: the check stands
+
+
+def test_check_grounding_keeps_an_item_whose_pick_is_overruled():
+    from lomo_datasets.processors.compress import Compress
+
+    class Picks:
+        """Answers every grounding request with the option that says "15 minutes"."""
+
+        def generate_json(self, messages, tasks):
+            out = []
+            for m in messages:
+                text = "\n".join(part["content"] for part in m)
+                shown = [line for line in text.splitlines() if line[:3] in ("A: ", "B: ", "C: ", "D: ")]
+                out.append({"answer": next(line[0] for line in shown if line[3:] == "15 minutes")})
+            return out
+
+    class Checked(Compress):
+        llm = property(lambda self: Picks())  # no model: the check's picks are given
+
+    stage = Checked(model="embedded:smollm2-135m")
+    seg = {"start": 3.0, "end": 6.0, "text": "Knead the dough for 10 minutes until it is smooth."}
+    item = {"question": "How long is the dough kneaded?", "answer": "10 minutes", "wrong": ["15 minutes", "2 hours", "1 minute"]}
+    assert stage.check_grounding([("en_00", seg, item)]) == [None]
+    wrong_key = {**item, "answer": "2 hours", "wrong": ["15 minutes", "10 minutes", "1 minute"]}
+    assert "the check picked '15 minutes'" in stage.check_grounding([("en_00", seg, wrong_key)])[0]
