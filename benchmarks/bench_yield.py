@@ -168,11 +168,13 @@ def main() -> None:
                         help="Mandarin speech: a real voice's syllables (Debian gcin-voice; default) or espeak-ng")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.SETTING=VALUE")
     parser.add_argument("--keep", help="write videos and output here (default: a temp dir)")
+    parser.add_argument("--out", help="the run's output folder (default: a new one under --keep); an earlier run's "
+                                      "folder is rerun, reusing the steps whose code and settings are unchanged")
     args = parser.parse_args()
 
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench-yield-"))
     manifest = make_videos(root / "videos", args.en, args.zh, args.zh_voice)
-    out = root / f"out-{int(time.time())}"
+    out = Path(args.out) if args.out else root / f"out-{int(time.time())}"
     cmd = [sys.executable, "-m", "lomo_datasets.cli", "run", "lomo", "--videos", str(manifest), "--out", str(out), "--embedded"]
     for item in args.overrides:
         cmd += ["--set", item]
