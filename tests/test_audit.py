@@ -417,3 +417,23 @@ def test_card_shows_the_audit_links_the_table_and_plots_blind_accuracy(tmp_path)
     assert plot.size == (1200, 288)  # three panels: durations, questions per task, blind accuracy
     if os.environ.get("LOMO_TEST_SCREENSHOTS"):
         plot.save(Path(os.environ["LOMO_TEST_SCREENSHOTS"]) / "stats-audit.png")
+
+
+def test_verify_rules_on_the_rotations_the_embedded_verifier_gave():
+    """Rotations as bench_audit.py --planted recorded them (key in the item's own letters)."""
+    cases = {  # rotations, key -> flagged under against / strict / refuted
+        "wrong key, evidence points elsewhere": (["C", "C", "C", "C"], "D", (True, True, True)),
+        "moved window, mostly elsewhere": (["A", "B", "A", "A"], "C", (True, True, False)),
+        "letter habit: one vote each": (["A", "B", "C", "D"], "A", (False, True, False)),
+        "key ahead, not unanimous": (["D", "B", "D", "D"], "D", (False, True, False)),
+        "tie with another option": (["A", "B", "C", "C"], "C", (False, True, False)),
+        "verified": (["B", "B", "B", "B"], "B", (False, False, False)),
+        "a rotation without an answer: not measured": (["C", "", "C", "C"], "D", (False, False, False)),
+    }
+    for name, (rotations, key, want) in cases.items():
+        picks = A.Picks({"q": A.circular_pick(rotations)}, {"q": rotations})
+        got = tuple(A.key_unverified(picks, "q", key, rule) for rule in ("against", "strict", "refuted"))
+        assert got == want, name
+    assert A.VERIFY_RULE == "against" and set(A.VERIFY_RULES) == {"against", "strict", "refuted"}
+    with pytest.raises(ValueError, match="verify rule 'lenient'"):
+        A.audit([], verify_rule="lenient")

@@ -154,5 +154,6 @@ def test_verify_step_answers_with_the_evidence_in_four_rotations_and_the_audit_f
     audited = apply_stage(out, AuditQuestions())
     flags = {(f["question_id"], f["reason"]): f["detail"] for f in audited["audit_flags"][0]}
     assert flags[("v1_02", "unverified_key")] == "the verifier picked C in 4 of 4 rotations: 'he drains the pot'; key B"
-    assert flags[("v1_04", "unverified_key")] == "no consistent pick (rotations: A, B, C, D); key A"
-    assert not any(qid in ("v1_01", "v1_03") and reason == "unverified_key" for qid, reason in flags)
+    # v1_04: the reader answers the first shown option in every rotation, one vote per option:
+    # nothing points away from the key, so it is undecided, not flagged (the `against` rule)
+    assert not any(qid in ("v1_01", "v1_03", "v1_04") and reason == "unverified_key" for qid, reason in flags)
