@@ -116,13 +116,15 @@ def _whisper_tiny_en() -> Path:
 
 @contextlib.contextmanager
 def build_lock(target: Path):
-    """Hold ``target``'s build lock: one thread of one process at a time, on this machine (a lock
-    file beside it, ``flock``; the lock goes with the process, so a crash leaves none held).
-    Reentrant: a build may lock a target its own caller holds. Two runs, or the workers of one
-    run, that first need the same model therefore build it once and the others wait: before,
-    a second process converted the same model at once and failed when the first removed the
-    float32 intermediate it was reading."""
-    key = str(target)
+    """Hold the build lock of ``target``'s cache folder: one thread of one process at a time on
+    this machine (``flock`` on the folder itself, so no lock file is left behind; the lock goes
+    with the process, so a crash leaves none held). Reentrant: a build may build another model of
+    the same folder (the CTranslate2 conversion builds its float32 intermediate). Two runs, or the
+    workers of one run, that first need a model therefore build it once and the others wait:
+    before, a second process converted the same model at once and failed when the first removed
+    the float32 intermediate it was reading."""
+    folder = Path(target).parent
+    key = str(folder)
     with _BUILD_LOCKS.setdefault(key, threading.RLock()):
         if _HELD.get(key):
             _HELD[key] += 1
@@ -131,25 +133,26 @@ def build_lock(target: Path):
             finally:
                 _HELD[key] -= 1
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target.parent / f".{target.name}.lock", "a+") as fh:
-            try:
-                import fcntl
-            except ImportError:  # not POSIX: the thread lock only
-                fcntl = None
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: the thread lock only
+            fcntl = None
+        fd = os.open(folder, os.O_RDONLY)
+        try:
             if fcntl is not None:
                 try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
-                    logger.info("waiting for another process that is building %s", target)
-                    fcntl.flock(fh, fcntl.LOCK_EX)
+                    logger.info("waiting for another process that is building a model in %s", folder)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
             _HELD[key] = 1
             try:
                 yield
             finally:
                 _HELD[key] = 0
-                if fcntl is not None:
-                    fcntl.flock(fh, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)  # closing releases the flock
 
 
 def build_once(target: Path, build: Callable[[Path], None]) -> Path:
