@@ -81,9 +81,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="LLM setting of the blind answerer and key verifier, e.g. --llm backend=openai --llm base_url=http://127.0.0.1:8000/v1 --llm model=NAME")
     aud.add_argument("--no-blind", action="store_true", help="no LLM: skip the blind answerer and the answer-key verifier")
     aud.add_argument("--no-verify", action="store_true", help="skip the answer-key verifier only")
-    aud.add_argument("--verify-rule", choices=list(_audit_rules()), default=None,
-                     help="which verifier picks flag unverified_key: " + "; ".join(f"{k}: {v}" for k, v in _audit_rules().items())
-                     + f" (default {_audit_rule_default()})")
+    from lomo_datasets.audit import checks
+
+    aud.add_argument("--verify-rule", choices=list(checks.VERIFY_RULES), default=checks.VERIFY_RULE,
+                     help="which verifier picks flag unverified_key: " + "; ".join(f"{k}: {v}" for k, v in checks.VERIFY_RULES.items())
+                     + " (default %(default)s)")
 
     view = sub.add_parser("view", help="write a review page (OUT/review.html, offline) of a LoMo or LiveCC folder")
     view.add_argument("folder", help="folder written by `run` (data/*.parquet)")
@@ -113,18 +115,6 @@ def _shard(text: str) -> tuple[int, int]:
         return parse_shard(text)
     except SettingError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _audit_rules() -> dict[str, str]:
-    from lomo_datasets.audit import checks
-
-    return checks.VERIFY_RULES
-
-
-def _audit_rule_default() -> str:
-    from lomo_datasets.audit import checks
-
-    return checks.VERIFY_RULE
 
 
 def _hub_default(what: str):
@@ -281,7 +271,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     with outputs.held(args.folder, "folder"):  # not while a run writes it; the marker records the new files
         report = audit.audit_folder(args.folder, generate, blind_model=model, verify=not args.no_verify,
-                                    verify_rule=args.verify_rule or audit.VERIFY_RULE)
+                                    verify_rule=args.verify_rule)
         json_path, md_path = audit.write_report(report, args.folder)
         outputs.record_files(args.folder, [json_path.name, md_path.name])
     print(audit.audit_table(report))

@@ -614,10 +614,13 @@ VERIFY_RULES = {
 VERIFY_RULE = "against"
 
 
-def key_votes(picks: "Picks", qid: str, key: str) -> tuple[int, int]:
-    """``(rotations the key won, most rotations any other option won)`` for one item."""
+def key_votes(picks: "Picks", qid: str, key: str) -> tuple[int, str, int]:
+    """``(rotations the key won, the other option that won most, how many it won)`` for one
+    item (``"?"``, 0 when no other option won one)."""
     got = Counter(r for r in picks.rotations.get(qid) or [] if r)
-    return got.pop(key, 0), max(got.values(), default=0)
+    won = got.pop(key, 0)
+    leader, most = max(got.items(), key=lambda kv: kv[1], default=("?", 0))
+    return won, leader, most
 
 
 def key_unverified(picks: "Picks", qid: str, key: str, rule: str = VERIFY_RULE) -> bool:
@@ -629,7 +632,7 @@ def key_unverified(picks: "Picks", qid: str, key: str, rule: str = VERIFY_RULE) 
     if rule == "refuted":
         return bool(pick)
     if rule == "against":
-        won, other = key_votes(picks, qid, key)
+        won, _, other = key_votes(picks, qid, key)
         return other > won
     return True
 
@@ -928,11 +931,9 @@ def audit(
                 text = parse_options(item).get(pick, "")
                 detail = f"{_pick_detail('the verifier picked', verified, qid)}: {text[:60]!r}; key {answer_letter(item)}"
             else:
-                rotations = verified.rotations.get(qid) or []
-                votes = Counter(r for r in rotations if r)
-                leader, most = max(((k, v) for k, v in votes.items() if k != answer_letter(item)), key=lambda kv: kv[1], default=("?", 0))
-                detail = (f"no consistent pick (rotations: {', '.join(rotations) or '?'}): {leader} won {most}, "
-                          f"the key {answer_letter(item)} {votes.get(answer_letter(item), 0)}")
+                won, leader, most = key_votes(verified, qid, answer_letter(item))
+                detail = (f"no consistent pick (rotations: {', '.join(verified.rotations.get(qid) or []) or '?'}): "
+                          f"{leader} won {most}, the key {answer_letter(item)} {won}")
             flags.append(Flag(qid, "unverified_key", detail))
     order = {str(i.get("question_id")): k for k, i in enumerate(items)}
     flags.sort(key=lambda f: (order.get(f.question_id, len(order)), f.reason))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import BinaryIO
 
 BLOCK = 1 << 20
 
@@ -12,8 +13,14 @@ BLOCK = 1 << 20
 def update_sha256(digest: "hashlib._Hash", path: str | os.PathLike) -> "hashlib._Hash":
     """``digest`` updated with the bytes of ``path``, read in 1 MiB blocks (never whole)."""
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(BLOCK), b""):
-            digest.update(block)
+        return update_sha256_stream(digest, fh)
+
+
+def update_sha256_stream(digest: "hashlib._Hash", fh: BinaryIO) -> "hashlib._Hash":
+    """``digest`` updated with what is left of the open binary file ``fh`` (a local file, or an
+    fsspec object in object storage), in 1 MiB blocks."""
+    for block in iter(lambda: fh.read(BLOCK), b""):
+        digest.update(block)
     return digest
 
 

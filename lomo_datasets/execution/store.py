@@ -33,24 +33,26 @@ from typing import Any
 
 from datasets import Dataset, load_from_disk
 
-from lomo_datasets.core.files import sha256_file
+from lomo_datasets.core.files import sha256_file, update_sha256_stream
 
 logger = logging.getLogger(__name__)
 
 #: The marker of a finished ``save``: ``{"rows": {name: n}, "files": {name: {rel: {size, sha256}}}, "time": t}``.
 DONE = "_SUCCESS"
+#: The object that marks a prefix in object storage as a lomo-datasets work dir.
+MARKER = ".lomo-datasets.json"
 #: A part file's name: the hash of the input rows it holds, its size and its SHA-256 prefix.
 PART = re.compile(r"part-(?P<rows>[0-9a-f]{24})-(?P<size>\d+)-(?P<sha256>[0-9a-f]{16})\.parquet")
 
 
-def damage_of(path: Path, size: Any, sha256: Any) -> str | None:
+def damage_of(path: Path, size: Any, sha256: Any, hashed: bool = True) -> str | None:
     """What is wrong with ``path`` against what was recorded when it was written (its size and
-    SHA-256, or a prefix of it); None when nothing is."""
+    SHA-256, or a prefix of it; ``hashed=False``: the size only); None when nothing is."""
     if not path.is_file():
         return f"{path} is missing"
     if path.stat().st_size != size:
         return f"{path} has {path.stat().st_size} bytes, {size} were written"
-    if not isinstance(sha256, str) or not sha256 or not sha256_file(path).startswith(sha256):
+    if hashed and (not isinstance(sha256, str) or not sha256 or not sha256_file(path).startswith(sha256)):
         return f"{path} was changed after it was written (checksum differs)"
     return None
 
@@ -74,16 +76,11 @@ def damage(folder: Path, recorded: dict[str, dict[str, Any]] | None) -> str | No
     later (datasets' cache-*.arrow of a filter or cast) are not ours to judge."""
     if not isinstance(recorded, dict) or not recorded:
         return "it has no record of its files (written by an older version)"
-    for rel, want in recorded.items():  # sizes first: cheap, and most damage shows there
-        path = folder / rel
-        if not path.is_file():
-            return f"{path} is missing"
-        if path.stat().st_size != (want or {}).get("size"):
-            return f"{path} has {path.stat().st_size} bytes, {(want or {}).get('size')} were written"
-    for rel, want in recorded.items():
-        problem = damage_of(folder / rel, want.get("size"), want.get("sha256"))
-        if problem:
-            return problem
+    for hashed in (False, True):  # every size first: cheap, and most damage shows there
+        for rel, want in recorded.items():
+            problem = damage_of(folder / rel, (want or {}).get("size"), (want or {}).get("sha256"), hashed)
+            if problem:
+                return problem
     return None
 
 
@@ -166,11 +163,8 @@ def _remote(folder: Any) -> tuple[Any, str]:
 
 
 def _sha256_object(fs: Any, path: str) -> str:
-    digest = hashlib.sha256()
     with fs.open(path, "rb", block_size=8 << 20) as fh:
-        for block in iter(lambda: fh.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return update_sha256_stream(hashlib.sha256(), fh).hexdigest()
 
 
 def write_part(table: Any, folder: Any, rows: list[int]) -> str:
@@ -236,8 +230,8 @@ def _remote_parts(folder: Any) -> list[str]:
         url = f"{prefix}://{path}"
         if name is None:
             problem = f"{url} is named by an older version"
-        elif int(fs.info(path)["size"]) != int(name["size"]):
-            problem = f"{url} has {fs.info(path)['size']} bytes, {name['size']} were written"
+        elif int(size := fs.info(path)["size"]) != int(name["size"]):
+            problem = f"{url} has {size} bytes, {name['size']} were written"
         elif not _sha256_object(fs, path).startswith(name["sha256"]):
             problem = f"{url} was changed after it was written (checksum differs)"
         else:
@@ -280,7 +274,3 @@ def claim_remote(folder: str) -> None:
             "give an empty prefix or one an earlier run used"
         )
     fs.pipe_file(marker, json.dumps({"tool": "lomo-datasets", "kind": "work dir"}).encode())
-
-
-#: The object that marks a prefix in object storage as a lomo-datasets work dir.
-MARKER = ".lomo-datasets.json"

@@ -125,15 +125,9 @@ def gcin_voice_dir(folder: str | os.PathLike | None = None) -> Path:
 
 
 def _read_ogg(path: Path, rate: int) -> np.ndarray:
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        parts = []
-        for frame in container.decode(audio=0):
-            for out in resampler.resample(frame):
-                parts.append(out.to_ndarray().reshape(-1))
-        for out in resampler.resample(None):
-            parts.append(out.to_ndarray().reshape(-1))
-    audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    from lomo_datasets.media.decode import decode_audio
+
+    audio = decode_audio(str(path), sample_rate=rate)
     # Trim the recording's leading and trailing near-silence, so syllables join as speech.
     loud = np.flatnonzero(np.abs(audio) > 0.02 * (np.abs(audio).max() or 1.0))
     return audio[loud[0] : loud[-1] + 1] if len(loud) else audio
