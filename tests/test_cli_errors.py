@@ -419,16 +419,22 @@ def test_credentials_in_urls_are_used_and_masked_everywhere(server, tmp_path):
     assert failed[0]["video"].endswith("/media/missing.mp4?access_token=***")
 
 
-def test_out_or_work_dir_in_object_storage_is_refused_in_one_line(tmp_path):
-    """Path("s3://b/x") would quietly make a local folder named "s3:"; the run says what works."""
+def test_out_or_work_dir_urls_that_cannot_work_are_refused_in_one_line(tmp_path):
+    """Path("s3://b/x") would quietly make a local folder named "s3:"; the run says what works.
+    (--out s3://... itself works: tests/test_remote_out.py.)"""
     videos = tmp_path / "videos"
     videos.mkdir()
     remote = "s3://key:secret@bucket/prefix"
-    for flag, argv in (("--out", ["--out", remote]), ("--work-dir", ["--out", str(tmp_path / "out"), "--work-dir", remote])):
+    cases = (
+        ("--work-dir s3://", ["--out", str(tmp_path / "out"), "--work-dir", remote], "needs --executor ray"),
+        ("--out http://", ["--out", "http://example.com/x"], "only a local or shared-filesystem path is supported"),
+        ("--out s3://", ["--out", remote], "credentials in the URL are not used"),
+    )
+    for start, argv, says in cases:
         res = subprocess.run([sys.executable, "-m", "lomo_datasets.cli", "run", "probe", "--videos", str(videos), *argv],
                              capture_output=True, text=True, cwd=tmp_path)
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 2 and len(lines) == 1, res.stderr
-        assert f"{flag} s3://" in lines[0] and "only a local or shared-filesystem path is supported" in lines[0]
+        assert start in lines[0] and says in lines[0], lines[0]
         assert "secret" not in res.stderr
-        assert not (tmp_path / "s3:").exists()
+        assert not (tmp_path / "s3:").exists() and not (tmp_path / "http:").exists()

@@ -28,6 +28,7 @@ from lomo_datasets.publish.card import Provenance, error_kind, yield_counts
 from lomo_datasets.formats.livecc import LiveCCExport
 from lomo_datasets.core.redact import mask_url_credentials
 from lomo_datasets.execution import store
+from lomo_datasets.execution.result import column_batches
 from lomo_datasets.execution.pipeline import (
     DEFAULT_GROUP_SIZE, Executor, Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard,
     take_shard,     write_failed_report,
@@ -242,6 +243,8 @@ class RunSummary:
     kept: int | None = None
     #: see ``RunResult.timings_kind``
     timings_kind: str = "wall"
+    #: ``--out s3://...``: the URL of the version published there (``out`` is the local build folder)
+    remote: str | None = None
 
     def yield_line(self) -> str:
         share = f" ({100 * self.complete / self.inputs:.0f}%)" if self.inputs else ""
@@ -286,11 +289,18 @@ class RunSummary:
             )
         if self.wall is not None:
             lines.append(f"wall time: {self.wall:.1f}s")
+        if self.remote:
+            lines.append(f"published to {mask_url_credentials(self.remote)} (the pointer {mask_url_credentials(self.remote.rsplit('/', 1)[0])}/"
+                         f".lomo-datasets.json names it; built in {self.out})")
         if self.pushed:
             lines.append(f"pushed: {self.pushed}")
         return lines
 
     def load_hint(self) -> str:
+        if self.remote and self.rows:
+            from lomo_datasets.publish.remote import load_hint
+
+            return f"load it with: {load_hint(self.remote)}"
         if self.rows == 0:  # datasets cannot read an empty split without streaming (huggingface/datasets#8401)
             return f"load it with: datasets.load_dataset({str(self.out)!r}, split='train', streaming=True)"
         return f"load it with: datasets.load_dataset({str(self.out)!r})"
@@ -333,6 +343,12 @@ def run_recipe(
     config_dict = config if isinstance(config, dict) else load_config(config)
     override_dict = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
     shard_spec = parse_shard(shard)
+    remote_out = str(out) if store.is_remote(str(out)) else None
+    if remote_out:  # built in a local folder, then uploaded as a version (publish/remote.py)
+        from lomo_datasets.publish import remote as remote_publish
+
+        remote_publish.check_remote_out(remote_out)
+        out = remote_publish.build_folder(remote_out)
     remote_work = work_dir is not None and store.is_remote(str(work_dir))
     for flag, value in (("--out", out), ("--work-dir", work_dir)):
         if value is not None and "://" in str(value) and not (flag == "--work-dir" and remote_work and executor == "ray"):
@@ -341,7 +357,8 @@ def run_recipe(
                 f"{flag} {mask_url_credentials(str(value))}: only a local or shared-filesystem path is supported "
                 + ("(a work dir in object storage, --work-dir s3://..., needs --executor ray: its workers write "
                    "their parts there from any node)" if flag == "--work-dir" and remote_work else
-                   "(videos may be in object storage: --videos s3://...; with --executor ray, --work-dir s3://... too); "
+                   "(object storage is read through fsspec: --videos, --out and, with --executor ray, --work-dir "
+                   "take s3://, gs://, hf:// URLs); "
                    "on a cluster give every node the same shared path (NFS, a mounted bucket)")
             )
     out = Path(out)
@@ -367,6 +384,8 @@ def run_recipe(
         logger.info("%d rows failed; their errors are listed in %s", summary.failed, out / "failed.jsonl")  # the summary says it too
     if summary.empty:
         logger.warning("nothing survived: 0 of %d inputs made it into %s", summary.inputs, out)
+    if remote_out:
+        summary.remote = remote_publish.publish_remote(out, remote_out)
     if push_to_hub:
         summary.pushed = publish.push_folder(out, push_to_hub, private=private)
     summary.wall = time.perf_counter() - started
@@ -379,10 +398,12 @@ def mask_credentials(data: Dataset | None) -> Dataset | None:
     if data is None or not len(data):
         return data
     columns = [name for name, feature in data.features.items() if getattr(feature, "dtype", None) == "string"]
-    found = [
-        name for name in columns
-        if any(v and mask_url_credentials(v) != v for v in data[name])
-    ]
+    found: list[str] = []
+    for batch in column_batches(data, columns):  # a batch at a time, never a whole column
+        found += [name for name in columns if name not in found and any(v and mask_url_credentials(v) != v for v in batch[name])]
+        if len(found) == len(columns):
+            break
+    found = [name for name in columns if name in found]  # in column order, as before
     if not found:
         return data
 
@@ -515,20 +536,26 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
     errors = Counter()
     kinds = Counter()
     failed = 0
+    with_errors = 0  # rows of the data with errors
     # Rows with errors may have been dropped by a later filter (e.g. QC): count them too.
     for part in (data, result.dropped):
-        for row_errors in part["errors"] if part is not None and "errors" in part.column_names else []:
-            if row_errors:
-                failed += 1
-                errors.update(e["stage"] for e in row_errors)
-                kinds.update((e["stage"], error_kind(e["error"])) for e in row_errors)
+        for batch in column_batches(part, ["errors"]):  # a batch at a time, never a whole column
+            for row_errors in batch["errors"]:
+                if row_errors:
+                    failed += 1
+                    with_errors += part is data
+                    errors.update(e["stage"] for e in row_errors)
+                    kinds.update((e["stage"], error_kind(e["error"])) for e in row_errors)
     # Video seconds once per video (after clipping, several rows share a video_id).
     per_video: dict[Any, float] = {}
     if "duration" in data.column_names:
-        ids = data["video_id"] if "video_id" in data.column_names else range(len(data))
-        for vid, d in zip(ids, data["duration"]):
-            if d:
-                per_video[vid] = max(per_video.get(vid, 0.0), d)
+        index = 0
+        for batch in column_batches(data, ["video_id", "duration"]):
+            ids = batch["video_id"] if "video_id" in batch else range(index, index + len(batch["duration"]))
+            index += len(batch["duration"])
+            for vid, d in zip(ids, batch["duration"]):
+                if d:
+                    per_video[vid] = max(per_video.get(vid, 0.0), d)
     seconds = sum(per_video.values())
     _, complete, failed_per_step = yield_counts([data], result.dropped)
     from lomo_datasets.publish.generation import generation_counts, generation_line
@@ -542,7 +569,7 @@ def _summarize(name: str, out: Path, data: Dataset, result) -> RunSummary:
         recipe=name,
         out=out,
         rows=len(data),
-        kept=len(data) - sum(1 for e in (data["errors"] if "errors" in data.column_names else []) if e),
+        kept=len(data) - with_errors,
         failed=failed,
         dropped=len(result.dropped) if result.dropped is not None else 0,
         errors_by_stage=dict(errors),
