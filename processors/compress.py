@@ -137,7 +137,7 @@ def temporal_qa_task(line: str, max_chars: int) -> TaskSpec:
         "additionalProperties": False,
     }
     budget = (2 * max_chars + 4 * short) // 3 + 48
-    return TaskSpec("temporal_qa", schema, max_new_tokens=budget, check=_check_temporal(line))
+    return TaskSpec("temporal_qa", schema, max_new_tokens=budget, check=_check_temporal(line), surplus=("wrong",))
 
 
 @dataclass

@@ -184,4 +184,4 @@ def distractor_request(question: str, answer: str, max_chars: int, line: str | N
 
     messages = P.DISTRACTORS.messages(question=question.strip(), answer=answer.strip(), low=str(low), high=str(high))
     budget = 3 * (high // 3 + 8) + 24
-    return messages, TaskSpec("distractors", schema, max_new_tokens=budget, check=check)
+    return messages, TaskSpec("distractors", schema, max_new_tokens=budget, check=check, surplus=("wrong",))

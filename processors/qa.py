@@ -66,7 +66,7 @@ def _choice_task(name: str, prompt: P.Prompt, with_question: bool, max_chars: in
             raise ValueError(f"{name}: copied the prompt's example")
 
     budget = ((6 if with_question else 4) * max_chars) // 3 + 40
-    return TaskSpec(name, schema, max_new_tokens=budget, check=check)
+    return TaskSpec(name, schema, max_new_tokens=budget, check=check, surplus=("wrong",))
 
 
 def window_text(start: float, end: float) -> str:

@@ -125,9 +125,13 @@ def test_parse_output_rejects_bad_text(text, why):
 
 
 def test_parse_output_says_where_the_json_broke():
-    # An unescaped double quote inside a string, as the 1.5B wrote one.
+    # Unescaped double quotes inside a string, as the 1.5B wrote them: repaired when what follows
+    # each quote tells (tests/test_llm_replies.py), then validated as any reply.
+    assert llm.parse_output('{"topic": "They shout, "go" now", "count": 1, "tags": ["a", "b"]}', TASK)["topic"] == 'They shout, "go" now'
+    # A quote followed by a comma and another string could end it: not repaired, and the error
+    # says where the JSON broke.
     with pytest.raises(ValueError) as info:
-        llm.parse_output('{"topic": "They shout, "go" now", "count": 1, "tags": []}', TASK)
+        llm.parse_output('{"topic": "They shout, "go", "now" loudly", "count": 1, "tags": []}', TASK)
     message = str(info.value)
     assert "Expecting ',' delimiter" in message and "near '" in message and 'written as \\"' in message
 

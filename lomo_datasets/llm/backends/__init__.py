@@ -29,7 +29,13 @@ Public API
     that row's subtitle numbers); the items still share batches.
 
 Every output is validated with ``jsonschema`` and must have ended on EOS (a cut-off output is an
-error, never repaired).
+error, never repaired). A reply that ended but is not JSON gets one conservative repair
+(``json_shape.repair_json``: double quotes inside strings escaped, brackets left open at the end
+closed), then the same validation; a list named in ``TaskSpec.surplus`` with more items than
+wanted keeps its first valid, distinct ones (``base.keep_first``; too few stay an error). A
+retry's prompt says why the last reply was refused and, for a limit, the field and the limit
+(``ReplyError.advice``); retries sample with a seed from the prompts and the try number, so a
+rerun gives the same replies.
 
 Backends and the registry
 -------------------------

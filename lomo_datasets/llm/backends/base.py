@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 from lomo_datasets.core.stage import SettingError
-from lomo_datasets.llm.json_shape import with_feedback
+from lomo_datasets.llm.json_shape import LENGTH_MARGIN, repair_json, with_feedback
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,15 @@ class LLMOutputError(ValueError):
     """An item got no valid output after the bounded number of tries."""
 
 
+class ReplyError(ValueError):
+    """Why a reply was refused, and ``advice``: what the retry's prompt tells the model to do
+    instead (the concrete field and limit), or "" when the message says it all."""
+
+    def __init__(self, message: str, advice: str = ""):
+        super().__init__(message)
+        self.advice = advice
+
+
 class LLMTransportError(RuntimeError):
     """The HTTP server did not answer usefully after the bounded number of retries."""
 
@@ -51,6 +60,10 @@ class TaskSpec:
     schema: dict[str, Any]
     max_new_tokens: int = 128
     check: Callable[[dict[str, Any]], None] | None = None
+    #: Top-level array properties where a reply with more items than ``maxItems`` keeps its
+    #: first valid, distinct ones (``keep_first``): four distractors for three is a usable
+    #: reply. Never for lists whose items must line up with something (translated lines).
+    surplus: tuple[str, ...] = ()
 
     def schema_json(self) -> str:
         return json.dumps(self.schema, sort_keys=True)
@@ -62,43 +75,114 @@ class TaskSpec:
 
 
 def validate_json(obj: Any, schema: dict[str, Any]) -> None:
-    """Raise ``ValueError`` when ``obj`` does not validate against ``schema``."""
+    """Raise ``ReplyError`` (a ``ValueError``) when ``obj`` does not validate against ``schema``;
+    lengths and counts are said as numbers, and its ``advice`` names the field and the limit for
+    the retry's prompt."""
     import jsonschema
 
     try:
         jsonschema.validate(obj, schema)
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "$"
+        field = ".".join(str(p) for p in exc.absolute_path) or "the reply"
         # Lengths and counts as numbers: the message goes back to the model on a retry.
         if exc.validator in ("maxLength", "minLength") and isinstance(exc.instance, str):
+            limit = exc.validator_value
+            if exc.validator == "maxLength":
+                aim = max(1, int(limit * LENGTH_MARGIN))
+                advice = (f'"{field}" must be at most {limit} characters, and yours had {len(exc.instance)}: '
+                          f"write it again in at most {aim} characters, one short phrase")
+            else:
+                advice = f'"{field}" must be at least {limit} characters'
             bound = "at most" if exc.validator == "maxLength" else "at least"
-            raise ValueError(f"schema: {where}: {len(exc.instance)} characters, {bound} {exc.validator_value} allowed") from None
+            raise ReplyError(f"schema: {where}: {len(exc.instance)} characters, {bound} {limit} allowed", advice) from None
         if exc.validator in ("maxItems", "minItems") and isinstance(exc.instance, list):
             sub = exc.schema if isinstance(exc.schema, dict) else {}
             exact = sub.get("minItems") == sub.get("maxItems")
             bound = "exactly" if exact else "at most" if exc.validator == "maxItems" else "at least"
-            raise ValueError(f"schema: {where}: {len(exc.instance)} items, {bound} {exc.validator_value} wanted") from None
-        raise ValueError(f"schema: {where}: {exc.message[:200]}") from None
+            advice = f'"{field}" must be a list of {bound} {exc.validator_value} items, and yours had {len(exc.instance)}'
+            raise ReplyError(f"schema: {where}: {len(exc.instance)} items, {bound} {exc.validator_value} wanted", advice) from None
+        raise ReplyError(f"schema: {where}: {exc.message[:200]}") from None
 
 
+def _norm(text: str) -> str:
+    return " ".join(text.casefold().split()).strip(" .!?,;:'\"")
 
-def parse_output(text: str, task: TaskSpec) -> dict[str, Any]:
-    """Parse one completion as the task's JSON object; raise ``ValueError`` saying why not."""
+
+def keep_first(obj: Any, task: TaskSpec) -> Any:
+    """``obj`` with each of ``task.surplus``'s arrays that holds more than ``maxItems`` items cut
+    to its first ``maxItems`` items that are valid on their own (the items' schema) and distinct
+    (from each other and from the object's other text fields, compared without case, spaces and
+    end punctuation: a model that lists the answer among its wrong answers). When too few such
+    items remain, the first ``maxItems`` are kept and the checks say what is wrong. Too few items
+    are never padded. The result is validated and checked as any reply."""
+    if not task.surplus or not isinstance(obj, dict):
+        return obj
+    import jsonschema
+
+    props = task.schema.get("properties") or {}
+    out = dict(obj)
+    for key in task.surplus:
+        value, spec = out.get(key), props.get(key) or {}
+        high = spec.get("maxItems")
+        if not isinstance(value, list) or high is None or len(value) <= high:
+            continue
+        seen = {_norm(v) for k, v in out.items() if k != key and isinstance(v, str)}
+        kept = []
+        for item in value:
+            if not jsonschema.Draft202012Validator(spec.get("items") or {}).is_valid(item):
+                continue
+            if isinstance(item, str):
+                if not _norm(item) or _norm(item) in seen:
+                    continue
+                seen.add(_norm(item))
+            kept.append(item)
+        out[key] = kept[:high] if len(kept) >= high else value[:high]
+        logger.info("%s: %s: %d items for %d wanted: kept the first %d valid, distinct ones",
+                    task.name, key, len(value), high, high)
+    return out
+
+
+def parse_output(text: str, task: TaskSpec, ended: bool = False) -> dict[str, Any]:
+    """Parse one completion as the task's JSON object; raise ``ValueError`` saying why not.
+
+    A reply that is not JSON gets one conservative repair (``json_shape.repair_json``): double
+    quotes inside strings escaped and, when ``ended`` (the model stopped by itself, not cut by
+    the token budget), the brackets it left open closed. The repaired value is validated and
+    checked as any reply; when it does not parse, the original error is raised. A reply with more
+    items than wanted in a ``task.surplus`` list keeps its first ones (``keep_first``)."""
     text = (text or "").strip()
     if not text:
         raise ValueError("empty output")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        hint = ""
-        if exc.msg.startswith("Expecting") and "delimiter" in exc.msg and text[: exc.pos].rstrip().endswith('"'):
-            # A string closed early: most often an unescaped double quote inside it.
-            hint = '; a double quote inside a string must be written as \\" (or use single quotes)'
-        raise ValueError(f"not JSON ({exc.msg} at {exc.pos}, near {text[max(0, exc.pos - 24):exc.pos + 8]!r}){hint}") from None
+        obj = _repaired(text, ended)
+        if obj is None:
+            hint = ""
+            if exc.msg.startswith("Expecting") and "delimiter" in exc.msg and text[: exc.pos].rstrip().endswith('"'):
+                # A string closed early: most often an unescaped double quote inside it.
+                hint = '; a double quote inside a string must be written as \\" (or use single quotes)'
+            raise ReplyError(
+                f"not JSON ({exc.msg} at {exc.pos}, near {text[max(0, exc.pos - 24):exc.pos + 8]!r}){hint}",
+                "reply with one complete JSON object that follows the template, ending with }",
+            ) from None
+        logger.info("%s: reply repaired (quotes escaped or brackets closed)", task.name)
+    obj = keep_first(obj, task)
     validate_json(obj, task.schema)
     if task.check is not None:
         task.check(obj)
     return obj
+
+
+def _repaired(text: str, ended: bool) -> Any:
+    fixed = repair_json(text, close=ended)
+    if fixed is None or fixed == text:
+        return None
+    try:
+        return json.loads(fixed)
+    except json.JSONDecodeError:
+        return None
 
 
 @dataclass
@@ -226,12 +310,15 @@ class Backend:
         tasks = _per_item(task, len(messages_list))
         results: list[Any] = [None] * len(messages_list)
         last_error: dict[int, str] = {}
+        advice: dict[int, str] = {}
+        earlier: dict[int, list[str]] = {}
         pending = list(range(len(messages_list)))
         for attempt in range(self.settings.max_tries):
             if not pending:
                 break
             prompts = [
-                with_feedback(messages_list[i], last_error[i]) if self.feedback and i in last_error else messages_list[i]
+                with_feedback(messages_list[i], last_error[i], advice.get(i, "")) if self.feedback and i in last_error
+                else messages_list[i]
                 for i in pending
             ]
             outputs = self.generate(prompts, [tasks[i] for i in pending], sample=attempt)
@@ -241,17 +328,24 @@ class Backend:
                     if isinstance(out, Exception):
                         raise out
                     if not out.finished:
-                        raise ValueError(f"output cut at max_new_tokens={tasks[i].max_new_tokens}")
-                    results[i] = parse_output(out.text, tasks[i])
+                        raise ReplyError(f"output cut at max_new_tokens={tasks[i].max_new_tokens}",
+                                         "the reply was too long: write shorter values, then close the JSON object")
+                    results[i] = parse_output(out.text, tasks[i], ended=True)
                 except (ValueError, LLMTransportError) as exc:
+                    if i in last_error:
+                        earlier.setdefault(i, []).append(last_error[i])
                     last_error[i] = str(exc)
+                    advice[i] = getattr(exc, "advice", "")
                     still.append(i)
             if still:
                 logger.info("%s: %d/%d outputs invalid on try %d", tasks[0].name, len(still), len(pending), attempt + 1)
             pending = still
         for i in pending:
+            # The last try's reason first (as before), then the earlier tries' other reasons.
+            others = [e[:100] for e in dict.fromkeys(earlier.get(i, [])) if e != last_error.get(i)]
             results[i] = LLMOutputError(
                 f"{tasks[i].name}: no valid output after {self.settings.max_tries} tries ({last_error.get(i, '?')})"
+                + (f"; earlier tries: {' | '.join(others)}" if others else "")
             )
         return results
 
