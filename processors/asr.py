@@ -126,6 +126,27 @@ def split_lines(
     return lines
 
 
+def _same_text(text: str) -> str:
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+def merge_repeats(lines: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``lines`` with each run of consecutive lines of the same text (case, spaces and
+    punctuation aside) written once, spanning the run's times.
+
+    Whisper caught in a loop writes one phrase over and over (whisper-base on a human Mandarin
+    clip: "声息一呼。" 36 times in 11 seconds); as subtitles that is one line, not 36 windows of
+    questions about the same words. The words and the quality flags (``repetition``) keep what
+    Whisper wrote."""
+    out: list[dict[str, Any]] = []
+    for line in lines:
+        if out and _same_text(line["text"]) and _same_text(line["text"]) == _same_text(out[-1]["text"]):
+            out[-1] = {**out[-1], "end": max(out[-1]["end"], line["end"])}
+        else:
+            out.append(dict(line))
+    return out
+
+
 def compression_ratio(text: str) -> float:
     """Whisper's measure of repetitive text: UTF-8 length over zlib-compressed length."""
     data = text.encode("utf-8")
@@ -301,6 +322,9 @@ class Transcribe(Stage):
     models_per_gpu: int = 1
     #: Write short subtitle lines built from the word timestamps (else Whisper's segments).
     split_lines: bool = True
+    #: Consecutive lines with the same text (a Whisper loop) become one line spanning them
+    #: (``merge_repeats``).
+    merge_repeats: bool = True
     max_line_seconds: float = 5.0
     line_pause: float = 0.5
     #: Thresholds of the quality flags (Whisper's defaults).
@@ -460,6 +484,8 @@ class Transcribe(Stage):
                 {"start": round(float(s.start) + offset, 3), "end": round(float(s.end) + offset, 3), "text": s.text.strip()}
                 for s in segments if s.text.strip()
             ]
+        if self.merge_repeats:
+            lines = merge_repeats(lines)
         thresholds = QualityThresholds(
             self.max_compression_ratio, self.min_avg_logprob, self.max_no_speech_prob, self.max_repetition
         )
@@ -554,6 +580,7 @@ __all__ = [
     "compression_ratio",
     "ends_sentence",
     "longest_repeat",
+    "merge_repeats",
     "normalize_english",
     "split_lines",
 ]

@@ -27,6 +27,7 @@ from lomo_datasets.processors.asr import (
     Transcribe,
     assess,
     longest_repeat,
+    merge_repeats,
     normalize_english,
     split_lines,
 )
@@ -100,6 +101,20 @@ def test_split_lines_cut_at_the_last_clause_mark_when_too_long():
     # English: the cut falls after the comma, not inside the clause; no comma: before the word.
     words = [word(f" w{i}" + ("," if i == 6 else ""), i * 0.5, i * 0.5 + 0.4) for i in range(12)]
     assert [l["text"] for l in split_lines(words, max_seconds=5.0)] == ["w0 w1 w2 w3 w4 w5 w6,", "w7 w8 w9 w10 w11"]
+
+
+def test_a_whisper_loop_is_one_line_spanning_its_repeats():
+    # Whisper base on the human Mandarin clip zh_06 (bench_yield): the first line, then one
+    # phrase 36 times (its times as recorded, shortened here to five repeats).
+    loop = [("周末我大声息一呼。", 0.11, 2.49), ("声息一呼。", 3.71, 4.43), ("声息一呼。", 4.77, 6.49),
+            ("声息一呼。", 10.87, 10.87), ("声息一呼。", 13.15, 14.75), ("声息一呼", 14.75, 14.75)]
+    lines = merge_repeats([{"text": t, "start": a, "end": b} for t, a, b in loop])
+    assert lines == [{"text": "周末我大声息一呼。", "start": 0.11, "end": 2.49}, {"text": "声息一呼。", "start": 3.71, "end": 14.75}]
+    # Lines that differ, or repeat with another line between them, stay as they are.
+    same = [{"text": "Stir it.", "start": 0.0, "end": 1.0}, {"text": "Wait.", "start": 1.0, "end": 2.0},
+            {"text": "Stir it.", "start": 2.0, "end": 3.0}, {"text": "stir it", "start": 3.0, "end": 4.0}]
+    assert merge_repeats(same) == [*same[:2], {"text": "Stir it.", "start": 2.0, "end": 4.0}]
+    assert Transcribe().merge_repeats and not Transcribe(merge_repeats=False).merge_repeats
 
 
 def segment(text, start=0.0, end=5.0, logprob=-0.2, ratio=1.2, no_speech=0.05):
