@@ -372,8 +372,15 @@ def run_recipe(
     elif work_dir:
         outputs.claim(work, "--work-dir")
     try:
-        with outputs.Lock(out), (outputs.Lock(work, "--work-dir") if work_dir and not remote_work else nullcontext()):
+        from lomo_datasets.publish.lease import Lease
+
+        # leases first: a second run names the URL it waits for, not the local build folder
+        with ((Lease(remote_out, "--out") if remote_out else nullcontext()),
+              (Lease(work, "--work-dir") if remote_work else nullcontext()),
+              outputs.Lock(out), (outputs.Lock(work, "--work-dir") if work_dir and not remote_work else nullcontext())):
             recipe, steps, result = _run(recipe, videos, out, work, config_dict, override_dict, embedded, runner, shard_spec, push_to_hub)
+            if remote_out:
+                remote_version = remote_publish.publish_remote(out, remote_out)
     finally:
         for folder in new_folders:  # a run that failed before writing anything leaves no folder
             outputs.release_unused(folder)
@@ -385,7 +392,7 @@ def run_recipe(
     if summary.empty:
         logger.warning("nothing survived: 0 of %d inputs made it into %s", summary.inputs, out)
     if remote_out:
-        summary.remote = remote_publish.publish_remote(out, remote_out)
+        summary.remote = remote_version
     if push_to_hub:
         summary.pushed = publish.push_folder(out, push_to_hub, private=private)
     summary.wall = time.perf_counter() - started

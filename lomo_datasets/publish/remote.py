@@ -33,6 +33,7 @@ from typing import Any
 
 from lomo_datasets.core.redact import mask_url_credentials
 from lomo_datasets.core.stage import SettingError
+from lomo_datasets.publish.lease import LEASE
 from lomo_datasets.media import remote
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def check_remote_out(url: str) -> None:
             return
         if not fs.exists(base.split("/", 1)[0]):
             raise SettingError(f"--out {url}: the bucket does not exist (or these credentials cannot see it); create it first")
-        held = fs.find(base, maxdepth=None)
+        held = [p for p in fs.find(base, maxdepth=None) if posixpath.basename(p) != LEASE]
     except FileNotFoundError:
         held = []
     except SettingError:
@@ -138,6 +139,10 @@ def publish_remote(folder: str | os.PathLike, url: str) -> str:
         check_remote_out(url)
         pointer = {"tool": "lomo-datasets", "kind": "output", "versions": {}}
     versions = pointer.get("versions") if isinstance(pointer.get("versions"), dict) else {}
+    pending = pointer.get("pending") if isinstance(pointer.get("pending"), dict) else {}
+    if version not in versions:  # recorded before the upload: a run that dies mid-upload leaves a list to clean by
+        pending[version] = {"files": files, "time": time.time()}
+        fs.pipe_file(f"{base}/{POINTER}", json.dumps({**pointer, "pending": pending}, indent=1, sort_keys=True).encode())
     target = f"{base}/{version}"
     uploaded = 0
     for rel, want in files.items():
@@ -153,14 +158,15 @@ def publish_remote(folder: str | os.PathLike, url: str) -> str:
 
     order = [v for v in pointer.get("order", []) if v in versions and v != version] + [version]
     versions[version] = {"files": files, "time": time.time()}
-    keep, drop = order[-KEEP:], order[:-KEEP]
+    keep = order[-KEEP:]
+    drop = {**{v: versions[v] for v in order[:-KEEP]}, **{v: e for v, e in pending.items() if v not in keep}}
     new_pointer = {"tool": "lomo-datasets", "kind": "output", "tool_version": __version__, "current": version,
                    "order": keep, "versions": {v: versions[v] for v in keep}}
     fs.pipe_file(f"{base}/{POINTER}", json.dumps(new_pointer, indent=1, sort_keys=True).encode())  # the switch
-    for old in drop:
-        if not _VERSION.fullmatch(str(old)):
+    for old, entry in drop.items():
+        if not _VERSION.fullmatch(str(old)) or not isinstance(entry, dict):
             continue  # never a path built from an edited pointer
-        keys = [f"{base}/{old}/{rel}" for rel in (versions.get(old) or {}).get("files", {})
+        keys = [f"{base}/{old}/{rel}" for rel in (entry.get("files") or {})
                 if isinstance(rel, str) and ".." not in rel.split("/") and not rel.startswith("/")]
         keys = [k for k in keys if fs.exists(k)]
         if keys:
