@@ -42,10 +42,11 @@ workers, not Ray's raylet, GCS or workers); "anon MB" is the peak of its anonymo
 (``RssAnon``, sampled every 20 ms: the heap, without the mapped files and shared object-store
 pages that ``ru_maxrss`` also counts); "start MB" is the RSS after importing the command line,
 before the run; "anon peak in" is the phase where the anonymous memory peaked: ``ingest``,
-``build steps``, ``run`` (the runner's run; under Ray split into ``ray start``, ``stream``:
-``_stream``, with ``stream: from_arrow`` (the input blocks handed to Ray) and
-``stream: execute`` (Ray Data running the steps, ``take_all``), and ``assemble``: the part
-files read back), ``publish`` (masking, accounting, writing the folder), ``summary`` and
+``build steps``, ``run`` (the runner's run; under Ray split into ``inputs`` (the input blocks written to the
+work dir, where Ray's tasks read them), ``ray start``, ``stream``: ``_stream``, with
+``stream: execute`` (Ray Data running the steps, iterated), and ``assemble``: the part files
+read back one at a time; code before the streaming driver had ``stream: from_arrow``, the
+input blocks handed to Ray from the driver, and ``take_all``), ``publish`` (masking, accounting, writing the folder), ``summary`` and
 ``other`` (the rest). The stderr line of each run gives every phase's peak. "run s" is the
 runner's ``run`` ("(Ray up)": the part of it Ray took to start), "rows/s" the rows over it,
 "wall s" the whole command; the load average (1 minute) is taken before and after each run. A
@@ -307,8 +308,12 @@ def run_cheap(name: str, listing: Path, work: Path, group_size: int | None = Non
         phases.wrap(ray_executor, "_assemble", "assemble")
         import ray.data
 
-        phases.wrap(ray.data, "from_arrow", "stream: from_arrow")  # the input blocks into Ray
-        phases.wrap(ray.data.Dataset, "take_all", "stream: execute")  # Ray Data runs the steps
+        if hasattr(ray_executor.RayExecutor, "_write_inputs"):  # the input blocks written to the work dir
+            phases.wrap(ray_executor.RayExecutor, "_write_inputs", "inputs")
+            phases.wrap(ray.data.Dataset, "iter_batches", "stream: execute")  # Ray Data runs the steps
+        else:  # before: the input blocks handed to Ray from the driver, the written list collected
+            phases.wrap(ray.data, "from_arrow", "stream: from_arrow")
+            phases.wrap(ray.data.Dataset, "take_all", "stream: execute")
     phases.start()
     started = time.perf_counter()
     argv = ["-q", "run", "probe", "--videos", str(listing), "--out", str(work / "out"),

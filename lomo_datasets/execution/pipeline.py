@@ -57,6 +57,9 @@ from lomo_datasets.core.stage import (  # noqa: F401 (Filter, models_loaded: re-
     Filter, SettingError, Stage, cpu_threads, models_loaded, split_kept, thread_environment,
 )
 from lomo_datasets.execution import store
+from lomo_datasets.execution.result import (  # noqa: F401 (RunResult, WORKER_SECONDS, failed_rows, write_failed_report: re-exported)
+    WORKER_SECONDS, Assembly, RunResult, failed_rows, join_dropped as _join_dropped, write_failed_report,
+)
 from lomo_datasets.execution.store import DONE  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -370,7 +373,18 @@ def with_row_index(ds: Dataset, start: int = 0) -> Dataset:
 
     if ROW in ds.column_names:
         return ds
-    return ds.add_column(ROW, list(range(start, start + len(ds))), feature=Value("int64"))
+    import numpy as np
+
+    return ds.add_column(ROW, np.arange(start, start + len(ds), dtype=np.int64), feature=Value("int64"))
+
+
+def row_indices(ds: Dataset) -> Any:
+    """The ``ROW`` column of ``ds`` as a NumPy array (8 bytes a row, no Python object per row)."""
+    import numpy as np
+
+    if not len(ds):
+        return np.zeros(0, dtype=np.int64)
+    return ds.with_format("numpy", columns=[ROW])[ROW]
 
 
 def without_row_index(ds: Dataset | None) -> Dataset | None:
@@ -380,28 +394,6 @@ def without_row_index(ds: Dataset | None) -> Dataset | None:
 def _select(ds: Dataset, start: int, end: int) -> Dataset:
     """Rows ``[start, end)``; ``datasets`` rejects an empty range at the end, so empty is []."""
     return ds.select(range(start, end)) if end > start else ds.select([])
-
-
-@dataclass
-class RunResult:
-    dataset: Dataset
-    dropped: Dataset | None
-    work_dir: Path
-    timings: dict[str, float]
-    inputs: int = 0  #: rows the steps started from (after ``shard``)
-    #: Per model step: how many models each worker loaded for it (1 each when workers live
-    #: for the whole step).
-    model_loads: dict[str, list[int]] = field(default_factory=dict)
-    #: Per step whose finished output a rerun took from the work dir: what it reused
-    #: (``"4 rows"``, ``"1 of 2 chunks (256 rows)"``).
-    reused: dict[str, str] = field(default_factory=dict)
-    #: What ``timings`` holds: each step's wall time (local steps run one after the other), or
-    #: ``WORKER_SECONDS`` (Ray streams the blocks through all steps at once)
-    timings_kind: str = "wall"
-
-
-#: ``RunResult.timings_kind`` of the Ray executor
-WORKER_SECONDS = "worker seconds summed over the Ray workers; the steps overlap"
 
 
 @dataclass
@@ -557,6 +549,10 @@ class StepPool:
         """Models each worker loaded for this step (one entry per worker that ran)."""
         return sorted(self._loads.values())
 
+    def worker_loads(self) -> dict[int, int]:
+        """Models loaded for this step by worker (process id)."""
+        return dict(self._loads)
+
     def close(self, abort: bool = False) -> None:
         """Stop the workers: after their work, or at once with ``abort`` (Ctrl-C: waiting for
         the shards in progress would hang the interrupted run). A step that ran in this
@@ -626,12 +622,10 @@ class Runner:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         start, end = shard_range(len(ds), shard, self.group_size)
         ds = with_row_index(_select(ds, start, end) if (start, end) != (0, len(ds)) else ds, start)
-        inputs = len(ds)
         plan = Plan.make(ds, steps, self.group_size)
-        dropped_parts: list[Dataset] = []
-        timings: dict[str, float] = {}
+        self._assembly = assembly = Assembly(self.work_dir, len(ds), ROW)
         self.model_loads: dict[str, list[int]] = {}
-        self.reused: dict[str, str] = {}
+        self.reused = assembly.reused  # filled as steps reuse their work
         for index, (step, fingerprint) in enumerate(zip(steps, plan.fingerprints)):
             step_dir = self.work_dir / f"{index:02d}-{step.name}-{fingerprint[:16]}"
             if step_dir.is_symlink() or (step_dir.exists() and not step_dir.is_dir()):
@@ -645,13 +639,14 @@ class Runner:
                     ds = self._stage(ds, step, step_dir, bar)
                     ds, dropped = split_kept(ds, step)
                     if dropped is not None:  # also when empty: the columns must not depend on which filters dropped rows
-                        dropped_parts.append(dropped)
+                        assembly.add_dropped(dropped)
                 else:
                     bar.update(len(ds))
-            timings[step.name] = time.perf_counter() - started
-            logger.info("%s: %d rows (%.1fs)", step.name, len(ds), timings[step.name])
-        dropped = without_row_index(_join_dropped(dropped_parts))
-        return RunResult(without_row_index(ds), dropped, self.work_dir, timings, inputs, self.model_loads, self.reused)
+            assembly.step_seconds(step.name, time.perf_counter() - started)
+            logger.info("%s: %d rows (%.1fs)", step.name, len(ds), assembly.timings[step.name])
+        result = assembly.result(ds)
+        self.model_loads = result.model_loads
+        return result
 
     def _stage(self, ds: Dataset, stage: Stage, step_dir: Path, bar=None) -> Dataset:
         bar = bar or progress.NO_BAR
@@ -665,7 +660,7 @@ class Runner:
             bar.update(len(ds))
             return reused_step[0]
         parts = []
-        chunks = batch_bounds(ds[ROW], self.group_size, stage.rows_per_batch, self.chunk_size) or [(0, 0)]
+        chunks = batch_bounds(row_indices(ds), self.group_size, stage.rows_per_batch, self.chunk_size) or [(0, 0)]
         n_chunks = len(chunks)
         reused = reused_rows = 0
         with StepPool(stage, cap_workers(self.num_proc, len(ds), stage), self.group_size) as pool:  # its workers start with the first computed chunk
@@ -692,8 +687,9 @@ class Runner:
                 del part
                 shutil.rmtree(scratch, ignore_errors=True)
         if pool.used and stage.has_model:
-            self.model_loads[stage.name] = pool.loads()
-            logger.info("%s: model loads per worker: %s", stage.name, self.model_loads[stage.name])
+            for worker, models in pool.worker_loads().items():
+                self._assembly.step_loads(stage.name, worker, models)
+            logger.info("%s: model loads per worker: %s", stage.name, pool.loads())
         if reused:
             logger.info("%s: reused %d of %d finished chunks in %s", stage.name, reused, n_chunks, step_dir)
             self._note_reuse(stage.name, f"{reused} of {n_chunks} chunks ({reused_rows} rows)", bar)
@@ -706,20 +702,9 @@ class Runner:
     def _note_reuse(self, name: str, what: str, bar=None) -> None:
         """Record (for the summary) and show on the step's bar what a step took from the work
         dir; ``store.reuse`` checked the size and SHA-256 of every file its marker lists."""
-        self.reused[name] = what
+        self._assembly.note_reuse(name, what)
         if bar is not None:
             bar.set_postfix_str(f"reused {what} (markers verified)")
-
-
-def _join_dropped(parts: list[Dataset]) -> Dataset | None:
-    """All filters' dropped rows in one dataset; filters later in a recipe see more columns,
-    so only the columns every part has (with the first part's types) are kept; every enabled
-    filter's part counts, empty or not, so the columns are the same in every schedule."""
-    if not parts or not sum(len(p) for p in parts):
-        return None
-    common = [c for c in parts[0].column_names if all(c in p.column_names for p in parts)]
-    features = parts[0].select_columns(common).features
-    return concatenate_datasets([p.select_columns(common).cast(features) for p in parts])
 
 
 #: Row reports a run writes beside its published data; ``merge_outputs`` joins them too.
@@ -748,30 +733,3 @@ def _read_parquet(paths: list[Path]) -> Dataset:
     from datasets.table import InMemoryTable
 
     return Dataset(InMemoryTable(pa.concat_tables([pq.read_table(str(p)) for p in paths])))
-
-
-def failed_rows(*parts: Dataset | None) -> list[dict[str, Any]]:
-    """``video_id``, ``video``, ``source`` and ``errors`` of every row that has errors."""
-    report = []
-    for ds in parts:
-        if ds is None or "errors" not in ds.column_names or not len(ds):
-            continue
-        columns = [c for c in ("video_id", "video", "source", "errors") if c in ds.column_names]
-        for row in ds.select_columns(columns):
-            if row["errors"]:
-                report.append(row)
-    return report
-
-
-def write_failed_report(path: str | os.PathLike, *parts: Dataset | None) -> int:
-    """Write the failed-rows report (JSON lines, one per failed row; empty when none failed)
-    atomically to ``path``; returns the number of failed rows."""
-    rows = failed_rows(*parts)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return len(rows)

@@ -44,27 +44,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetInfo, Features, Value
+from datasets import Dataset, Features, Value
 
 from lomo_datasets.execution.pipeline import (
-    DEFAULT_GROUP_SIZE, ROW, WORKER_SECONDS, Plan, RunResult, _join_dropped, check_group_size, map_grouped, models_loaded,
-    shard_range, with_row_index,
+    DEFAULT_GROUP_SIZE, ROW, Plan, check_group_size, map_grouped, models_loaded, shard_range, with_row_index,
 )
 from lomo_datasets.execution import store
+from lomo_datasets.execution.result import (
+    DROPPED, KEPT, LOADS as _LOADS, PID as _PID, SECS as _SECS, VANISHED, WORKER_SECONDS, Assembly, BlockAssembly, RunResult,
+    runs_of_parts, scratch_folder,
+)
 from lomo_datasets.core.stage import MissingDependencyError, SettingError, Stage, cpu_threads, thread_environment
 
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "the Ray executor needs Ray Data: pip install 'lomo-datasets[ray]'"
 
-#: Hidden columns the executor adds (dropped before anything is returned).
-DROPPED = "_lomo_dropped"  #: index of the filter step that dropped the row; KEPT while kept
-KEPT = -1
-VANISHED = -2  #: a placeholder for an input row a fan-out stage turned into no rows
+#: Hidden columns the executor adds (dropped before anything is returned); the marks
+#: (``DROPPED``, ``KEPT``, ``VANISHED``, per step ``_PID``, ``_LOADS``, ``_SECS``) are the
+#: result assembly's (``result.BlockAssembly`` reads them back).
 _HIDDEN = Features({ROW: Value("int64"), DROPPED: Value("int32")})
-_PID = "_lomo_pid_{}"  #: per model step: the worker that ran the row ...
-_LOADS = "_lomo_loads_{}"  #: ... and how many models that worker had loaded
-_SECS = "_lomo_secs_{}"  #: per stage step: the seconds of the call that made the row, shared by its rows
+#: Blocks per input file the driver writes to the work dir for the tasks to read.
+BLOCKS_PER_FILE = 64
 
 
 class ClusterLostError(RuntimeError):
@@ -244,6 +245,24 @@ class ActorStageOp:
         return self.op(table)
 
 
+def _input_name(index: int) -> str:
+    return f"input-{index:06d}.arrow"
+
+
+def read_input(ids: Any, folder: str, ends: list[int]) -> Any:
+    """The input blocks numbered ``ids["id"]`` (``RayExecutor._write_inputs``), read from the
+    work dir by the task that runs them."""
+    import bisect
+
+    import pyarrow as pa
+
+    tables = []
+    for k in ids["id"].to_pylist():
+        index = bisect.bisect_right(ends, k)
+        tables.append(store.read_block(store.join(folder, _input_name(index)), k - (ends[index - 1] if index else 0)))
+    return pa.concat_tables(tables) if len(tables) != 1 else tables[0]
+
+
 def write_block(table: Any, folder: str) -> Any:
     """Write one block to the work dir's store as one part file (``store.write_part``: named by
     the input rows it holds, its size and checksum, checked when a rerun reuses it)."""
@@ -339,17 +358,19 @@ class RayExecutor:
             stale.unlink()
         started = time.perf_counter()
         done = _rows_written(store.parts(folder))
-        todo = [i for i in range(len(ds)) if first + i not in done]
-        if done:
+        inputs = store.join(folder, "input")  # the input blocks, for the tasks to read (any node)
+        ends = self._write_inputs(ds, done, inputs)
+        todo = self._todo
+        if len(done):
             (logger.warning if todo else logger.info)(
-                "ray: %d of %d input rows already written in %s; running the other %d", len(done), len(ds), folder, len(todo)
+                "ray: %d of %d input rows already written in %s; running the other %d", len(done), len(ds), folder, todo
             )
-        loads: dict[str, dict[int, int]] = {}
+        del done
         if todo:
             stop = self._connect()
             try:
                 self._context()
-                self._execute(ds, steps, features, todo, folder)
+                self._execute(steps, features, inputs, ends, folder)
             except self.ray.exceptions.RayTaskError as exc:
                 # what stops a local run (a model that cannot load, a missing column) stops
                 # this one with the same one-line error; anything else keeps Ray's report
@@ -367,11 +388,52 @@ class RayExecutor:
             finally:
                 if stop:
                     self.ray.shutdown()
+        store.remove_tree(inputs)
         elapsed = time.perf_counter() - started
-        data, dropped, loads, busy = _assemble(folder, steps, features)
-        logger.info("ray: %d rows (%.1fs)", len(data), elapsed)
-        model_loads = {name: sorted(per.values()) for name, per in loads.items()}
-        return RunResult(data, dropped, self.work_dir, busy, len(ds), model_loads, timings_kind=WORKER_SECONDS)
+        scratch = scratch_folder(None if store.is_remote(folder) else Path(folder), "result")
+        result = _assemble(folder, steps, features, Assembly(self.work_dir, len(ds), ROW, WORKER_SECONDS), scratch)
+        logger.info("ray: %d rows (%.1fs)", len(result.dataset), elapsed)
+        return result
+
+    def _write_inputs(self, ds: Dataset, done: Any, folder: Any) -> list[int]:
+        """Write the input rows not yet ``done`` to ``folder`` in the work dir, cut into blocks
+        of whole batch groups (a file per ``BLOCKS_PER_FILE`` blocks, a record batch per block),
+        a slice of ``ds`` at a time; returns the running count of blocks at the end of each file
+        (block ``k`` is in the first file whose count passes ``k``). ``self._todo``: the rows."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        s = self.settings
+        # A block is whole batch groups (each stage cuts its batches inside them, as locally);
+        # every operator takes whole blocks (batch_size=None), so no block is split or mixed.
+        per_block = max(1, (s.block_rows or s.group_size) // s.group_size)
+        span = per_block * s.group_size  # input rows a block covers
+        store.remove_tree(folder)  # left by a run that stopped
+        store.makedirs(folder)
+        arrow = ds.with_format("arrow")
+        done_rows = pa.array(done, pa.int64()) if len(done) else None
+        ends: list[int] = []
+        self._todo = 0
+        first, stop = self._first, self._first + len(ds)
+        a = first
+        while a < stop:
+            b = min(stop, (a // (span * BLOCKS_PER_FILE) + 1) * span * BLOCKS_PER_FILE)
+            table = arrow[a - first : b - first]
+            table = table.append_column(ROW, pa.array(np.arange(a, b, dtype=np.int64)))
+            table = table.append_column(DROPPED, pa.array(np.full(b - a, KEPT, dtype=np.int32)))
+            if done_rows is not None:
+                table = table.filter(pc.invert(pc.is_in(table[ROW], value_set=done_rows)))
+            a = b
+            if not table.num_rows:
+                continue
+            keys = table[ROW].to_numpy() // span
+            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+            cuts = list(zip(starts.tolist(), np.r_[starts[1:], len(keys)].tolist()))
+            store.write_blocks([table.slice(x, y - x) for x, y in cuts], folder, _input_name(len(ends)))
+            ends.append((ends[-1] if ends else 0) + len(cuts))
+            self._todo += table.num_rows
+        return ends
 
     def _lost(self, folder: Path, rows: int, exc: BaseException) -> "ClusterLostError":
         kept = len(_rows_written(store.parts(folder)))
@@ -380,30 +442,24 @@ class RayExecutor:
             f"rerun the same command: {kept} of {rows} input rows are written in {folder} and are kept"
         )
 
-    def _execute(self, ds: Dataset, steps: list, features: list[Features], todo: list[int], folder: Path) -> None:
+    def _execute(self, steps: list, features: list[Features], inputs: Any, ends: list[int], folder: Any) -> None:
         with warnings.catch_warnings():
             # Bounded retries (max_retries, max_restarts, max_task_retries) have no named
             # parameter of map_batches yet; Ray 2.60 warns about the remote arguments.
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
             warnings.filterwarnings("ignore", message=".*minimum number of concurrent actors")
-            self._stream(ds, steps, features, todo, folder)
+            self._stream(steps, features, inputs, ends, folder)
 
-    def _stream(self, ds: Dataset, steps: list, features: list[Features], todo: list[int], folder: Path) -> None:
-        import pyarrow as pa
+    def _stream(self, steps: list, features: list[Features], inputs: Any, ends: list[int], folder: Any) -> None:
+        """The steps over the input blocks (``_write_inputs``): Ray reads each block from the
+        work dir in a task, so the driver hands Ray only the count of blocks."""
+        import pyarrow.compute as pc
         import ray.data
         from ray.data import ActorPoolStrategy
 
         s = self.settings
-        table = ds.with_format("arrow")[:]
-        table = table.append_column(ROW, pa.array(range(self._first, self._first + len(ds)), pa.int64()))
-        table = table.append_column(DROPPED, pa.array([KEPT] * len(ds), pa.int32())).take(todo)
+        n_blocks = ends[-1]
         model_stages = [st for st in steps if st.active and st.has_model]
-        # A block is whole batch groups (each stage cuts its batches inside them, as locally);
-        # every operator takes whole blocks (batch_size=None), so no block is split or mixed.
-        per_block = max(1, (s.block_rows or s.group_size) // s.group_size)
-        keys = [row // s.group_size // per_block for row in table[ROW].to_pylist()]
-        starts = [i for i in range(len(keys)) if i == 0 or keys[i] != keys[i - 1]]
-        blocks = [table.slice(a, b - a) for a, b in zip(starts, starts[1:] + [len(keys)])]
         resources = self.ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
         # Logical CPUs per operator: every actor pool plus two tasks fit at once on the smallest
@@ -414,9 +470,12 @@ class RayExecutor:
         share = min(1.0, smallest / (len(model_stages) * s.workers + 2))
         logger.info(
             "ray: %d rows in %d blocks; %d model stage(s) x %d actor(s); %.2f logical CPU per operator",
-            table.num_rows, len(blocks), len(model_stages), s.workers, share,
+            self._todo, n_blocks, len(model_stages), s.workers, share,
         )
-        data = ray.data.from_arrow(blocks)
+        data = ray.data.range(n_blocks, override_num_blocks=n_blocks).map_batches(
+            read_input, fn_kwargs={"folder": str(inputs), "ends": ends}, batch_format="pyarrow", batch_size=None,
+            num_cpus=share, max_retries=s.retries,
+        )
         carried = Features(_HIDDEN)
         for index, step in enumerate(steps):
             if not step.active:
@@ -442,8 +501,11 @@ class RayExecutor:
             else:
                 data = data.map_batches(op, **common, max_retries=s.retries)
         data = data.map_batches(write_block, fn_kwargs={"folder": str(folder)}, batch_format="pyarrow", batch_size=None, num_cpus=share, max_retries=s.retries)
-        written = data.take_all()
-        logger.info("ray: wrote %d blocks (%d rows) to %s", len(written), sum(r["rows"] for r in written), folder)
+        blocks = rows = 0
+        for written in data.iter_batches(batch_size=None, batch_format="pyarrow"):  # streamed: nothing collected
+            blocks += written.num_rows
+            rows += int(pc.sum(written["rows"]).as_py() or 0)
+        logger.info("ray: wrote %d blocks (%d rows) to %s", blocks, rows, folder)
 
 
 def _with_device(stage: Stage, device: str) -> Stage:
@@ -458,50 +520,34 @@ def _pinned_to_cpu(stage: Stage) -> Stage:
     return stage if stage.device == "cpu" else _with_device(stage, "cpu")
 
 
-def _rows_written(parts: list[Any]) -> set[int]:
-    done: set[int] = set()
-    for path in parts:
-        done.update(store.read_part(path, columns=[ROW])[ROW].to_pylist())
-    return done
-
-
-def _assemble(folder: Path, steps: list, features: list[Features]) -> tuple[Dataset, Dataset | None, dict, dict[str, float]]:
-    """The kept rows (in input order, with the last step's features), the dropped rows of
-    each filter (with the columns that filter saw), model loads per step and worker, and the
-    worker seconds per stage step (summed over workers; rows of an earlier, resumed run
-    count with the seconds they took then)."""
+def _rows_written(parts: list[Any]) -> Any:
+    """The input rows the part files hold (an Arrow array: no Python object per row)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    from datasets.table import InMemoryTable
 
-    tables = [store.read_part(p) for p in store.parts(folder)]
-    final = features[-1]
-    table = pa.concat_tables(tables, promote_options="default") if tables else None
-    loads: dict[str, dict[int, int]] = {}
-    busy: dict[str, float] = {}
+    arrays = [store.read_part(path, columns=[ROW])[ROW].combine_chunks() for path in parts]
+    if not arrays:
+        return pa.array([], pa.int64())
+    return pc.unique(pa.concat_arrays([a.cast(pa.int64()) for a in arrays]))
 
-    def rows(where: Any, feats: Features) -> Dataset:
-        if table is None:
-            return Dataset.from_dict({k: [] for k in feats}, features=feats)
-        part = table.filter(where)
-        part = part.take(pc.sort_indices(part, sort_keys=[(ROW, "ascending")]))  # stable
-        return Dataset(InMemoryTable(part.select(list(feats)).cast(feats.arrow_schema)), info=DatasetInfo(features=feats))
 
-    if table is not None:
-        for index, step in enumerate(steps):
-            pid, count = _PID.format(index), _LOADS.format(index)
-            if pid in table.column_names:
-                for p, c in zip(table[pid].to_pylist(), table[count].to_pylist()):
-                    if p is not None:
-                        per = loads.setdefault(step.name, {})
-                        per[p] = max(per.get(p, 0), c)
-            if _SECS.format(index) in table.column_names:
-                busy[step.name] = float(pc.sum(table[_SECS.format(index)]).as_py() or 0.0)
-    state = table[DROPPED] if table is not None else None
-    data = rows(pc.equal(state, KEPT) if state is not None else None, final)
-    dropped_parts = []
-    for index, step in enumerate(steps):
-        if step.active and step.drops_rows:
-            part = rows(pc.equal(state, index) if state is not None else None, features[index])
-            dropped_parts.append(step.dropped_rows(part))  # empty too: see _join_dropped
-    return data, _join_dropped(dropped_parts), loads, busy
+def _assemble(folder: Any, steps: list, features: list[Features], assembly: Assembly, scratch: Path) -> RunResult:
+    """The run's result from the part files (``result.BlockAssembly``): the kept rows in input
+    order with the last step's features, each filter's dropped rows with the columns that filter
+    saw, model loads per step and worker, worker seconds per stage step (summed over workers;
+    rows of an earlier, resumed run count with the seconds they took then). One part (or one run
+    of parts whose rows interleave) in memory at a time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    spans = []
+    for path in store.parts(folder):
+        rows = store.read_part(path, columns=[ROW])[ROW]
+        if len(rows):
+            spans.append((path, pc.min(rows).as_py(), pc.max(rows).as_py()))
+    blocks = BlockAssembly(assembly, steps, features, scratch)
+    for run in runs_of_parts(spans):
+        tables = [store.read_part(path) for path in run]
+        blocks.add(pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0])
+        del tables
+    return blocks.finish()

@@ -253,6 +253,63 @@ def read_part(path: Any, columns: list[str] | None = None) -> Any:
         return pq.read_table(fh, columns=columns)
 
 
+def write_blocks(blocks: list[Any], folder: Any, name: str) -> Any:
+    """Write ``blocks`` (Arrow tables of one schema) to ``folder/name`` as one Arrow IPC file, a
+    record batch per block (``read_block`` reads one back); atomic, like a part. The input a
+    Ray run hands its tasks, so any node reads it from the work dir, not from the driver."""
+    import tempfile
+
+    import pyarrow as pa
+
+    remote = is_remote(folder)
+    makedirs(folder)
+    local = Path(tempfile.gettempdir()) if remote else Path(folder)
+    tmp = local / f".{name}.{os.getpid()}.tmp"
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, blocks[0].schema) as writer:
+            for block in blocks:
+                writer.write_batch(_one_batch(block))
+        target = join(folder, name)
+        if remote:
+            fs, base = _remote(folder)
+            fs.put_file(str(tmp), f"{base.rstrip('/')}/{name}")
+        else:
+            os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _one_batch(table: Any) -> Any:
+    """``table`` (with rows) as one record batch."""
+    (batch,) = table.combine_chunks().to_batches()
+    return batch
+
+
+def read_block(path: Any, index: int) -> Any:
+    """Record batch ``index`` of the Arrow IPC file ``path`` (``write_blocks``) as a table."""
+    import pyarrow as pa
+
+    if not is_remote(path):
+        with pa.OSFile(str(path), "rb") as source:
+            return pa.Table.from_batches([pa.ipc.open_file(source).get_batch(index)])
+    fs, where = _remote(path)
+    with fs.open(where, "rb") as fh:
+        return pa.Table.from_batches([pa.ipc.open_file(fh).get_batch(index)])
+
+
+def remove_tree(folder: Any) -> None:
+    """Remove ``folder`` and what it holds (a prefix in object storage); nothing when absent."""
+    if is_remote(folder):
+        fs, base = _remote(folder)
+        try:
+            fs.rm(base.rstrip("/"), recursive=True)
+        except FileNotFoundError:
+            pass
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def claim_remote(folder: str) -> None:
     """Claim a work dir in object storage as lomo-datasets': a prefix that holds objects but not
     our marker is someone else's and is refused (the tool removes only its own part files, and
