@@ -194,3 +194,15 @@ def test_feedback_without_advice_reads_as_before():
     assert note.endswith("A previous reply was refused (temporal: empty question). Write a new reply that avoids this.")
     note = with_feedback(MESSAGES, "schema: answer: 53 characters, at most 50 allowed", '"answer" must be short')[-1]["content"]
     assert note.endswith('(schema: answer: 53 characters, at most 50 allowed). "answer" must be short.')
+
+
+def test_a_copied_template_placeholder_is_refused():
+    # zh_07 (translate): line 2 came back as "<text, at most 409 characters>", the template's words.
+    from lomo_datasets.processors.llm_translate import translation_task
+
+    task = translation_task(["美，今天他是说话。", "来，是说话。"], "en", 512)
+    with pytest.raises(ValueError, match="lines/1 is the template's placeholder"):
+        parse_output('{"lines": ["The United States is speaking today.", "<text, at most 409 characters>"]}', task)
+    with pytest.raises(ValueError, match="answer is the template's placeholder"):
+        parse_output(reply(answer="<text>"), TASK)
+    assert parse_output('{"lines": ["He says <hello> to us.", "Come, speak."]}', task)["lines"][0] == "He says <hello> to us."

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -170,9 +171,30 @@ def parse_output(text: str, task: TaskSpec, ended: bool = False) -> dict[str, An
         logger.info("%s: reply repaired (quotes escaped or brackets closed)", task.name)
     obj = keep_first(obj, task)
     validate_json(obj, task.schema)
+    copied = template_copy(obj)
+    if copied:
+        raise ReplyError(f"{copied} is the template's placeholder, not a value",
+                         "replace every <...> placeholder of the template with your own text")
     if task.check is not None:
         task.check(obj)
     return obj
+
+
+#: A placeholder of ``json_shape.shape``'s template ("<text, at most 80 characters>", "<text>").
+_PLACEHOLDER = re.compile(r"<(text|value|number|whole number)\b[^<>]*>")
+
+
+def template_copy(obj: Any, where: str = "") -> str | None:
+    """Where ``obj`` holds a string that is one of the template's placeholders copied as it is
+    (the 1.5B translated a Mandarin line as "<text, at most 409 characters>"), else None."""
+    if isinstance(obj, str):
+        return (where or "the reply") if _PLACEHOLDER.fullmatch(obj.strip()) else None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        found = template_copy(value, f"{where}/{key}" if where else str(key))
+        if found:
+            return found
+    return None
 
 
 def _repaired(text: str, ended: bool) -> Any:
