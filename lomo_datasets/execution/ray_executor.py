@@ -30,8 +30,14 @@ rerun of the same input and settings, after the driver died, skips the rows thos
 and redoes only the blocks that were in flight (at most about ``2 x workers`` blocks of
 ``block_rows`` input rows per step).
 
-Output order is the input's: the driver sorts the written rows by input index, so the result
-equals the local runner's row for row.
+Output order is the input's: the driver assembles the written parts in input-index order
+(``result.BlockAssembly``), so the result equals the local runner's row for row.
+
+The driver streams: it writes the input rows to the work dir as blocks (``store.write_blocks``,
+a slice of the input at a time) and hands Ray only their numbers, each task reads its block
+(``read_input``), the written list is iterated, not collected, and the part files are assembled
+one at a time into Arrow files the returned datasets map. So its memory does not grow with the
+rows (``benchmarks/bench_scale.py --driver-memory``).
 """
 
 from __future__ import annotations
@@ -472,7 +478,9 @@ class RayExecutor:
             "ray: %d rows in %d blocks; %d model stage(s) x %d actor(s); %.2f logical CPU per operator",
             self._todo, n_blocks, len(model_stages), s.workers, share,
         )
-        data = ray.data.range(n_blocks, override_num_blocks=n_blocks).map_batches(
+        # One small block per input block, made here (as from_arrow made the blocks before): a
+        # read operator would ask for a whole CPU and could starve the actor pools of theirs.
+        data = ray.data.from_items([{"id": k} for k in range(n_blocks)], override_num_blocks=n_blocks).map_batches(
             read_input, fn_kwargs={"folder": str(inputs), "ends": ends}, batch_format="pyarrow", batch_size=None,
             num_cpus=share, max_retries=s.retries,
         )

@@ -12,7 +12,9 @@ shapes of entry, one per scheduler:
 - **parts** (the Ray executor): ``write_part(table, folder)`` writes one Parquet file per block
   named ``part-<rows>-<size>-<sha256[:16]>.parquet`` (``<rows>`` hashes the input rows it
   holds); the record is the name, so Ray workers on any node need no shared marker;
-  ``parts(folder)`` returns the parts whose bytes match their name and removes the others.
+  ``parts(folder)`` returns the parts whose bytes match their name and removes the others; the
+  input blocks a Ray run hands its tasks are Arrow IPC files in the same folder
+  (``write_blocks``, ``read_block``), rewritten by every run and removed after it.
 
 The check is the same for both (``damage_of``). This module is the seam where another store
 (object storage) plugs in: the executors reach their work dir only through these functions.
