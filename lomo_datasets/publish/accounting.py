@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -48,41 +47,79 @@ class Ledger:
 
 
 def _rows(ds: Any) -> Iterable[tuple[tuple, bool]]:
-    """``((video_id, clip_id), has_errors)`` of each row of a Dataset (or list of dicts)."""
+    """``((video_id, clip_id), has_errors)`` of each row of a Dataset (read a batch at a time)
+    or of a list of dicts."""
     if ds is None:
-        return []
-    if hasattr(ds, "column_names"):
-        columns = [c for c in ("video_id", "clip_id", "errors") if c in ds.column_names]
-        ds = ds.select_columns(columns) if columns else ds
-    return (((r.get("video_id"), r.get("clip_id")), bool(r.get("errors"))) for r in ds)
+        return
+    if not hasattr(ds, "column_names"):
+        yield from (((r.get("video_id"), r.get("clip_id")), bool(r.get("errors"))) for r in ds)
+        return
+    columns = [c for c in ("video_id", "clip_id", "errors") if c in ds.column_names]
+    if not columns:
+        yield from (((None, None), False) for _ in range(len(ds)))
+        return
+    for batch in ds.select_columns(columns).iter(batch_size=1000):
+        n = len(batch[columns[0]])
+        none = [None] * n
+        yield from zip(zip(batch.get("video_id", none), batch.get("clip_id", none)), map(bool, batch.get("errors", none)))
+
+
+KINDS = ("kept", "failed", "dropped")
 
 
 def tally(input_ids: Iterable[str], data: Any, dropped: Any) -> tuple[Ledger, list[str]]:
-    """The counts and what breaks the invariant (an empty list when nothing does)."""
-    inputs = list(input_ids)
-    known = set(inputs)
-    seen: Counter = Counter()
-    counts = Counter()
-    where: dict[str, set] = {}
+    """The counts and what breaks the invariant (an empty list when nothing does).
+
+    Memory: a row costs 17 bytes here (the hashes of its key and video, its kind), not a Python
+    object: equal values have equal hashes, so the sets are compared as arrays of hashes; the
+    names in a message come from a second pass over the rows, only when something is wrong.
+    ``input_ids`` is read once, or twice when an input is missing (give a list, not an iterator)."""
+    import numpy as np
+    from array import array
+
+    inputs = array("q", (hash(v) for v in input_ids))
+    keys, videos, kinds = array("q"), array("q"), array("b")
     for part, name in ((data, "kept"), (dropped, "dropped")):
         for key, failed in _rows(part):
-            kind = "failed" if failed else name
-            counts[kind] += 1
-            seen[key] += 1
-            where.setdefault(key[0], set()).add(kind)
+            keys.append(hash(key))
+            videos.append(hash(key[0]))
+            kinds.append(KINDS.index("failed" if failed else name))
+    inputs_, keys_, videos_ = (np.frombuffer(a, dtype=np.int64) if len(a) else np.zeros(0, np.int64) for a in (inputs, keys, videos))
+    kinds_ = np.frombuffer(kinds, dtype=np.int8) if len(kinds) else np.zeros(0, np.int8)
+    known = np.unique(inputs_)
+    seen = np.unique(videos_)
+    counts = np.bincount(kinds_.astype(np.int64), minlength=3)
     problems = []
-    missing = [v for v in dict.fromkeys(inputs) if v not in where]
-    if missing:
-        problems.append(f"{len(missing)} of {len(known)} inputs are in none of kept/failed/dropped ({', '.join(map(str, missing[:5]))})")
-    twice = [k for k, n in seen.items() if n > 1]
-    if twice:
-        problems.append(f"{len(twice)} rows are counted twice ({', '.join('/'.join(str(p) for p in k if p) for k in twice[:5])})")
-    strangers = [v for v in where if v not in known]
-    if strangers:
-        problems.append(f"{len(strangers)} rows come from no input ({', '.join(map(str, strangers[:5]))})")
-    ledger = Ledger(len(known), counts["kept"], counts["failed"], counts["dropped"])
-    ledger.videos = {kind: sum(1 for v in known if kind in where.get(v, ())) for kind in ("kept", "failed", "dropped")}
+    missing = np.setdiff1d(known, seen, assume_unique=True)
+    if len(missing):
+        names = _first(input_ids, missing, lambda v: hash(v))
+        problems.append(f"{len(missing)} of {len(known)} inputs are in none of kept/failed/dropped ({', '.join(map(str, names))})")
+    unique_keys, times = np.unique(keys_, return_counts=True)
+    twice = unique_keys[times > 1]
+    if len(twice):
+        names = _first((key for part in (data, dropped) for key, _ in _rows(part)), twice, lambda k: hash(k))
+        problems.append(f"{len(twice)} rows are counted twice ({', '.join('/'.join(str(p) for p in k if p) for k in names)})")
+    strangers = np.setdiff1d(seen, known, assume_unique=True)
+    if len(strangers):
+        names = _first((key[0] for part in (data, dropped) for key, _ in _rows(part)), strangers, lambda v: hash(v))
+        problems.append(f"{len(strangers)} rows come from no input ({', '.join(map(str, names))})")
+    ledger = Ledger(len(known), int(counts[0]), int(counts[1]), int(counts[2]))
+    ledger.videos = {kind: int(np.isin(known, videos_[kinds_ == i]).sum()) for i, kind in enumerate(KINDS)}
     return ledger, problems
+
+
+def _first(values: Iterable[Any], hashes: Any, hashed: Any, most: int = 5) -> list[Any]:
+    """The first ``most`` distinct ``values`` (in their order) whose hash is in ``hashes``."""
+    import numpy as np
+
+    wanted = set(np.asarray(hashes).tolist())
+    found: list[Any] = []
+    for value in values:
+        if hashed(value) in wanted and value not in found:
+            found.append(value)
+            if len(found) == most:
+                break
+    return found
 
 
 def check(input_ids: Iterable[str], data: Any, dropped: Any) -> Ledger:

@@ -203,6 +203,19 @@ def _table(ds: Dataset):
     return ds.with_format("arrow")[:] if len(ds) else ds.data.table.slice(0, 0)
 
 
+#: Rows per batch where the card reads columns (never a whole column of Python objects).
+BATCH_ROWS = 10_000
+
+
+def _batches(ds: Dataset, columns: list[str]):
+    """``columns`` of ``ds`` (those it has) as Arrow tables of ``BATCH_ROWS`` rows (selections
+    and shuffles applied), so no whole column is copied or turned into Python objects at once."""
+    have = [c for c in columns if c in ds.column_names]
+    if not have or not len(ds):
+        return
+    yield from ds.select_columns(have).with_format("arrow").iter(batch_size=BATCH_ROWS)
+
+
 def _pylist(table, name: str) -> list:
     return table.column(name).to_pylist() if name in table.column_names else []
 
@@ -215,13 +228,15 @@ def _nested_values(table, column: str, field: str) -> list:
 
     if column not in table.column_names:
         return []
-    array = table.column(column).combine_chunks()
-    if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
-        return []
-    items = pc.list_flatten(array)
-    if not pa.types.is_struct(items.type) or items.type.get_field_index(field) < 0:
-        return []
-    return pc.struct_field(items, field).to_pylist()
+    values: list = []
+    for array in table.column(column).chunks:  # a chunk at a time: no copy of the whole column
+        if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
+            return []
+        items = pc.list_flatten(array)
+        if not pa.types.is_struct(items.type) or items.type.get_field_index(field) < 0:
+            return []
+        values += pc.struct_field(items, field).to_pylist()
+    return values
 
 
 def yield_counts(parts: Iterable[Dataset | None], dropped: Dataset | None = None) -> tuple[int, int, dict[str, int]]:
@@ -236,20 +251,27 @@ def yield_counts(parts: Iterable[Dataset | None], dropped: Dataset | None = None
     for ds, kept in [(p, True) for p in parts] + [(dropped, False)]:
         if ds is None or not len(ds):
             continue
-        table = _table(ds)
-        ids = _pylist(table, "video_id") or [f"#{i}" for i in range(len(ds))]
-        if "errors" in table.column_names:
-            lengths = pc.fill_null(pc.list_value_length(table.column("errors").combine_chunks()), 0).to_pylist()
-            for row_errors in _pylist(table, "errors"):
-                failed.update({str(e.get("stage") or "unknown") for e in row_errors or []})
-        else:
-            lengths = [0] * len(ids)
-        for vid, n in zip(ids, lengths):
-            seen.add(vid)
-            if n:
-                broken.add(vid)
-            elif kept:
-                complete.add(vid)
+        if "video_id" not in ds.column_names and "errors" not in ds.column_names:
+            seen.update(f"#{i}" for i in range(len(ds)))
+            if kept:
+                complete.update(f"#{i}" for i in range(len(ds)))
+            continue
+        offset = 0
+        for table in _batches(ds, ["video_id", "errors"]):
+            ids = _pylist(table, "video_id") or [f"#{i}" for i in range(offset, offset + table.num_rows)]
+            offset += table.num_rows
+            if "errors" in table.column_names:
+                lengths = pc.fill_null(pc.list_value_length(table.column("errors")), 0).to_pylist()
+                for row_errors in _pylist(table, "errors"):
+                    failed.update({str(e.get("stage") or "unknown") for e in row_errors or []})
+            else:
+                lengths = [0] * len(ids)
+            for vid, n in zip(ids, lengths):
+                seen.add(vid)
+                if n:
+                    broken.add(vid)
+                elif kept:
+                    complete.add(vid)
     return len(seen), len(complete - broken), dict(failed.most_common())
 def error_kind(error: str) -> str:
     """The kind of a row error: the exception name it starts with (``"CorruptMediaError: ..."``),
@@ -281,36 +303,45 @@ def compute_stats(data: Dataset | DatasetDict, dropped: Dataset | None = None) -
     failed = 0
     unnamed = 0
     for ds in dsd.values():
-        table = _table(ds)
-        ids = _pylist(table, "video_id") or _pylist(table, "video")
-        durations = _pylist(table, "duration")
-        for i in range(len(ds)):
-            vid = ids[i] if ids else None
-            if vid is None:
-                unnamed += 1
-                vid = f"#{unnamed}"
-            video_ids.add(vid)
-            if durations and _number(durations[i]) is not None:
-                video_seconds[vid] = max(video_seconds.get(vid, 0.0), float(durations[i]))
-        if "video_start" in table.column_names and "video_end" in table.column_names:
+        id_column = "video_id" if "video_id" in ds.column_names else "video"
+        if "video_start" in ds.column_names and "video_end" in ds.column_names:
             is_clips = True
-            for start, end in zip(_pylist(table, "video_start"), _pylist(table, "video_end")):
-                if _number(start) is not None and _number(end) is not None and end >= start:
-                    clip_lengths.append(float(end) - float(start))
-        tasks.update(str(t or "unknown") for t in _nested_values(table, "questions", "task"))
-        if "errors" in table.column_names and len(table):
-            lengths = pc.list_value_length(table.column("errors").combine_chunks())
-            failed += int(pc.sum(pc.greater(pc.fill_null(lengths, 0), 0)).as_py() or 0)
-            errors.update(str(stage or "unknown") for stage in _nested_values(table, "errors", "stage"))
+        columns = [id_column, "duration", "video_start", "video_end", "questions", "errors"]
+        if not any(c in ds.column_names for c in columns):  # no batches to read: every row unnamed
+            for _ in range(len(ds)):
+                unnamed += 1
+                video_ids.add(f"#{unnamed}")
+        for table in _batches(ds, columns):
+            ids = _pylist(table, id_column)
+            durations = _pylist(table, "duration")
+            for i in range(table.num_rows):
+                vid = ids[i] if ids else None
+                if vid is None:
+                    unnamed += 1
+                    vid = f"#{unnamed}"
+                video_ids.add(vid)
+                if durations and _number(durations[i]) is not None:
+                    video_seconds[vid] = max(video_seconds.get(vid, 0.0), float(durations[i]))
+            if is_clips:
+                for start, end in zip(_pylist(table, "video_start"), _pylist(table, "video_end")):
+                    if _number(start) is not None and _number(end) is not None and end >= start:
+                        clip_lengths.append(float(end) - float(start))
+            tasks.update(str(t or "unknown") for t in _nested_values(table, "questions", "task"))
+            if "errors" in table.column_names and table.num_rows:
+                lengths = pc.list_value_length(table.column("errors"))
+                failed += int(pc.sum(pc.greater(pc.fill_null(lengths, 0), 0)).as_py() or 0)
+                errors.update(str(stage or "unknown") for stage in _nested_values(table, "errors", "stage"))
     report = _audit(dsd) if tasks else None
     dropped_reasons: Counter = Counter()
     if dropped is not None and len(dropped):
         # A row that failed in a stage and was then removed by a filter is counted under the
         # stage and its error kind ("translate failed: LLMOutputError"), not the filter.
-        table = _table(dropped)
-        reasons = _pylist(table, "drop_reason") or ["unknown"] * len(dropped)
-        row_errors = _pylist(table, "errors") or [None] * len(dropped)
-        dropped_reasons.update(failure_reason(e) or str(r or "unknown") for r, e in zip(reasons, row_errors))
+        if "drop_reason" not in dropped.column_names and "errors" not in dropped.column_names:
+            dropped_reasons["unknown"] += len(dropped)
+        for table in _batches(dropped, ["drop_reason", "errors"]):
+            reasons = _pylist(table, "drop_reason") or ["unknown"] * table.num_rows
+            row_errors = _pylist(table, "errors") or [None] * table.num_rows
+            dropped_reasons.update(failure_reason(e) or str(r or "unknown") for r, e in zip(reasons, row_errors))
     return Stats(
         rows=rows,
         videos=len(video_ids),

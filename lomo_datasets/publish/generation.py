@@ -25,17 +25,19 @@ def generation_counts(parts: Iterable[Dataset | None]) -> dict[str, Any] | None:
             continue
         if "generation" in part.column_names:
             seen = True
-            for log in part["generation"]:
-                for entry in log or []:
-                    events[(entry["stage"], entry["event"])] += int(entry["count"] or 0)
-                    if entry["event"] == "grounding_rounds":
-                        rounds[int(entry["count"] or 0)] += 1
+            for batch in part.select_columns(["generation"]).iter(batch_size=1000):  # never a whole column
+                for log in batch["generation"]:
+                    for entry in log or []:
+                        events[(entry["stage"], entry["event"])] += int(entry["count"] or 0)
+                        if entry["event"] == "grounding_rounds":
+                            rounds[int(entry["count"] or 0)] += 1
         if "transcript_implausible" in part.column_names:
             seen = True
-            for flag in part["transcript_implausible"]:
-                if flag is not None:
-                    scored += 1
-                    flagged += bool(flag)
+            for batch in part.select_columns(["transcript_implausible"]).iter(batch_size=1000):
+                for flag in batch["transcript_implausible"]:
+                    if flag is not None:
+                        scored += 1
+                        flagged += bool(flag)
     if not seen:
         return None
     longest = {k: sum(v for (_, e), v in events.items() if e == f"answer_longest_{k}") for k in ("before", "after")}
