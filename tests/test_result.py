@@ -141,3 +141,25 @@ def test_input_blocks_read_back_as_written(tmp_path):
     assert not list((tmp_path / "input").glob(".*tmp"))
     store.remove_tree(tmp_path / "input")
     assert not (tmp_path / "input").exists()
+
+
+def test_column_values_read_in_batches_any_number_of_times():
+    from lomo_datasets.execution.result import ColumnValues
+
+    ds = Dataset.from_dict({"video_id": [f"v{i}" for i in range(2500)], "other": list(range(2500))})
+    part = ds.select(range(10, 2010))
+    values = ColumnValues(part, "video_id")
+    assert len(values) == 2000 and list(values) == part["video_id"] and list(values) == list(values)
+
+
+def test_small_tables_are_written_as_few_record_batches(tmp_path):
+    from lomo_datasets.execution.result import ArrowFileWriter
+
+    features = Features({"a": Value("int64"), "b": Value("string")})
+    writer = ArrowFileWriter(tmp_path / "x.arrow", features, batch_rows=3)
+    tables = [pa.table({"b": [f"s{i}", None], "a": [i, -i], "extra": [0, 0]}) for i in range(5)]
+    for table in tables:
+        writer.write(table)
+    ds = writer.dataset()
+    assert ds.features == features and ds.to_list() == [{"a": a, "b": b} for t in tables for a, b in zip(t["a"].to_pylist(), t["b"].to_pylist())]
+    assert ds.data.table.column("a").num_chunks == 3  # 4 + 4 + 2 rows, not 5 chunks of 2

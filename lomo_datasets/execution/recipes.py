@@ -28,7 +28,7 @@ from lomo_datasets.publish.card import Provenance, error_kind, yield_counts
 from lomo_datasets.formats.livecc import LiveCCExport
 from lomo_datasets.core.redact import mask_url_credentials
 from lomo_datasets.execution import store
-from lomo_datasets.execution.result import column_batches
+from lomo_datasets.execution.result import ColumnValues, column_batches
 from lomo_datasets.execution.pipeline import (
     DEFAULT_GROUP_SIZE, Executor, Recipe, Runner, build_exports, build_steps, load_config, parse_overrides, parse_shard,
     take_shard,     write_failed_report,
@@ -437,7 +437,8 @@ def _run(recipe: Recipe, videos, out: Path, work: Path, config: dict, overrides:
     # Credentials in input URLs served the download; the published rows and reports get them masked.
     result.dataset, result.dropped = mask_credentials(result.dataset), mask_credentials(result.dropped)
     data = result.dataset
-    ledger = accounting.check(take_shard(ds, shard, record["group_size"])["video_id"], data, result.dropped)  # fails loudly when broken
+    inputs = ColumnValues(take_shard(ds, shard, record["group_size"]), "video_id")  # read in batches, never whole
+    ledger = accounting.check(inputs, data, result.dropped)  # fails loudly when broken
     judged = result.dropped  # a row that failed upstream is listed as failed, not as dropped
     if judged is not None and "errors" in judged.column_names and len(judged):
         judged = judged.filter(lambda e: not e, input_columns="errors", desc="dropped rows")

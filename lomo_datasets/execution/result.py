@@ -126,24 +126,40 @@ SECS = "_lomo_secs_{}"  #: per stage step: the seconds of the call that made the
 
 class ArrowFileWriter:
     """Arrow tables appended to one Arrow stream file (the format ``Dataset.from_file`` maps),
-    cast to ``features``; ``dataset()`` maps it once written."""
+    cast to ``features``; ``dataset()`` maps it once written. Small tables (a Ray block is one
+    batch group) are gathered into record batches of about ``batch_rows`` rows: a mapped table of
+    thousands of tiny chunks costs the driver memory per chunk and column."""
 
-    def __init__(self, path: Path, features: Features):
+    def __init__(self, path: Path, features: Features, batch_rows: int = 4096):
         import pyarrow as pa
 
         self.path = path
         self.features = features
         self.schema = features.arrow_schema
         self.rows = 0
+        self.batch_rows = batch_rows
+        self._pending: list[Any] = []
+        self._pending_rows = 0
         self._sink = pa.OSFile(str(path), "wb")
         self._writer = pa.ipc.new_stream(self._sink, self.schema)
 
     def write(self, table: Any) -> None:
         if table.num_rows:
-            self._writer.write_table(table.select(list(self.features)).cast(self.schema))
+            self._pending.append(table.select(list(self.features)).cast(self.schema))
+            self._pending_rows += table.num_rows
             self.rows += table.num_rows
+            if self._pending_rows >= self.batch_rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending).combine_chunks())
+            self._pending, self._pending_rows = [], 0
 
     def dataset(self) -> Dataset:
+        self._flush()
         self._writer.close()
         self._sink.close()
         if not self.rows:  # as before: an empty dataset of these features, held in memory
@@ -271,7 +287,24 @@ def column_batches(ds: Dataset | None, columns: list[str], batch_size: int = 100
     yield from ds.select_columns(have).iter(batch_size=batch_size)
 
 
+class ColumnValues:
+    """The values of one column of ``ds``, iterable any number of times, read a batch at a time
+    (what a whole-column read, ``ds[column]``, gives, without holding it)."""
+
+    def __init__(self, ds: Dataset, column: str):
+        self.ds = ds
+        self.column = column
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __iter__(self):
+        for batch in column_batches(self.ds, [self.column]):
+            yield from batch[self.column]
+
+
 __all__ = [
+    "ColumnValues",
     "DROPPED", "KEPT", "LOADS", "PID", "SECS", "VANISHED", "Assembly", "BlockAssembly", "ArrowFileWriter", "RunResult", "WORKER_SECONDS", "column_batches", "failed_rows", "join_dropped",
     "runs_of_parts", "scratch_folder", "without_column", "write_failed_report",
 ]
