@@ -413,7 +413,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     many = args.rows is not None and ("," in args.rows or int(args.rows) >= 1000)
-    if many and not args.driver_memory and not set(args.configs.split(",")) - set(DEFAULT_CONFIGS.split(",")):
+    names = set(args.configs.split(","))
+    if not args.driver_memory and names <= set(CHEAP_CONFIGS):  # only this mode's configs: this mode
+        args.driver_memory = True
+    if many and not args.driver_memory and not names - set(DEFAULT_CONFIGS.split(",")):
         # thousands of espeak-ng videos through ASR would take hours: that many rows is this mode's
         print("--rows of 1000 or more: the --driver-memory mode (see the docstring)", file=sys.stderr)
         args.driver_memory = True
