@@ -105,6 +105,14 @@ def make_videos(folder: Path, n_en: int, n_zh: int, zh_voice: str = "human") -> 
     return manifest
 
 
+def _latest(out: Path, step: str) -> list[Path]:
+    """The ``data`` folder of ``step`` that this run used: a work dir reused with ``--out`` holds
+    an older run's folders too (other settings or code, another fingerprint); the run's own is
+    the one finished last (its ``_SUCCESS`` marker is the newest), as the steps run in order."""
+    done = sorted((out / ".lomo-work").glob(f"*-{step}-*/_SUCCESS"), key=lambda p: p.stat().st_mtime)
+    return [done[-1].parent / "data"] if done else []
+
+
 def report(manifest: Path, out: Path) -> None:
     """Per language: videos, those with at least four subtitle lines (the target's videos), how
     many of those yield all six items, and the failed rows per step."""
@@ -126,7 +134,7 @@ def report(manifest: Path, out: Path) -> None:
     # Subtitle lines per video: a row that failed is listed in failed.jsonl without its lines,
     # so they are read from the asr step's output in the work dir (the run's own record).
     heard: dict[str, int] = {}
-    for step in sorted((out / ".lomo-work").glob("*-asr-*/data")):
+    for step in _latest(out, "asr"):
         asr = datasets.load_from_disk(str(step))
         heard.update({v: len(s or []) for v, s in zip(asr["video_id"], asr["segments"])})
     lines = {r["video_id"]: len(r["segments"] or []) if r.get("segments") is not None else heard.get(r["video_id"], 0)
@@ -141,7 +149,7 @@ def report(manifest: Path, out: Path) -> None:
             if e["stage"] != "translate":  # counted below for every row, failed ones too
                 levels.setdefault(lang, Counter())[f"{e['stage']}.{e['event']}"] += int(e["count"] or 0)
         implausible[lang] += bool(r.get("transcript_implausible"))
-    for step in sorted((out / ".lomo-work").glob("*-translate-*/data")):
+    for step in _latest(out, "translate"):
         for vid, events in zip(*(lambda d: (d["video_id"], d["generation"]))(datasets.load_from_disk(str(step)))):
             for e in events or []:
                 if e["stage"] == "translate":
