@@ -1,7 +1,7 @@
 """``--out`` in object storage (``s3://bucket/prefix``): a version prefix, then a pointer switch.
 
-A run writes its output as always, into a local folder (the *build folder*: ``--work-dir``'s
-sibling is not needed; see ``build_folder``), with the local folder's staged, all-or-nothing
+A run writes its output as always, into a local folder (the *build folder*, under the cache:
+``build_folder``), with the local folder's staged, all-or-nothing
 swap. Then ``publish_remote`` uploads it:
 
 1. every published file goes to ``PREFIX/v-<id>/`` where ``<id>`` is a hash of the files' sizes
@@ -173,14 +173,6 @@ def publish_remote(folder: str | os.PathLike, url: str) -> str:
             fs.rm(keys)
     logger.info("published %d new objects to %s", uploaded, mask_url_credentials(f"{url.rstrip('/')}/{version}"))
     return f"{url.rstrip('/')}/{version}"
-
-
-def current(url: str) -> str:
-    """The URL of the version the pointer at ``url`` names."""
-    pointer = read_pointer(url)
-    if not pointer or not _VERSION.fullmatch(str(pointer.get("current", ""))):
-        raise SettingError(f"{mask_url_credentials(url)}: no published version (no {POINTER}); run with --out there first")
-    return f"{url.rstrip('/')}/{pointer['current']}"
 
 
 def load_hint(version_url: str) -> str:
