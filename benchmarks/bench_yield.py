@@ -16,7 +16,7 @@ those videos are counted, but are not the target's.)
 
 Beside the yield, per language: the translate parts by the level that translated them (whole
 chunks, halves, single lines: issue 21 item 6), the temporal items that needed more than one
-grounding round, the multiple-choice items whose key is the longest option before and after the
+grounding round (and of those, the ones about another line than the picked one), the multiple-choice items whose key is the longest option before and after the
 bias repair, and the transcripts flagged implausible.
 
 The numbers depend on the machine's load (a shared 2-core machine slows every step).
@@ -154,7 +154,7 @@ def report(manifest: Path, out: Path) -> None:
             for e in events or []:
                 if e["stage"] == "translate":
                     levels.setdefault(str(vid)[:2], Counter())[f"translate.{e['event']}"] += int(e["count"] or 0)
-    print("| language | videos | with >= 4 subtitle lines | of those, all six items | yield | failed rows per step | translate parts: chunk / half / line (refused replies) | grounding rounds > 1 | answer longest before -> after | implausible transcripts |")
+    print("| language | videos | with >= 4 subtitle lines | of those, all six items | yield | failed rows per step | translate parts: chunk / half / line (refused replies) | grounding rounds > 1 (on another line) | answer longest before -> after | implausible transcripts |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for lang in ("en", "zh"):
         ids = [Path(e["video"]).stem for e in map(json.loads, manifest.read_text().splitlines()) if Path(e["video"]).stem.startswith(lang)]
@@ -169,8 +169,10 @@ def report(manifest: Path, out: Path) -> None:
                      if lang != "en" else "-")
         regrounded = sum(1 for r in [*rows.values(), *others] if str(r.get("video_id", "")).startswith(lang)
                          for e in r.get("generation") or [] if e["event"] == "grounding_rounds" and e["count"] > 1)
+        moved = sum(1 for r in [*rows.values(), *others] if str(r.get("video_id", "")).startswith(lang)
+                    for e in r.get("generation") or [] if e["event"] == "grounding_lines" and e["count"] > 1)
         longest = f"{c['compress.answer_longest_before'] + c['qa.answer_longest_before']} -> {c['compress.answer_longest_after'] + c['qa.answer_longest_after']}"
-        print(f"| {lang} | {len(ids)} | {len(eligible)} | {done} | {share} | {dict(steps) or '-'} | {translate} | {regrounded} | {longest} | {implausible[lang]} |")
+        print(f"| {lang} | {len(ids)} | {len(eligible)} | {done} | {share} | {dict(steps) or '-'} | {translate} | {regrounded} ({moved}) | {longest} | {implausible[lang]} |")
 
 
 def main() -> None:

@@ -4,8 +4,9 @@ request, that the temporal view (processors/compress.py) runs before it keeps an
 A window item (SVQA / VVQA / VTG, and SVS whose answer is the line itself) must be answered by
 the one subtitle line its window covers. Two tests, cheapest first:
 
-1. lexical (``lexical_problem``): the answer's content words are in the line (at least half of
-   them, and at least one: "Ten minutes" for "Knead the dough for ten minutes"), the conclusion
+1. lexical (``lexical_problem``): the answer's content words are in the line (more than half
+   of them, so both of two: "Ten minutes" for "Knead the dough for ten minutes"; "The candle
+   is being lit" for "I fill the candle with fresh water and switch it on" fails), the conclusion
    shares a content word with it, the answer is not the whole line, and no wrong answer is the
    line itself (or contains it) or contains the answer ("swimming in the sea" for "swimming"). Words are
    compared lower-cased, with number words as digits and on their first five letters (so
@@ -96,8 +97,11 @@ def lexical_problem(item: dict[str, Any], line: str) -> str | None:
     share = support(answer, line)
     if share is None:
         return f"the answer '{answer[:40]}' has no content word; answer with the line's own words"
-    if share < 0.5:
-        return f"the answer '{answer[:40]}' is not what the line says; answer with the line's own words"
+    if share <= 0.5:
+        known = set(content_words(line))
+        missing = [w for w in _WORD.findall(answer.lower()) if w not in STOPWORDS and _stem(w) not in known]
+        return (f"the answer '{answer[:40]}' is not what the line says ({', '.join(missing[:3])}: not in the line); "
+                "answer with the line's own words")
     if is_the_line(answer, line) and len(content_words(line)) > 3:
         return "the answer is the whole line; answer with a few words of it"
     if item.get("conclusion") is not None and not (support(item["conclusion"], line) or 0):

@@ -10,7 +10,15 @@ transcript's own language (the ``segments`` column: no translation in between), 
 
 - ``transcript_loss``: the mean of the lines' losses (lines without tokens left out);
 - ``transcript_implausible``: ``transcript_loss`` above the threshold of the row's language
-  (``thresholds``: a language code, or ``other``).
+  (``thresholds``: a language code, or ``other``), or the ASR step's own hallucination tests
+  flagged most of the speech (``asr_score`` below ``min_asr_score``, 0.5), when the row has
+  ``asr_score``;
+- ``transcript_reasons``: why (``lm_loss``, ``asr``; empty when plausible).
+
+A Whisper loop (``是,是,是,...``, bench_yield's zh_07_human) is the case the loss misses: a
+repeated token is easy to predict, so its loss is low (1.75 against 3.0-4.0 for the other
+Mandarin transcripts), but Whisper's own tests (``repetition``, ``high_compression``) flag all of
+its seconds (``asr_score`` 0.0).
 
 It flags; it does not drop (``Filter("keep_plausible", "transcript_loss", high=...)`` would).
 The thresholds are calibrated for the embedded SmolLM2-135M (what ``--embedded`` uses) on real
@@ -24,7 +32,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from datasets import Features, Value
+from datasets import Features, Sequence, Value
 
 from lomo_datasets.core.stage import Ready, SettingError
 from lomo_datasets.processors.lm_loss import LMLoss, batch_losses, conversation
@@ -41,13 +49,16 @@ class TranscriptPlausibility(LMLoss):
     """Writes ``transcript_loss`` and ``transcript_implausible`` per video (see the module)."""
 
     name: ClassVar[str] = "plausibility"
-    version: ClassVar[str] = "1"
-    reads: ClassVar[tuple[str, ...]] = ("segments",)  # and language, title when present
+    version: ClassVar[str] = "2"
+    reads: ClassVar[tuple[str, ...]] = ("segments",)  # and language, title, asr_score, asr_flags when present
 
     column: str = "segments"
     thresholds: dict[str, float] = field(default_factory=lambda: dict(THRESHOLDS))
     #: Lines scored per video (evenly spaced when there are more): bounds the cost of long videos.
     max_lines: int = 40
+    #: A transcript is also implausible when less than this share of its speech passed the ASR
+    #: step's hallucination tests (``asr_score``; 0 turns this off).
+    min_asr_score: float = 0.5
 
     def validate(self) -> None:
         super().validate()
@@ -57,12 +68,15 @@ class TranscriptPlausibility(LMLoss):
             raise SettingError(f"plausibility.thresholds={self.thresholds!r}: use a mapping of language code to a loss > 0, with 'other'")
         if not isinstance(self.max_lines, int) or self.max_lines < 1:
             raise SettingError(f"plausibility.max_lines={self.max_lines!r}: use an integer >= 1")
+        if isinstance(self.min_asr_score, bool) or not isinstance(self.min_asr_score, (int, float)) or not 0 <= self.min_asr_score <= 1:
+            raise SettingError(f"plausibility.min_asr_score={self.min_asr_score!r}: use a number from 0 (off) to 1")
 
     def input_columns(self) -> tuple[str, ...]:
         return (self.column,)
 
     def features(self) -> Features:
-        return Features({"transcript_loss": Value("float64"), "transcript_implausible": Value("bool")})
+        return Features({"transcript_loss": Value("float64"), "transcript_implausible": Value("bool"),
+                         "transcript_reasons": Sequence(Value("string"))})
 
     def threshold(self, language: str | None) -> float:
         code = (language or "").lower().split("-")[0]
@@ -72,7 +86,7 @@ class TranscriptPlausibility(LMLoss):
         lines = [(s.get("text") or "").strip() for s in row.get(self.column) or []]
         lines = [t for t in lines if t]
         if not lines:  # no speech: nothing to flag (the steps that need lines say so)
-            return Ready({"transcript_loss": None, "transcript_implausible": None})
+            return Ready({"transcript_loss": None, "transcript_implausible": None, "transcript_reasons": []})
         if len(lines) > self.max_lines:
             step = len(lines) / self.max_lines
             lines = [lines[int(k * step)] for k in range(self.max_lines)]
@@ -94,7 +108,13 @@ class TranscriptPlausibility(LMLoss):
     def finish(self, row: dict[str, Any], loss: float) -> dict[str, Any]:
         if not math.isfinite(loss):
             raise ValueError("the transcript has no tokens to score")
-        return {"transcript_loss": float(loss), "transcript_implausible": bool(loss > self.threshold(row.get("language")))}
+        reasons = []
+        if loss > self.threshold(row.get("language")):
+            reasons.append("lm_loss")
+        score = row.get("asr_score")
+        if score is not None and score < self.min_asr_score:
+            reasons.append("asr")
+        return {"transcript_loss": float(loss), "transcript_implausible": bool(reasons), "transcript_reasons": reasons}
 
 
 __all__ = ["THRESHOLDS", "TranscriptPlausibility"]

@@ -14,10 +14,13 @@ from datasets import Dataset
 
 def generation_counts(parts: Iterable[Dataset | None]) -> dict[str, Any] | None:
     """Per stage and event, the summed counts; ``plausibility``: rows scored and flagged;
-    ``grounding``: rows by the number of rounds their temporal item took. None when no part
+    ``grounding``: rows by the number of rounds their temporal item took;
+    ``grounding_other_line``: rows whose temporal item is about another line than the one the
+    model picked (the picked line gave no grounded item). None when no part
     has either column."""
     events: Counter = Counter()
     rounds: Counter = Counter()
+    other_line = 0
     scored = flagged = 0
     seen = False
     for part in parts:
@@ -31,6 +34,8 @@ def generation_counts(parts: Iterable[Dataset | None]) -> dict[str, Any] | None:
                         events[(entry["stage"], entry["event"])] += int(entry["count"] or 0)
                         if entry["event"] == "grounding_rounds":
                             rounds[int(entry["count"] or 0)] += 1
+                        elif entry["event"] == "grounding_lines":
+                            other_line += int(entry["count"] or 0) > 1
         if "transcript_implausible" in part.column_names:
             seen = True
             for batch in part.select_columns(["transcript_implausible"]).iter(batch_size=1000):
@@ -45,6 +50,7 @@ def generation_counts(parts: Iterable[Dataset | None]) -> dict[str, Any] | None:
     return {
         "translate": {level: events[("translate", level)] for level in ("chunk", "half", "line", "refused_replies")},
         "grounding": {str(k): rounds[k] for k in sorted(rounds)},
+        "grounding_other_line": other_line,
         "answer_longest": {"items": items, **longest,
                            "rewritten": sum(v for (_, e), v in events.items() if e == "distractors_rewritten")},
         "plausibility": {"scored": scored, "implausible": flagged},
@@ -67,7 +73,9 @@ def generation_line(counts: dict[str, Any] | None) -> str | None:
         parts.append(f"translate parts by level chunk {t['chunk']}, half {t['half']}, line {t['line']} "
                      f"({t['refused_replies']} replies refused)")
     if counts["grounding"]:
-        parts.append("temporal items grounded in round " + ", ".join(f"{k}: {v}" for k, v in counts["grounding"].items()))
+        other = counts.get("grounding_other_line") or 0
+        parts.append("temporal items grounded in round " + ", ".join(f"{k}: {v}" for k, v in counts["grounding"].items())
+                     + (f" ({other} on another line than the one picked)" if other else ""))
     a = counts["answer_longest"]
     if a["items"]:
         parts.append(f"answer longest {_rate(a['before'], a['items'])} -> {_rate(a['after'], a['items'])} "

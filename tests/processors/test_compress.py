@@ -127,3 +127,97 @@ def test_embedded_flag_picks_the_1_5b_model_for_every_llm_step():
     named = {s.name: s for s in build_steps(get_recipe("lomo"), None, {"qa": {"model": "embedded:smollm2-135m"}}, embedded=True)}
     assert named["qa"].model == "embedded:smollm2-135m" and named["qa"].backend == "transformers"
     assert named["compress"].backend == "ctranslate2"
+
+
+# --------------------------------------------------------------------------------------------
+# A line that gives no grounded item: the next line shown for the pick (a scripted model)
+# --------------------------------------------------------------------------------------------
+
+#: Lines of more than three content words (a shorter line may be its own answer).
+LONG_LINES = [
+    "First, boil a large pot of salted water.",
+    "Next, add the dry pasta and stir it well.",
+    "After ten minutes, drain the water and mix in the tomato sauce.",
+    "Finally, serve the hot pasta with fresh green basil.",
+    "Then we wash the big pot and the wooden spoon.",
+]
+WRONG = '["A big wooden spoon", "An empty glass jar", "A brown paper bag"]'
+
+
+def scripted_reply(task: str, prompt: str, stubborn: str) -> str:
+    """A model that picks the first line it may, copies ``stubborn`` whole whenever it writes
+    an item about it (refused: "the answer is the whole line"), writes a grounded item about
+    any other line, and checks an item by the option whose words are in the evidence line."""
+    import json
+    import re
+
+    if task == "summary":
+        return '{"summary": "Someone cooks pasta at home in a kitchen."}'
+    if task == "temporal":
+        return '{"index": %s}' % re.findall(r"^(\d+)\. ", prompt, re.M)[0]
+    line = re.search(r'"(.*)"', prompt).group(1)
+    if task == "temporal_qa":
+        words = line.rstrip(".").split()
+        answer = line if line == stubborn else " ".join(words[-2:])
+        return json.dumps({"conclusion": f"{answer} is shown", "question": "What can be seen at this moment?",
+                           "answer": answer, "wrong": json.loads(WRONG)})
+    options = dict(re.findall(r"^([ABCD]): (.*)$", prompt, re.M))  # grounding: the option found in the line
+    return '{"answer": "%s"}' % next((k for k, v in options.items() if v in line), "A")
+
+
+def test_a_line_without_a_grounded_item_gives_way_to_the_next_line_shown():
+    from lomo_datasets.llm import backends
+    from lomo_datasets.llm.stage import Completion
+
+    stubborn = {}
+
+    @backends.register_backend
+    class Scripted(backends.Backend):
+        name, modules, library, remote, feedback = "test-scripted", {}, None, True, True
+        prompts: list = []
+
+        def generate(self, messages_list, task, sample=0):
+            tasks = task if isinstance(task, list) else [task] * len(messages_list)
+            self.prompts.extend((t.name, m[-1]["content"]) for t, m in zip(tasks, messages_list))
+            return [Completion(scripted_reply(t.name, m[-1]["content"], stubborn["line"]), True)
+                    for t, m in zip(tasks, messages_list)]
+
+    try:
+        stage = Compress(backend="test-scripted", model="scripted", device="cpu", grounding_rounds=2, grounding_lines=2)
+        video = row("pasta", segments=segments(LONG_LINES))
+        pending = stage.prepare(video)
+        shown = pending.requests["temporal"][1].schema["properties"]["index"]["enum"]
+        first, then = shown[0], pending.others[0] if pending.others[0] != shown[0] else pending.others[1]
+        stubborn["line"] = LONG_LINES[first]
+        [out] = apply_stage(Dataset.from_list([video]), stage)
+        assert out["errors"] == [], out["errors"]
+        t = out["temporal"]
+        # The item, its text and its window are the next line's, never a mix of the two.
+        assert t["index"] == then and t["subtitle"] == LONG_LINES[then] and t["start"] == segments()[then]["start"]
+        assert t["answer"] in LONG_LINES[then] and t["answer"] != LONG_LINES[then]
+        events = {e["event"]: e["count"] for e in out["generation"]}
+        assert events["grounding_lines"] == 2 and events["grounding_rounds"] == 3  # 2 rounds on the first line, 1 on the next
+        written = [p for name, p in Scripted.prompts if name == "temporal_qa"]
+        assert len(written) == 2 * stage.max_tries + 1
+        # The second round on the stubborn line says why the first was refused; the next line starts afresh.
+        assert "the answer is the whole line" in written[stage.max_tries] and LONG_LINES[first] in written[stage.max_tries]
+        assert "refused" not in written[-1] and LONG_LINES[then] in written[-1]
+
+        # No other line to try (grounding_lines=1): the row fails, the reason names the line.
+        Scripted.prompts.clear()
+        [failed] = apply_stage(Dataset.from_list([video]), dataclasses_replace(stage, grounding_lines=1))
+        assert failed["temporal"] is None
+        error = failed["errors"][-1]["error"]
+        assert "no item grounded in its line after 2 rounds on 1 line" in error and LONG_LINES[first][:40] in error
+        assert "the answer is the whole line" in error
+    finally:
+        from lomo_datasets.core.stage import release_models
+
+        release_models(stage)  # apply_stage keeps a step's model for the next call; the runner releases it
+        backends.unregister_backend("test-scripted")
+
+
+def dataclasses_replace(stage, **changes):
+    import dataclasses
+
+    return dataclasses.replace(stage, **changes)

@@ -16,6 +16,8 @@ def test_thresholds_are_a_checked_setting():
         TranscriptPlausibility(thresholds={"en": 5.0})
     with pytest.raises(SettingError, match="thresholds"):
         TranscriptPlausibility(thresholds={"other": float("nan")})
+    with pytest.raises(SettingError, match="min_asr_score"):
+        TranscriptPlausibility(min_asr_score=2)
 
 
 @pytest.mark.slow
@@ -36,3 +38,21 @@ def test_plausibility_flags_scrambled_and_gibberish_transcripts_not_real_ones():
     flags = [o["transcript_implausible"] for o in out]
     assert flags == [False, True, False, True, None], [o["transcript_loss"] for o in out]
     assert out[0]["transcript_loss"] < out[1]["transcript_loss"] and out[2]["transcript_loss"] < out[3]["transcript_loss"]
+    assert [o["transcript_reasons"] for o in out] == [[], ["lm_loss"], [], ["lm_loss"], []]
+
+
+@pytest.mark.slow
+def test_a_whisper_loop_is_implausible_by_the_asr_tests_though_its_loss_is_low():
+    """bench_yield's zh_07_human: Whisper looped on "是" (``repetition``, ``high_compression``
+    over all its seconds: ``asr_score`` 0.0). A repeated token is easy to predict: the loss alone
+    passes it. The same lines with a clean ASR score are not flagged by the ASR test."""
+    loop = ["美,美,今天它是说话。", "来," + "是," * 12, "是," * 11, "是," * 14]
+    row = {"segments": [{"start": float(k), "end": k + 1.0, "text": t} for k, t in enumerate(loop)], "language": "zh", "title": ""}
+    stage = TranscriptPlausibility(model="embedded:smollm2-135m")
+    flagged, clean, off = stage.process([{**row, "asr_score": 0.0, "asr_flags": ["high_compression", "repetition"]},
+                                         {**row, "asr_score": 1.0, "asr_flags": []},
+                                         {k: v for k, v in row.items()}])
+    assert clean["transcript_loss"] < stage.threshold("zh")  # the loss alone would pass it
+    assert flagged["transcript_implausible"] and flagged["transcript_reasons"] == ["asr"]
+    assert not clean["transcript_implausible"] and clean["transcript_reasons"] == []
+    assert off["transcript_reasons"] == []  # no ASR columns: the loss only

@@ -32,7 +32,13 @@ Messages = list[dict[str, str]]
 
 
 class LLMOutputError(ValueError):
-    """An item got no valid output after the bounded number of tries."""
+    """An item got no valid output after the bounded number of tries. ``reason`` and ``advice``
+    are the last try's (a caller that asks again, e.g. in another round, can say them)."""
+
+    def __init__(self, message: str, reason: str = "", advice: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
+        self.advice = advice
 
 
 class ReplyError(ValueError):
@@ -367,7 +373,8 @@ class Backend:
             others = [e[:100] for e in dict.fromkeys(earlier.get(i, [])) if e != last_error.get(i)]
             results[i] = LLMOutputError(
                 f"{tasks[i].name}: no valid output after {self.settings.max_tries} tries ({last_error.get(i, '?')})"
-                + (f"; earlier tries: {' | '.join(others)}" if others else "")
+                + (f"; earlier tries: {' | '.join(others)}" if others else ""),
+                last_error.get(i, ""), advice.get(i, ""),
             )
         return results
 
