@@ -16,14 +16,14 @@ import posixpath
 import re
 import stat
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from datasets import Dataset
 
 from lomo_datasets.core import features as F
+from lomo_datasets.core.arrow_files import ArrowFileWriter, temp_folder
 from lomo_datasets.core.redact import mask_url_credentials
 from lomo_datasets.media import decode as media
 from lomo_datasets.media import remote
@@ -172,36 +172,26 @@ def _read_text(path: Path) -> str:
     return _decode(b"".join(lines))
 
 
-def _read_manifest(path: Path) -> list[dict[str, Any]]:
+def _read_manifest(path: Path) -> Iterator[dict[str, Any]]:
     return _parse_manifest(_read_text(path), path, path.parent, path.suffix.lower())
 
 
-def _parse_manifest(text: str, path: Path | str, base: Path | str, suffix: str) -> list[dict[str, Any]]:
+def _parse_manifest(text: str, path: Path | str, base: Path | str, suffix: str) -> Iterator[dict[str, Any]]:
+    """The manifest's entries one at a time. A line that is not a JSON object stops it at once;
+    an entry without a video stops it once every line has been read (as when all lines were
+    parsed first), with the first such entry's number."""
     if suffix == ".csv":
-        rows = list(csv.DictReader(io.StringIO(text)))
+        rows: Iterable[dict] = csv.DictReader(io.StringIO(text))
     else:
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SettingError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
-                except RecursionError:
-                    raise SettingError(f"{path}:{number}: JSON nested too deeply; write one flat object per line") from None
-                if not isinstance(row, dict):
-                    raise SettingError(
-                        f"{path}:{number}: a JSON {_JSON_TYPES.get(type(row), 'value')}, not an object; "
-                        'write one object per line, e.g. {"video": "clip.mp4"}'
-                    )
-                rows.append(row)
-    entries = []
+        rows = _json_rows(text, path)
+    missing = None
     for number, row in enumerate(rows, 1):
         video = row.get("video") or row.get("path") or row.get("url")
         if not video:
-            raise SettingError(f"{path}: entry {number} has no 'video' (or 'path'/'url') field")
-        entries.append(
-            _entry(
+            missing = missing or SettingError(f"{path}: entry {number} has no 'video' (or 'path'/'url') field")
+            continue
+        if missing is None:
+            yield _entry(
                 str(video),
                 base,
                 video_id=_clean(row.get("video_id")),
@@ -210,8 +200,25 @@ def _parse_manifest(text: str, path: Path | str, base: Path | str, suffix: str) 
                 source=_clean(row.get("source")),
                 language=(_clean(row.get("language")) or "").lower() or None,
             )
-        )
-    return entries
+    if missing is not None:
+        raise missing
+
+
+def _json_rows(text: str, path: Path | str) -> Iterator[dict]:
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SettingError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+            except RecursionError:
+                raise SettingError(f"{path}:{number}: JSON nested too deeply; write one flat object per line") from None
+            if not isinstance(row, dict):
+                raise SettingError(
+                    f"{path}:{number}: a JSON {_JSON_TYPES.get(type(row), 'value')}, not an object; "
+                    'write one object per line, e.g. {"video": "clip.mp4"}'
+                )
+            yield row
 
 
 #: A remote list of videos larger than this is refused (it would be read into memory).
@@ -229,7 +236,7 @@ def _discover_remote(source: str) -> list[dict[str, Any]]:
         if suffix in MANIFEST_EXTENSIONS or (suffix and not remote.is_folder(source)):
             text = _decode(remote.read_bytes(source, MAX_REMOTE_LIST_BYTES))
             if suffix in MANIFEST_EXTENSIONS:
-                return _parse_manifest(text, shown, remote.parent(source), suffix)
+                return list(_parse_manifest(text, shown, remote.parent(source), suffix))
             base = remote.parent(source)
             return [_entry(line, base) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
         return [_entry(uri, None) for uri in remote.list_files(source, VIDEO_EXTENSIONS)]
@@ -242,6 +249,12 @@ def _discover_remote(source: str) -> list[dict[str, Any]]:
 def discover(source: str | os.PathLike) -> list[dict[str, Any]]:
     """Entries (``video`` plus optional metadata) from a folder, a text file or a manifest,
     local or in object storage (``s3://bucket/prefix/``)."""
+    return list(entries(source))
+
+
+def entries(source: str | os.PathLike) -> Iterable[dict[str, Any]]:
+    """``discover``'s entries, made one at a time as they are iterated (the source is checked
+    and a folder listed at once)."""
     if remote.is_remote(os.fspath(source)):
         return _discover_remote(os.fspath(source))
     path = Path(source)
@@ -259,13 +272,13 @@ def discover(source: str | os.PathLike) -> list[dict[str, Any]]:
             p for p in path.rglob("*")
             if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )
-        return [_entry(str(p), None) for p in files]
+        return (_entry(str(p), None) for p in files)
     if path.suffix.lower() in MANIFEST_EXTENSIONS:
         return _read_manifest(path)
     if path.suffix.lower() in VIDEO_EXTENSIONS:
         return [_entry(str(path), None)]
     lines = _read_text(path).splitlines()
-    return [_entry(line, path.parent) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return (_entry(line, path.parent) for line in lines if line.strip() and not line.lstrip().startswith("#"))
 
 
 def _identity(entry: dict[str, Any], video: str) -> str:
@@ -282,66 +295,173 @@ def _identity(entry: dict[str, Any], video: str) -> str:
     return video
 
 
+#: Rows per Arrow record batch that ingest builds: it holds one batch of Python rows at a time.
+BATCH_ROWS = 4096
+#: Hidden columns of the rows before their ids are unique: what makes two entries the same
+#: video (``_identity``) and the name a colliding id's suffix is hashed from.
+_KEY, _NAME = "_lomo_key", "_lomo_name"
+
+
+def _row(entry: dict[str, Any]) -> dict[str, Any]:
+    """One entry's record, its id not yet unique, with its ``_KEY`` and ``_NAME``."""
+    video = entry["video"]
+    errors = []
+    try:
+        video.encode("utf-8")
+    except UnicodeEncodeError:
+        errors.append({"stage": "ingest", "error": "file name is not valid UTF-8; rename the file"})
+        video = video.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    stem = Path(video.rstrip("/").split("?")[0]).stem if not entry.get("video_id") else entry["video_id"]
+    return {
+        "video_id": make_video_id(stem),
+        "video": video,
+        "source": entry.get("source") or (remote.scheme(video) if remote.is_remote(video) else "url" if is_url(video) else "local"),
+        "title": entry.get("title") or (Path(video).stem if not needs_download(video) else None),
+        "category": entry.get("category"),
+        "language": entry.get("language"),
+        "errors": errors,
+        _KEY: _identity(entry, video),
+        _NAME: entry.get("key") or video,  # stable across machines
+    }
+
+
+def _row_batches(entries: Iterable[dict[str, Any]]) -> Iterator[Any]:
+    """``_row`` of every entry, as Arrow record batches of ``BATCH_ROWS`` rows."""
+    import pyarrow as pa
+
+    batch_rows = BATCH_ROWS
+
+    schema = pa.schema([*F.VIDEO.arrow_schema, pa.field(_KEY, pa.string()), pa.field(_NAME, pa.string())])
+    rows = []
+    for entry in entries:
+        rows.append(_row(entry))
+        if len(rows) == batch_rows:
+            yield pa.RecordBatch.from_pylist(rows, schema=schema)
+            rows = []
+    if rows:
+        yield pa.RecordBatch.from_pylist(rows, schema=schema)
+
+
+def _codes(values: Any) -> Any:
+    """Per row of an Arrow (chunked) string array: the number of its value among the distinct ones."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(values)
+    chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
+    return np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks] or [np.zeros(0, np.int32)]).astype(np.int64)
+
+
+def _replace(values: Any, rows: Any, new: Any) -> Any:
+    """``values`` (an Arrow string array) with the rows ``rows`` (ascending) set to ``new(row, value)``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not len(rows):
+        return values
+    mask = np.zeros(len(values), dtype=bool)
+    mask[rows] = True
+    replacements = [new(int(row), value) for row, value in zip(rows, values.take(pa.array(rows)).to_pylist())]
+    return pc.replace_with_mask(values, pa.array(mask), pa.array(replacements, pa.string()))
+
+
+def _unique_ids(ids: Any, keys: Any, names: Any) -> tuple[Any, Any]:
+    """The rows' unique ids and, per row, the index of the first row of the same video (the row
+    itself when it is the first), from their ids, ``_KEY`` and ``_NAME`` (Arrow string arrays in
+    input order; per row a few integers in memory, no Python object). Ids that different videos
+    share get a suffix from a hash of the name; the n-th row of one id (n > 1) gets ``-dup<n>``."""
+    import numpy as np
+    import pyarrow as pa
+
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    n = len(ids)
+    id_codes, key_codes = _codes(ids), _codes(keys)
+    width = int(key_codes.max()) + 1 if n else 1
+    pairs = np.unique(id_codes * width + key_codes)  # distinct (id, video)
+    videos_per_id = np.bincount(pairs // width, minlength=int(id_codes.max()) + 1 if n else 0)
+    shared = np.flatnonzero(videos_per_id[id_codes] > 1)
+    shared_names = names.take(pa.array(shared)).to_pylist() if len(shared) else []
+    digests = dict(zip(shared.tolist(), shared_names))
+    ids = _replace(ids, shared, lambda row, value: f"{value[: _MAX_ID - 9]}-{hashlib.sha1(digests[row].encode('utf-8')).hexdigest()[:8]}")
+    codes = _codes(ids)
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if n else np.zeros(0, np.int64)
+    group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+    nth = np.empty(n, dtype=np.int64)
+    nth[order] = np.arange(n) - group_start + 1
+    ids = _replace(ids, np.flatnonzero(nth > 1), lambda row, value: f"{value[: _MAX_ID - 9]}-dup{nth[row]}")
+    first_index = np.unique(key_codes, return_index=True)[1]
+    return ids, first_index[key_codes]
+
+
+def _unique_tables(batches: Iterable[Any], ids: Any, first: Any) -> Iterator[Any]:
+    """The staged ``batches`` (in input order) with the unique ``ids``; a row whose video an
+    earlier row already is gets an ``ingest`` "duplicate entry" error naming that row's id."""
+    import numpy as np
+    import pyarrow as pa
+
+    offset = 0
+    for batch in batches:
+        n = batch.num_rows
+        table = pa.Table.from_batches([batch]).set_column(0, "video_id", ids.slice(offset, n))
+        earlier = first[offset : offset + n]
+        repeats = np.flatnonzero(earlier != np.arange(offset, offset + n))
+        if len(repeats):
+            errors = table["errors"].to_pylist()
+            for row, listed in zip(repeats.tolist(), ids.take(pa.array(earlier[repeats])).to_pylist()):
+                errors[row] = errors[row] + [{"stage": "ingest", "error": f"duplicate entry: this video is already listed as '{listed}'"}]
+            index = table.schema.get_field_index("errors")
+            table = table.set_column(index, table.schema.field(index), pa.array(errors, table.schema.field(index).type))
+        offset += n
+        yield table.drop_columns([_KEY, _NAME])
+
+
 def records(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Video records with unique ids. Ids that collide get a suffix from a hash of their path,
     so the same inputs always give the same ids, whatever their order. A video listed twice
     (the same file under any path, link or id, or the same platform id) is kept once; later
-    entries get an ``ingest`` "duplicate entry" error."""
-    entries = list(entries)
-    rows = []
-    for entry in entries:
-        video = entry["video"]
-        errors = []
-        try:
-            video.encode("utf-8")
-        except UnicodeEncodeError:
-            errors.append({"stage": "ingest", "error": "file name is not valid UTF-8; rename the file"})
-            video = video.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        stem = Path(video.rstrip("/").split("?")[0]).stem if not entry.get("video_id") else entry["video_id"]
-        rows.append(
-            {
-                "video_id": make_video_id(stem),
-                "video": video,
-                "source": entry.get("source") or (remote.scheme(video) if remote.is_remote(video) else "url" if is_url(video) else "local"),
-                "title": entry.get("title") or (Path(video).stem if not needs_download(video) else None),
-                "category": entry.get("category"),
-                "language": entry.get("language"),
-                "errors": errors,
-            }
-        )
-    keys = [_identity(entry, row["video"]) for entry, row in zip(entries, rows)]
-    names = [entry.get("key") or row["video"] for entry, row in zip(entries, rows)]  # stable across machines
-    distinct: dict[str, set] = {}
-    for key, row in zip(keys, rows):
-        distinct.setdefault(row["video_id"], set()).add(key)
-    for key, name, row in zip(keys, names, rows):
-        if len(distinct[row["video_id"]]) > 1:  # different videos with the same name
-            digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
-            row["video_id"] = f"{row['video_id'][: _MAX_ID - 9]}-{digest}"
-    first_of: dict[str, str] = {}
-    seen: Counter = Counter()
-    for key, row in zip(keys, rows):  # the same video listed twice, under any ids: the first is kept
-        seen[row["video_id"]] += 1
-        repeat = key in first_of
-        if seen[row["video_id"]] > 1:  # keep ids unique
-            row["video_id"] = f"{row['video_id'][: _MAX_ID - 9]}-dup{seen[row['video_id']]}"
-        if not repeat:
-            first_of[key] = row["video_id"]
-            continue
-        first = first_of[key]
-        row["errors"] = row["errors"] + [
-            {"stage": "ingest", "error": f"duplicate entry: this video is already listed as '{first}'"}
-        ]
-    return rows
+    entries get an ``ingest`` "duplicate entry" error. (``ingest`` makes the same rows a batch
+    at a time; this list is for a few rows.)"""
+    import pyarrow as pa
+
+    batches = list(_row_batches(entries))
+    if not batches:
+        return []
+    staged = pa.Table.from_batches(batches)
+    ids, first = _unique_ids(staged["video_id"], staged[_KEY], staged[_NAME])
+    return [row for table in _unique_tables(batches, ids, first) for row in table.to_pylist()]
 
 
 def ingest(source: str | os.PathLike) -> Dataset:
-    """A dataset of video records from ``source`` (folder, text file of paths, or manifest)."""
-    rows = records(discover(source))
-    if not rows:
-        raise SettingError(f"--videos {source}: found no videos (extensions: {', '.join(sorted(VIDEO_EXTENSIONS))})")
-    logger.info("ingest: %d videos from %s", len(rows), source)
-    return Dataset.from_list(rows, features=F.VIDEO)
+    """A dataset of video records from ``source`` (folder, text file of paths, or manifest):
+    ``records`` of its entries, built a record batch at a time into an Arrow file in a temp
+    folder (removed at exit) that the dataset maps; the process never holds a Python object per
+    row, so its memory does not grow with the rows (``benchmarks/bench_scale.py``)."""
+    import pyarrow as pa
+
+    folder = temp_folder("ingest")
+    staged_path = folder / "staged.arrow"
+    with pa.OSFile(str(staged_path), "wb") as sink:
+        writer = None
+        for batch in _row_batches(entries(source)):
+            writer = writer or pa.ipc.new_stream(sink, batch.schema)
+            writer.write_batch(batch)
+        if writer is None:
+            raise SettingError(f"--videos {source}: found no videos (extensions: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+        writer.close()
+    with pa.memory_map(str(staged_path)) as mapped:
+        staged = pa.ipc.open_stream(mapped).read_all()  # the file's pages, not copies
+        ids, first = _unique_ids(staged["video_id"], staged[_KEY], staged[_NAME])
+        out = ArrowFileWriter(folder / "videos.arrow", F.VIDEO, batch_rows=BATCH_ROWS)
+        for table in _unique_tables(staged.to_batches(), ids, first):
+            out.write(table)
+        del staged
+    staged_path.unlink()
+    logger.info("ingest: %d videos from %s", out.rows, source)
+    return out.dataset()
 
 
 @dataclass

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from datasets import Dataset, DatasetInfo, Features, concatenate_datasets
+from datasets import Dataset, Features, concatenate_datasets
+
+from lomo_datasets.core.arrow_files import ArrowFileWriter, temp_folder
 
 logger = logging.getLogger(__name__)
 
@@ -124,61 +126,12 @@ LOADS = "_lomo_loads_{}"  #: ... and how many models that worker had loaded
 SECS = "_lomo_secs_{}"  #: per stage step: the seconds of the call that made the row, shared by its rows
 
 
-class ArrowFileWriter:
-    """Arrow tables appended to one Arrow stream file (the format ``Dataset.from_file`` maps),
-    cast to ``features``; ``dataset()`` maps it once written. Small tables (a Ray block is one
-    batch group) are gathered into record batches of about ``batch_rows`` rows: a mapped table of
-    thousands of tiny chunks costs the driver memory per chunk and column."""
-
-    def __init__(self, path: Path, features: Features, batch_rows: int = 4096):
-        import pyarrow as pa
-
-        self.path = path
-        self.features = features
-        self.schema = features.arrow_schema
-        self.rows = 0
-        self.batch_rows = batch_rows
-        self._pending: list[Any] = []
-        self._pending_rows = 0
-        self._sink = pa.OSFile(str(path), "wb")
-        self._writer = pa.ipc.new_stream(self._sink, self.schema)
-
-    def write(self, table: Any) -> None:
-        if table.num_rows:
-            self._pending.append(table.select(list(self.features)).cast(self.schema))
-            self._pending_rows += table.num_rows
-            self.rows += table.num_rows
-            if self._pending_rows >= self.batch_rows:
-                self._flush()
-
-    def _flush(self) -> None:
-        import pyarrow as pa
-
-        if self._pending:
-            self._writer.write_table(pa.concat_tables(self._pending).combine_chunks())
-            self._pending, self._pending_rows = [], 0
-
-    def dataset(self) -> Dataset:
-        self._flush()
-        self._writer.close()
-        self._sink.close()
-        if not self.rows:  # as before: an empty dataset of these features, held in memory
-            return Dataset.from_dict({k: [] for k in self.features}, features=self.features)
-        return Dataset.from_file(str(self.path), info=DatasetInfo(features=self.features))
-
-
 def scratch_folder(parent: Path | None, name: str) -> Path:
     """A new local folder for one run's assembled Arrow files: under ``parent`` (a local work
     dir; older ones of the same ``name`` are removed) or a temp folder removed at exit. A new
     name each run: ``datasets`` keys its caches by the file's path."""
-    import tempfile
-
     if parent is None:
-        folder = Path(tempfile.mkdtemp(prefix=f"lomo-{name}-"))
-        import atexit
-
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        return folder
+        return temp_folder(name)
     parent.mkdir(parents=True, exist_ok=True)
     for old in parent.glob(f"{name}-*"):
         shutil.rmtree(old, ignore_errors=True)

@@ -41,6 +41,33 @@ def test_duplicate_stems_get_stable_distinct_ids(tmp_path):
     assert [r["video_id"] for r in records(entries[::-1])] == ids[::-1]  # order does not matter
 
 
+def test_ingest_makes_ids_unique_across_its_record_batches(tmp_path, monkeypatch):
+    """``ingest`` builds its rows a record batch at a time into a mapped Arrow file; ids that
+    collide or repeat in different batches come out as ``records`` makes them in one batch."""
+    import os
+
+    from lomo_datasets.processors import ingest as module
+
+    files = []
+    for folder in ("d0", "d1", "d2", "d3"):
+        (tmp_path / folder).mkdir()
+        for stem in ("clip", "x" * 120, "a"):
+            (tmp_path / folder / f"{stem}.mp4").write_bytes(b"x")
+            files.append(str(tmp_path / folder / f"{stem}.mp4"))
+    os.link(files[0], tmp_path / "d0" / "hard.mp4")
+    listing = tmp_path / "list.txt"
+    again = [files[0], str(tmp_path / "d0" / "hard.mp4"), files[5], "BV1xx411c7mD", "https://www.bilibili.com/video/BV1xx411c7mD"]
+    listing.write_text("\n".join(files + again) + "\n")
+    expected = records(discover(listing))  # one batch
+    monkeypatch.setattr(module, "BATCH_ROWS", 4)
+    ds = ingest(listing)
+    assert ds.cache_files  # mapped from its file, not held in memory
+    assert ds.to_list() == expected
+    assert len(set(ds["video_id"])) == len(ds)
+    repeats = [e["error"] for row in ds["errors"] for e in row if e["error"].startswith("duplicate entry")]
+    assert len(repeats) == 4 and repeats[0].endswith(f"'{expected[0]['video_id']}'")  # the path again, its hard link, ...
+
+
 def test_folder_text_file_and_manifests(test_media, tmp_path):
     folder = tmp_path / "videos"
     (folder / "sub").mkdir(parents=True)
