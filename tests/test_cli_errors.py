@@ -426,7 +426,7 @@ def test_out_or_work_dir_urls_that_cannot_work_are_refused_in_one_line(tmp_path)
     videos.mkdir()
     remote = "s3://key:secret@bucket/prefix"
     cases = (
-        ("--work-dir s3://", ["--out", str(tmp_path / "out"), "--work-dir", remote], "needs --executor ray"),
+        ("--work-dir s3://", ["--out", str(tmp_path / "out"), "--work-dir", remote], "credentials in the URL are not used"),
         ("--out http://", ["--out", "http://example.com/x"], "only a local or shared-filesystem path is supported"),
         ("--out s3://", ["--out", remote], "credentials in the URL are not used"),
     )

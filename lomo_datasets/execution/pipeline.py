@@ -606,12 +606,17 @@ class Runner:
     With ``num_proc > 1`` each stage step runs on one ``StepPool`` of that many workers. A chunk
     is about ``chunk_size`` rows, cut where a batch ends (``batch_bounds``)."""
 
-    def __init__(self, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, group_size: int = DEFAULT_GROUP_SIZE):
+    def __init__(self, work_dir: str | os.PathLike, num_proc: int = 1, chunk_size: int = 256, group_size: int = DEFAULT_GROUP_SIZE,
+                 remote: str | None = None):
         if num_proc < 1:
             raise SettingError(f"--num-proc must be >= 1, got {num_proc}")
         if chunk_size < 1:
             raise SettingError(f"chunk_size must be >= 1, got {chunk_size}")
         self.work_dir = Path(work_dir)
+        #: A work dir in object storage that ``work_dir`` is this machine's copy of: each finished
+        #: chunk and step is uploaded there, and a step or chunk found there (and not here) is
+        #: fetched, so a run resumes on another machine.
+        self.remote = remote
         self.num_proc = num_proc
         self.group_size = check_group_size(group_size)
         self.chunk_size = chunk_size
@@ -653,7 +658,7 @@ class Runner:
         if not stage.maps_rows:  # writes nothing (a filter): no pass, only its keep
             bar.update(len(ds))
             return ds
-        reused_step = store.reuse(step_dir, ("data",))
+        reused_step = self._reuse(step_dir)
         if reused_step is not None:
             logger.info("%s: reusing %s", stage.name, step_dir)
             self._note_reuse(stage.name, f"{len(reused_step[0])} rows", bar)
@@ -666,7 +671,7 @@ class Runner:
         with StepPool(stage, cap_workers(self.num_proc, len(ds), stage), self.group_size) as pool:  # its workers start with the first computed chunk
             for chunk, (start, end) in enumerate(chunks):
                 chunk_dir = step_dir / f"chunk-{start:09d}-{end:09d}"
-                found = store.reuse(chunk_dir, ("data",))
+                found = self._reuse(chunk_dir)
                 if found is not None:
                     parts.append(found[0])
                     reused += 1
@@ -675,14 +680,14 @@ class Runner:
                     continue
                 if end == start:  # an empty input (a shard with no rows) still gets the full schema
                     features = stage.output_features(ds.features)
-                    parts.append(store.save(Dataset.from_dict({k: [] for k in features}, features=features), chunk_dir))
+                    parts.append(self._save(Dataset.from_dict({k: [] for k in features}, features=features), chunk_dir))
                     continue
                 scratch = chunk_dir / "map.partial"
                 shutil.rmtree(scratch, ignore_errors=True)  # left by a crash
                 scratch.mkdir(parents=True)
                 # the map's own Arrow files go in the chunk folder, not beside the input's
                 part = pool.map(_select(ds, start, end), scratch, desc=f"{stage.name} [{chunk + 1}/{n_chunks}]")
-                parts.append(store.save(part, chunk_dir))
+                parts.append(self._save(part, chunk_dir))
                 bar.update(end - start)
                 del part
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -694,10 +699,28 @@ class Runner:
             logger.info("%s: reused %d of %d finished chunks in %s", stage.name, reused, n_chunks, step_dir)
             self._note_reuse(stage.name, f"{reused} of {n_chunks} chunks ({reused_rows} rows)", bar)
         result = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-        result = store.save(result, step_dir)
+        result = self._save(result, step_dir)
         for chunk_dir in step_dir.glob("chunk-*"):
             shutil.rmtree(chunk_dir, ignore_errors=True)
+            if self.remote:
+                store.remove_tree(self._url(chunk_dir))
         return result
+
+    def _url(self, folder: Path) -> str:
+        return store.join(self.remote, folder.relative_to(self.work_dir).as_posix())
+
+    def _reuse(self, folder: Path) -> list[Dataset] | None:
+        """The finished ``folder`` (``store.reuse``), fetched first from the remote work dir when
+        only it has the folder."""
+        if self.remote:
+            store.pull(folder, self._url(folder))
+        return store.reuse(folder, ("data",))
+
+    def _save(self, ds: Dataset, folder: Path) -> Dataset:
+        saved = store.save(ds, folder)
+        if self.remote:
+            store.push(folder, self._url(folder))
+        return saved
 
     def _note_reuse(self, name: str, what: str, bar=None) -> None:
         """Record (for the summary) and show on the step's bar what a step took from the work

@@ -196,6 +196,9 @@ def make_runner(
     if executor == "local":
         if ray_address:
             raise SettingError("--ray-address needs --executor ray")
+        if store.is_remote(str(work_dir)):  # a copy on this machine; each finished chunk and step goes up
+            return Runner(store.cached_folder(str(work_dir), "work"), num_proc=num_proc, chunk_size=chunk_size,
+                          group_size=group_size, remote=str(work_dir))
         return Runner(work_dir, num_proc=num_proc, chunk_size=chunk_size, group_size=group_size)
     if executor == "ray":
         from lomo_datasets.execution.ray_executor import RayExecutor, RaySettings
@@ -351,16 +354,17 @@ def run_recipe(
         out = remote_publish.build_folder(remote_out)
     remote_work = work_dir is not None and store.is_remote(str(work_dir))
     for flag, value in (("--out", out), ("--work-dir", work_dir)):
-        if value is not None and "://" in str(value) and not (flag == "--work-dir" and remote_work and executor == "ray"):
+        if value is not None and "://" in str(value) and not (flag == "--work-dir" and remote_work):
             # Path() would make a local folder named "s3:"
             raise SettingError(
                 f"{flag} {mask_url_credentials(str(value))}: only a local or shared-filesystem path is supported "
-                + ("(a work dir in object storage, --work-dir s3://..., needs --executor ray: its workers write "
-                   "their parts there from any node)" if flag == "--work-dir" and remote_work else
-                   "(object storage is read through fsspec: --videos, --out and, with --executor ray, --work-dir "
-                   "take s3://, gs://, hf:// URLs); "
-                   "on a cluster give every node the same shared path (NFS, a mounted bucket)")
+                "(object storage is read through fsspec: --videos, --out and --work-dir take s3://, gs://, hf:// URLs); "
+                "on a cluster give every node the same shared path (NFS, a mounted bucket)"
             )
+    if remote_work:
+        from lomo_datasets.publish.remote import refuse_inline_credentials
+
+        refuse_inline_credentials("--work-dir", str(work_dir))
     out = Path(out)
     work = str(work_dir) if remote_work else Path(work_dir or out / ".lomo-work")
     runner = make_runner(executor, work, num_proc=num_proc, chunk_size=chunk_size, ray_address=ray_address, group_size=group_size)

@@ -136,6 +136,80 @@ def save(ds: Dataset | dict[str, Dataset], folder: Path) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
+# A local copy of a work dir in object storage (the local runner with --work-dir s3://...)
+# --------------------------------------------------------------------------------------------
+
+
+def cached_folder(url: str, kind: str) -> Path:
+    """The local folder that stands for ``url`` on this machine: under the cache
+    (``$LOMO_DATASETS_CACHE`` or ``~/.cache/lomo-datasets``), ``<kind>/<bucket-path>-<hash>``
+    (``outputs``: a remote ``--out`` is built there; ``work``: the local runner's copy of a
+    remote ``--work-dir``)."""
+    from lomo_datasets.core.redact import mask_url_credentials
+    from lomo_datasets.models.zoo import cache_dir
+
+    plain = mask_url_credentials(url).rstrip("/")
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", plain.split("://", 1)[-1]).strip("-")[:80]
+    return cache_dir() / kind / f"{readable}-{hashlib.sha256(plain.encode()).hexdigest()[:12]}"
+
+
+def push(folder: Path, url: str) -> int:
+    """Upload what ``save`` wrote in ``folder`` to ``url`` (the same relative paths): every file
+    its marker records, each size checked, the marker last, so a reader that finds the marker
+    finds every file. Returns the files uploaded."""
+    fs, base = _remote(url)
+    base = base.rstrip("/")
+    record = json.loads((folder / DONE).read_text(encoding="utf-8"))
+    if fs.exists(f"{base}/{DONE}"):
+        fs.rm(f"{base}/{DONE}")  # the old marker first: never a marker over half a folder
+    sent = 0
+    for name, files in sorted(record["files"].items()):
+        for rel, want in sorted(files.items()):
+            target = f"{base}/{name}/{rel}"
+            fs.put_file(str(folder / name / rel), target)
+            if fs.size(target) != want["size"]:
+                raise OSError(f"{mask(url)}/{name}/{rel}: {fs.size(target)} bytes arrived, {want['size']} were sent")
+            sent += 1
+    fs.put_file(str(folder / DONE), f"{base}/{DONE}")
+    return sent
+
+
+def pull(folder: Path, url: str) -> bool:
+    """Download a finished ``save`` from ``url`` into ``folder`` when ``url`` has its marker and
+    ``folder`` has none (True when it did). ``reuse`` then checks every file against the marker
+    before a byte is trusted."""
+    if (folder / DONE).exists():
+        return False
+    fs, base = _remote(url)
+    base = base.rstrip("/")
+    if not fs.exists(f"{base}/{DONE}"):
+        return False
+    try:
+        record = json.loads(fs.cat_file(f"{base}/{DONE}"))
+        files = [(name, rel) for name, held in sorted(record["files"].items()) for rel in sorted(held)]
+    except (ValueError, KeyError, AttributeError, TypeError):
+        logger.warning("work dir: %s/%s is not a marker this version wrote; recomputing %s", mask(url), DONE, folder.name)
+        return False
+    for name, rel in files:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or Path(name).name != name:
+            logger.warning("work dir: %s/%s lists '%s/%s' outside its folder; recomputing %s", mask(url), DONE, name, rel, folder.name)
+            return False
+    for name, rel in files:
+        target = folder / name / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(f"{base}/{name}/{rel}", str(target))
+    (folder / DONE).write_bytes(fs.cat_file(f"{base}/{DONE}"))  # last: the local marker stands for a whole copy
+    logger.info("work dir: fetched %s from %s (%d files)", folder.name, mask(url), len(files))
+    return True
+
+
+def mask(url: str) -> str:
+    from lomo_datasets.core.redact import mask_url_credentials
+
+    return mask_url_credentials(str(url))
+
+
+# --------------------------------------------------------------------------------------------
 # Part files named by their record (the Ray executor)
 # --------------------------------------------------------------------------------------------
 

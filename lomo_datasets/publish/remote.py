@@ -48,11 +48,9 @@ _VERSION = re.compile(r"v-[0-9a-f]{16}")
 def build_folder(url: str) -> Path:
     """The local folder a run with ``--out URL`` builds in (and resumes from): under the cache
     (``$LOMO_DATASETS_CACHE`` or ``~/.cache/lomo-datasets``), ``outputs/<bucket-path>-<hash>``."""
-    from lomo_datasets.models.zoo import cache_dir
+    from lomo_datasets.execution.store import cached_folder
 
-    plain = mask_url_credentials(url).rstrip("/")
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", plain.split("://", 1)[-1]).strip("-")[:80]
-    return cache_dir() / "outputs" / f"{readable}-{hashlib.sha256(plain.encode()).hexdigest()[:12]}"
+    return cached_folder(url, "outputs")
 
 
 def _fs(url: str) -> tuple[Any, str]:
@@ -78,14 +76,20 @@ def read_pointer(url: str) -> dict | None:
     return data
 
 
+def refuse_inline_credentials(flag: str, url: str) -> None:
+    """A URL with credentials in it is refused, before any work, in one line that says where
+    they go instead."""
+    if mask_url_credentials(url) != url:
+        raise SettingError(
+            f"{flag} {mask_url_credentials(url)}: credentials in the URL are not used (they would end up in logs and "
+            "shell history); give them in the store's settings (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, HF_TOKEN)"
+        )
+
+
 def check_remote_out(url: str) -> None:
     """Refuse, before any work, a URL with credentials in it, a store that cannot be reached, and a
     prefix that is someone else's (objects and no pointer of ours)."""
-    if mask_url_credentials(url) != url:
-        raise SettingError(
-            f"--out {mask_url_credentials(url)}: credentials in the URL are not used (they would end up in logs and "
-            "shell history); give them in the store's settings (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, HF_TOKEN)"
-        )
+    refuse_inline_credentials("--out", url)
     fs, base = _fs(url)
     try:
         if read_pointer(url) is not None:
