@@ -458,8 +458,9 @@ def ingest(source: str | os.PathLike) -> Dataset:
         out = ArrowFileWriter(folder / "videos.arrow", F.VIDEO, batch_rows=BATCH_ROWS)
         for table in _unique_tables(staged.to_batches(), ids, first):
             out.write(table)
-        del staged
+        del staged, ids, first
     staged_path.unlink()
+    pa.default_memory_pool().release_unused()  # the id pass's hash tables: Arrow's allocator would keep their pages
     logger.info("ingest: %d videos from %s", out.rows, source)
     return out.dataset()
 
