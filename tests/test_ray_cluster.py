@@ -12,9 +12,11 @@ and stops only its own processes (never ``ray stop``: other Ray instances may ru
   worker pid per row in its part files; each pid is a worker of one node: it wrote its
   ``python-core-worker-*_<pid>.log`` into that node's logs folder);
 - the worker node killed mid-run (every process of its session, SIGKILL, while it runs model
-  actors): the run must finish on the head or stop with the product's one-line error, without
-  stalling (an expected failure for now: see the xfail's reason); the same command run again
-  then publishes the local run's rows, none lost and none doubled;
+  actors): the run must finish on the head (with the local run's rows) or stop with the
+  product's one-line error, without stalling (before the fix that sizes each operator's CPU share
+  from the smallest node, 6 of 8 kills stalled; after it, 10 of 10 kills finished on the head
+  with the same rows: ``benchmarks/bench_node_loss.py``); the same command run again then
+  publishes the local run's rows, none lost and none doubled;
 - fake ``AWS_SECRET_ACCESS_KEY`` / ``HF_TOKEN`` values in the driver's and the nodes'
   environment (the Ray workers hold them too) appear in no file under ``--out`` or its work dir.
 
@@ -24,6 +26,7 @@ Ray blocks, so both nodes have work at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -35,6 +38,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -147,6 +151,18 @@ class Cluster:
         infos = GcsClient(address=self.address).get_all_node_info(timeout=10)
         return [n for n in infos.values() if n.state == 0]  # GcsNodeState.ALIVE
 
+    def wait_for_nodes(self, count: int, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while len(self.alive_nodes()) < count:
+            assert time.time() < deadline, f"the cluster never had {count} alive nodes"
+            time.sleep(0.5)
+
+    def restart_worker(self, name: str) -> Node:
+        """A new worker node (after the old one was killed) in a temp folder beside the head's;
+        the old one's is kept (its logs name the pids of its Ray workers)."""
+        self.worker = _start_node(name, ["--address", self.address], self.head.temp_dir.parent / name)
+        return self.worker
+
     def node_of(self, pid: int) -> str | None:
         for node in (self.head, self.worker):
             if pid in node.worker_pids_logged():
@@ -237,37 +253,49 @@ def s3(tmp_path_factory):
         yield fs
 
 
-@pytest.fixture(scope="module")
-def cluster(s3):
-    pytest.importorskip("ray.data")
+@contextlib.contextmanager
+def two_node_cluster() -> Iterator[Cluster]:
+    """A head and a worker node (``ray start --block``, one logical CPU each) on this machine,
+    stopped by PID on exit (SIGTERM, then SIGKILL to what is left of each node's session)."""
     root = Path(tempfile.mkdtemp(prefix="lrc-", dir="/tmp"))  # short: Unix socket paths < 108 bytes
     port = _free_port()
     address = f"127.0.0.1:{port}"
     nodes: list[Node] = []
+    made = None
     try:
         # the head's minimal dashboard process takes --dashboard-port with no retries: a free one
         nodes.append(_start_node("head", ["--head", "--port", str(port), "--include-dashboard=false",
                                           "--dashboard-port", str(_free_port())], root / "head"))
         nodes.append(_start_node("worker", ["--address", address], root / "worker"))
         made = Cluster(address, *nodes)
-        deadline = time.time() + 60
-        while len(made.alive_nodes()) < 2:
-            assert time.time() < deadline, "the second node never joined"
-            time.sleep(0.5)
+        made.wait_for_nodes(2)
         yield made
     finally:
+        if made is not None and made.worker not in nodes:  # started since (a restart after a loss)
+            nodes.append(made.worker)
         for node in reversed(nodes):  # `ray start --block` stops its node on SIGTERM; then SIGKILL what is left
-            if node.proc.poll() is None:
-                node.proc.send_signal(signal.SIGTERM)
-            deadline = time.time() + 10
-            while node.processes() and time.time() < deadline:
-                time.sleep(0.3)
-            node.kill(signal.SIGKILL)
-            node.proc.wait(timeout=10)
+            stop_node(node)
         for secret in (SECRET_AWS, SECRET_HF):  # Ray's own logs: reported, not the product's files
             logs = [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
             print(f"ray session files holding {secret[:8]}...: {len(logs)} {[p.name for p in logs][:5]}")
         shutil.rmtree(root, ignore_errors=True)
+
+
+def stop_node(node: Node) -> None:
+    if node.proc.poll() is None:
+        node.proc.send_signal(signal.SIGTERM)
+    deadline = time.time() + 10
+    while node.processes() and time.time() < deadline:
+        time.sleep(0.3)
+    node.kill(signal.SIGKILL)
+    node.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
+    pytest.importorskip("ray.data")
+    with two_node_cluster() as made:
+        yield made
 
 
 @pytest.fixture(scope="module")
@@ -406,10 +434,14 @@ class NodeLoss:
 
 @pytest.fixture(scope="module")
 def node_loss(cluster, manifest, reference, tmp_path_factory) -> NodeLoss:
+    return lose_the_worker_node(cluster, manifest, tmp_path_factory.mktemp("cluster-loss") / "ray")
+
+
+def lose_the_worker_node(cluster: Cluster, manifest: Path, out: Path) -> NodeLoss:
     """Run on both nodes; SIGKILL every process of the worker node's session once it runs
     workers for this run and they have had 8 s to take a block (or when the first block is
-    written); then watch the run to its end or until it stalls."""
-    out = tmp_path_factory.mktemp("cluster-loss") / "ray"
+    written); then watch the run to its end or until it stalls.
+    ``benchmarks/bench_node_loss.py`` repeats this."""
     started = time.time()
     proc = _run_cli(out, manifest, "--executor", "ray", "--ray-address", cluster.address)
     before = cluster.worker.worker_pids_logged()
@@ -460,12 +492,6 @@ def node_loss(cluster, manifest, reference, tmp_path_factory) -> NodeLoss:
     return NodeLoss(out, outcome, code, stderr, report, status)
 
 
-@pytest.mark.xfail(
-    raises=LostNodeNotHandled, strict=False,  # a race: which of the two happens, or neither (see the report)
-    reason="a race: before the fix (each operator's CPU share from the smallest node, a lost node as one line) "
-    "6 of 8 kills stalled and 1 ended in 'unexpected ActorUnavailableError'; after it, 4 of 4 passed. Kept "
-    "non-strict until more kills are measured. A rerun of the same command finishes (next test)",
-)
 def test_a_lost_worker_node_does_not_stall_the_run(node_loss, reference):
     """The run finishes on the head, or stops with the product's one-line error."""
     if node_loss.outcome in ("stalled", "hung"):
