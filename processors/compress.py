@@ -183,7 +183,7 @@ class Compress(LLMStage):
     lexical test only."""
 
     name: ClassVar[str] = "compress"
-    version: ClassVar[str] = "3+" + P.digest()
+    version: ClassVar[str] = "4+" + P.digest()
     reads: ClassVar[tuple[str, ...]] = ("segments", "language")  # and segments_en, title, duration when present
     #: ``--embedded``: the 1.5B model on CPU also writes a shorter summary and temporal text (the
     #: demo runs in minutes on 2 cores); ``--set compress.summary_max_chars=400`` restores them.

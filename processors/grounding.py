@@ -8,7 +8,10 @@ the one subtitle line its window covers. Two tests, cheapest first:
    of them, so both of two: "Ten minutes" for "Knead the dough for ten minutes"; "The candle
    is being lit" for "I fill the candle with fresh water and switch it on" fails), the conclusion
    shares a content word with it, the answer is not the whole line, and no wrong answer is the
-   line itself (or contains it) or contains the answer ("swimming in the sea" for "swimming"). Words are
+   line itself (or contains it) or contains the answer ("swimming in the sea" for "swimming"), no
+   wrong answer is what the line also says (all its content words in the line: "bucket" and
+   "water" beside the key "warm soapy water" for "I fill a bucket with warm soapy water") or a
+   kind of answer named by the prompt ("Place", "Number or action"). Words are
    compared lower-cased, with number words as digits and on their first five letters (so
    "kneads" / "kneading" match "knead").
 2. the LLM (``grounding_request``): the line is the only evidence; the model picks the option
@@ -43,6 +46,10 @@ NUMBERS = {
     "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "fifteen": "15", "twenty": "20",
     "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "hundred": "100",
 }
+#: The kinds of wrong answer the temporal prompt names ("another object, place, number or
+#: action"), stemmed: the 1.5B once wrote them as the wrong answers (bench_yield's zh_01_human:
+#: "Another object", "Place", "Number or action").
+PROMPT_CATEGORIES = frozenset({"objec", "place", "numbe", "actio", "kind", "thing"})
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
@@ -111,6 +118,11 @@ def lexical_problem(item: dict[str, Any], line: str) -> str | None:
             return f"a wrong answer ('{wrong[:40]}') is the line itself; write wrong answers the line does not support"
         if _contains(wrong, answer):
             return f"the wrong answer '{wrong[:40]}' contains the correct answer; write wrong answers the line contradicts"
+        words = content_words(wrong)
+        if words and set(words) <= PROMPT_CATEGORIES:
+            return f"the wrong answer '{wrong[:40]}' names a kind of answer; write a concrete wrong answer of that kind"
+        if support(wrong, line) == 1:
+            return f"the wrong answer '{wrong[:40]}' is also what the line says; write wrong answers the line contradicts"
     return None
 
 

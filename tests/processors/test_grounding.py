@@ -31,6 +31,28 @@ def test_lexical_test_refuses_an_answer_from_another_line_and_the_line_as_a_dist
     assert G.support("Ten minutes", "Knead the dough for 10 minute.") == 1.0
 
 
+def test_lexical_test_refuses_wrong_answers_the_line_also_says_or_the_prompts_kinds():
+    """Items the embedded 1.5B wrote in bench_yield (issue 21), with right keys and distractors
+    that are no wrong answers."""
+    bucket = "I fill a bucket with warm soapy water."  # en_07
+    item = {"conclusion": "Warm soapy water fills a bucket", "question": "What is in the bucket?",
+            "answer": "warm soapy water", "wrong": ["water", "bucket", "soapy"]}
+    assert "'water' is also what the line says" in G.lexical_problem(item, bucket)
+    assert G.lexical_problem({**item, "wrong": ["cold milk", "hot tea", "orange juice"]}, bucket) is None
+    kettle = "I fill the candle with fresh water and switch it on."  # en_08: "The water" beside the key "The candle"
+    lit = {"conclusion": "The candle is switched on", "question": "What is switched on?", "answer": "The candle",
+           "wrong": ["The light", "The fire", "The water"]}
+    assert "'The water' is also what the line says" in G.lexical_problem(lit, kettle)
+    key = "When we finish, it will be the key."  # zh_01_human: the prompt's words as the wrong answers
+    kinds = {"conclusion": "The key is mentioned", "question": "What will it be?", "answer": "The key",
+             "wrong": ["Another object", "Place", "Number or action"]}
+    assert "names a kind of answer" in G.lexical_problem(kinds, key)
+    # a wrong answer that shares a word with the line but says something else stays
+    minutes = {"conclusion": "The dough is kneaded", "question": "How long is the dough kneaded?", "answer": "10 minutes",
+               "wrong": ["15 minutes", "20 minutes", "5 minutes"]}
+    assert G.lexical_problem(minutes, "Knead the dough for 10 minutes until it is smooth.") is None
+
+
 def test_build_items_never_offers_the_window_line_as_an_svqa_distractor():
     t = temporal()
     bad = {**t, "wrong": [t["subtitle"], "Salt", "Potatoes"]}
