@@ -157,8 +157,8 @@ class _Pending:
     requests: Requests
     segments: list[dict[str, Any]]
     video_id: str
-    #: The other lines shown for the pick, in the order they are tried when the picked line gives
-    #: no grounded item (seeded by the video's id).
+    #: The lines shown for the pick, in the order the ones not picked are tried when the picked
+    #: line gives no grounded item (seeded by the video's id).
     others: list[int]
 
 

@@ -36,6 +36,7 @@ from typing import Any
 from datasets import Dataset, load_from_disk
 
 from lomo_datasets.core.files import sha256_file, update_sha256_stream
+from lomo_datasets.core.redact import mask_url_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,6 @@ def cached_folder(url: str, kind: str) -> Path:
     (``$LOMO_DATASETS_CACHE`` or ``~/.cache/lomo-datasets``), ``<kind>/<bucket-path>-<hash>``
     (``outputs``: a remote ``--out`` is built there; ``work``: the local runner's copy of a
     remote ``--work-dir``)."""
-    from lomo_datasets.core.redact import mask_url_credentials
     from lomo_datasets.models.zoo import cache_dir
 
     plain = mask_url_credentials(url).rstrip("/")
@@ -168,7 +168,7 @@ def push(folder: Path, url: str) -> int:
             target = f"{base}/{name}/{rel}"
             fs.put_file(str(folder / name / rel), target)
             if fs.size(target) != want["size"]:
-                raise OSError(f"{mask(url)}/{name}/{rel}: {fs.size(target)} bytes arrived, {want['size']} were sent")
+                raise OSError(f"{mask_url_credentials(url)}/{name}/{rel}: {fs.size(target)} bytes arrived, {want['size']} were sent")
             sent += 1
     fs.put_file(str(folder / DONE), f"{base}/{DONE}")
     return sent
@@ -188,25 +188,19 @@ def pull(folder: Path, url: str) -> bool:
         record = json.loads(fs.cat_file(f"{base}/{DONE}"))
         files = [(name, rel) for name, held in sorted(record["files"].items()) for rel in sorted(held)]
     except (ValueError, KeyError, AttributeError, TypeError):
-        logger.warning("work dir: %s/%s is not a marker this version wrote; recomputing %s", mask(url), DONE, folder.name)
+        logger.warning("work dir: %s/%s is not a marker this version wrote; recomputing %s", mask_url_credentials(url), DONE, folder.name)
         return False
     for name, rel in files:
         if Path(rel).is_absolute() or ".." in Path(rel).parts or Path(name).name != name:
-            logger.warning("work dir: %s/%s lists '%s/%s' outside its folder; recomputing %s", mask(url), DONE, name, rel, folder.name)
+            logger.warning("work dir: %s/%s lists '%s/%s' outside its folder; recomputing %s", mask_url_credentials(url), DONE, name, rel, folder.name)
             return False
     for name, rel in files:
         target = folder / name / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         fs.get_file(f"{base}/{name}/{rel}", str(target))
     (folder / DONE).write_bytes(fs.cat_file(f"{base}/{DONE}"))  # last: the local marker stands for a whole copy
-    logger.info("work dir: fetched %s from %s (%d files)", folder.name, mask(url), len(files))
+    logger.info("work dir: fetched %s from %s (%d files)", folder.name, mask_url_credentials(url), len(files))
     return True
-
-
-def mask(url: str) -> str:
-    from lomo_datasets.core.redact import mask_url_credentials
-
-    return mask_url_credentials(str(url))
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,7 +384,6 @@ def claim_remote(folder: str) -> None:
     """Claim a work dir in object storage as lomo-datasets': a prefix that holds objects but not
     our marker is someone else's and is refused (the tool removes only its own part files, and
     only under a prefix it claimed); an empty one gets the marker."""
-    from lomo_datasets.core.redact import mask_url_credentials
     from lomo_datasets.core.stage import SettingError
 
     fs, base = _remote(folder)
