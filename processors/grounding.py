@@ -122,7 +122,9 @@ def lexical_problem(item: dict[str, Any], line: str) -> str | None:
         if words and set(words) <= PROMPT_CATEGORIES:
             return f"the wrong answer '{wrong[:40]}' names a kind of answer; write a concrete wrong answer of that kind"
         if support(wrong, line) == 1:
-            return f"the wrong answer '{wrong[:40]}' is also what the line says; write wrong answers the line contradicts"
+            said = ", ".join(dict.fromkeys(w for w in _WORD.findall(wrong.lower()) if w not in STOPWORDS))
+            return (f"the wrong answer '{wrong[:40]}' is also what the line says ({said[:60]}: all in the line); "
+                    "write wrong answers the line contradicts, with a word the line does not say")
     return None
 
 

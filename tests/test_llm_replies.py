@@ -160,6 +160,8 @@ def test_a_length_violation_is_named_with_its_limit_in_the_next_try():
     assert f"answer: {len(LONG_ANSWER)} characters, at most 50 allowed" in retry
     assert f'"answer" must be at most 50 characters, and yours had {len(LONG_ANSWER)}' in retry
     assert "at most 40 characters" in retry  # the template's figure (LENGTH_MARGIN)
+    # The line's own length: zh_01 wrote 56 characters for a 35-character line, told only "50".
+    assert f"the line itself has {len(LINE)} characters: an answer is a few of its words" in retry
     # zh_07: conclusion 123 characters for 100.
     backend = Recorded([reply(conclusion='"conclusion": "' + "x" * 123 + '"'), reply()])
     backend.generate_json([MESSAGES], TASK)

@@ -47,6 +47,12 @@ def test_lexical_test_refuses_wrong_answers_the_line_also_says_or_the_prompts_ki
     kinds = {"conclusion": "The key is mentioned", "question": "What will it be?", "answer": "The key",
              "wrong": ["Another object", "Place", "Number or action"]}
     assert "names a kind of answer" in G.lexical_problem(kinds, key)
+    # zh_01_human's next line: "Other team" says only the line's word "team"; the retry is told so.
+    team = {"conclusion": "The team is introduced", "question": "Which team are we?", "answer": "Convention Security Team",
+            "wrong": ["Other team", "Fire brigade", "Kitchen staff"]}
+    problem = G.lexical_problem(team, "Today is going well, we are the Convention Security Team.")
+    assert "'Other team' is also what the line says (team: all in the line)" in problem
+    assert "with a word the line does not say" in problem
     # a wrong answer that shares a word with the line but says something else stays
     minutes = {"conclusion": "The dough is kneaded", "question": "How long is the dough kneaded?", "answer": "10 minutes",
                "wrong": ["15 minutes", "20 minutes", "5 minutes"]}

@@ -99,6 +99,11 @@ def validate_json(obj: Any, schema: dict[str, Any]) -> None:
                 aim = max(1, int(limit * LENGTH_MARGIN))
                 advice = (f'"{field}" must be at most {limit} characters, and yours had {len(exc.instance)}: '
                           f"write it again in at most {aim} characters, one short phrase")
+                # The schema's own word on the field (JSON Schema's "description" annotation,
+                # which validation ignores): the temporal item says how long its line is.
+                hint = exc.schema.get("description") if isinstance(exc.schema, dict) else None
+                if hint:
+                    advice += f" ({hint})"
             else:
                 advice = f'"{field}" must be at least {limit} characters'
             bound = "at most" if exc.validator == "maxLength" else "at least"
