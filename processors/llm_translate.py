@@ -10,7 +10,9 @@ an earlier line whose source line differs (the sign of lines merged and padded: 
 would no longer match), or when a line does not match its source line (``alignment_problem``:
 a number or a Latin-script name of the source line missing from its translation, or a length
 far from what the chunk's other lines give: the sign of two lines merged and the rest shifted
-up, with an invented last line to keep the count). Empty input lines stay empty and are not sent.
+up, with an invented last line to keep the count), or when a line is the model's note instead of
+a translation (``echo_problem``: in <...>, about the request, or the retry note's words).
+Empty input lines stay empty and are not sent.
 
 Degrades, not fails (``TranslateToEnglish.run_batch``): a chunk that stays invalid after its tries
 is split in halves, a half in single lines, and retried; a row fails only when a single line
@@ -93,6 +95,45 @@ def alignment_problem(texts: list[str], lines: list[str]) -> str | None:
     return None
 
 
+#: A line in angle brackets: the reply template's ``<text, ...>`` placeholder shape, or a note
+#: to the reader (bench_yield's zh_07, a Whisper loop: "<The chicken is still waiting for the reply.>").
+_BRACKETED = re.compile(r"^\s*<[^<>]*>\s*$")
+#: The model talking about the request instead of translating it (zh_07: "I am unable to respond
+#: to your previous request due to the errors in the Chinese input"). Only phrases about the
+#: request itself: "I cannot", "I'm sorry", "your request" are ordinary speech.
+META_PHRASES = ("as an ai", "language model", "previous reply", "previous request", "placeholder",
+                "unable to respond", "unable to translate", "cannot translate", "can't translate")
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+#: The fixed words of the machinery around the prompt (the retry's note, json_shape's template):
+#: a translated line holding four of them in a row repeats them (zh_07: "<A previous reply was
+#: refused (lines/0 is the template's placeholder, not a value). Replace every <...> ...>").
+#: Not the prompt's own sentences: "may have made mistakes" is something a speaker says.
+_MACHINERY = ("A previous reply was refused. Write a new reply that avoids this. Reply with this JSON object only, "
+              "filled in. Replace every placeholder of the template with your own text")
+_MACHINERY_GRAMS = {g for w in [_words(_MACHINERY)] for g in zip(w, w[1:], w[2:], w[3:])}
+
+
+def echo_problem(line: str, source: str) -> str | None:
+    """Why the translated ``line`` is not a translation but the model's note, refusal or an
+    echo of its instructions, or None. A phrase its ``source`` line also holds (a Latin-script
+    source that says "placeholder") does not count."""
+    if _BRACKETED.match(line):
+        return "is written in <...>: write the line's translation itself, without angle brackets"
+    words, said = _words(line), " ".join(_words(source))
+    text = f" {' '.join(words)} "
+    for phrase in META_PHRASES:
+        if f" {' '.join(_words(phrase))} " in text and " ".join(_words(phrase)) not in said:
+            return f"says '{phrase}', which is about the request, not the video: translate what the line says"
+    if any(g in _MACHINERY_GRAMS for g in zip(words, words[1:], words[2:], words[3:])):
+        return "repeats the instructions, not the line: translate what the line says"
+    return None
+
+
 def split(group: list[int], level: str) -> tuple[list[list[int]], str]:
     """The parts a failed part is retried as: a chunk in halves, a half in single lines."""
     if level == "chunk" and len(group) > 2:
@@ -127,6 +168,9 @@ def translation_task(texts: list[str], target: str, max_chars: int) -> TaskSpec:
             if latin and _CJK.search(line):
                 # Not quoted: shown the untranslated text again, small models copy it.
                 raise ValueError(f"line {k} still has untranslated words; write every word in {language_name(target)}")
+            echo = echo_problem(line, texts[k - 1])
+            if echo:
+                raise ValueError(f"line {k} {echo}")
             key = " ".join(line.lower().split())
             first = seen.setdefault(key, k)
             if first != k and " ".join(texts[first - 1].split()) != " ".join(texts[k - 1].split()):

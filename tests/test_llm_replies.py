@@ -13,6 +13,8 @@ The texts are this file's own, in the recorded shapes.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lomo_datasets.llm.backends import Backend, LLMOutputError, LLMSettings, parse_output
@@ -208,3 +210,27 @@ def test_a_copied_template_placeholder_is_refused():
     with pytest.raises(ValueError, match="answer is the template's placeholder"):
         parse_output(reply(answer="<text>"), TASK)
     assert parse_output('{"lines": ["He says <hello> to us.", "Come, speak."]}', task)["lines"][0] == "He says <hello> to us."
+
+
+def test_a_translation_that_is_the_models_note_is_refused():
+    # zh_07_human (bench_yield, a Whisper loop "鸡 鸡 鸡"): three of six lines came back as notes,
+    # and the row went on with them as subtitles (its items said "Chinese input").
+    from lomo_datasets.processors.llm_translate import translation_task
+
+    task = translation_task(["鸡 鸡 鸡", "鸡 鸡"], "en", 512)
+
+    def lines(second: str) -> str:
+        return '{"lines": ["Chicken, chicken, chicken", "%s"]}' % second
+
+    for note, why in [
+        ("<The chicken is still waiting for the reply.>", "line 2 is written in <...>"),
+        ("<A previous reply was refused. I will not repeat it.>", "line 2 is written in <...>"),
+        ("A previous reply was refused (lines/0 is the template's placeholder, not a value)", "line 2 says 'previous reply'"),
+        ("I am unable to respond to your previous request due to the errors in the Chinese input.", "line 2 says 'previous request'"),
+        ("Please write a new reply that avoids this, thank you", "line 2 repeats the instructions"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(why)):
+            parse_output(lines(note), task)
+    # What a speaker says stays: sorry, cannot, a request, angle brackets inside a line.
+    for said in ["I'm sorry, I cannot eat chicken.", "As you requested, chicken", "He says <hello> to the chicken"]:
+        assert parse_output(lines(said), task)["lines"][1] == said
