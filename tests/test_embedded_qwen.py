@@ -96,6 +96,12 @@ def test_human_mandarin_voice_is_transcribed_and_translated_line_for_line(test_m
     source, english = heard["segments"], out["segments_en"]
     assert [(s["start"], s["end"]) for s in english] == [(s["start"], s["end"]) for s in source]
     assert all(re.search(r"[A-Za-z]{2,}", s["text"]) and not re.search(r"[\u4e00-\u9fff]", s["text"]) for s in english), english
-    assert len({s["text"].strip().lower() for s in english}) == len(english), english  # no line repeated
+    # No line repeats another whose source line differs (a Whisper loop may repeat a source line:
+    # on some CPUs the base model hears this voice as "烧烧烧..." more than once).
+    sources: dict[str, set[str]] = {}
+    for src, out_line in zip(source, english):
+        sources.setdefault(out_line["text"].strip().lower(), set()).add(" ".join(src["text"].split()))
+    assert all(len(said) == 1 for said in sources.values()), english
+    assert not any(s["text"].strip().startswith("<") for s in english), english  # no model's note as a line
     levels = {e["event"]: e["count"] for e in out["generation"] if e["stage"] == "translate"}
     assert sum(levels.get(k, 0) for k in ("chunk", "half", "line")) >= 1, out["generation"]

@@ -193,7 +193,10 @@ def test_llm_steps_share_one_loaded_model_and_releasing_it_frees_it():
     compress, qa = Compress(**settings), GenerateQA(**settings)
     assert compress.loaded_model is qa.loaded_model
     lm = weakref.ref(compress.loaded_model.lm)
-    assert release_models(qa) == 1
+    # Every LLM model of the process goes (one model kind): an earlier test's step that ran
+    # through apply_stage in this process may still hold its own, as a user's would.
+    assert release_models(qa) >= 1
+    assert release_models(compress) == 0  # nothing of that kind is left
     gc.collect()
     assert lm() is None
 

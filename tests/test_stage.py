@@ -113,6 +113,43 @@ def test_fingerprint_changes_with_settings_version_and_code(monkeypatch):
     assert ToyModelStage(scale=2.0).fingerprint("prev") != base
 
 
+def test_a_stages_code_includes_the_helper_modules_it_uses(tmp_path, monkeypatch):
+    """A resumed run must not reuse a step written by older code: an edit of a helper module the
+    stage's module imports (as translate's checks live in llm_translate.py) changes the code hash.
+    Found when bench_yield reused a translate step after llm_translate.py's checks changed."""
+    import importlib.util
+    import sys
+
+    helper = tmp_path / "probe_helper.py"
+    helper.write_text("def check(line):\n    return bool(line)\n")
+    module = tmp_path / "probe_stage.py"
+    module.write_text("from dataclasses import dataclass\nfrom typing import ClassVar\n\n"
+                      "from lomo_datasets.core.stage import Stage\n"
+                      "from lomo_datasets.processors._probe_helper import check\n\n\n"
+                      "@dataclass\nclass ProbeStage(Stage):\n    name: ClassVar[str] = 'probe_code'\n")
+
+    def load(name, path):
+        spec = importlib.util.spec_from_file_location(name, path)
+        loaded = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, loaded)
+        spec.loader.exec_module(loaded)
+        return loaded
+
+    load("lomo_datasets.processors._probe_helper", helper)
+    probe = load("lomo_datasets.processors._probe_stage", module).ProbeStage
+    assert probe.code_files()[:2] == [str(module), str(helper)]
+    before = probe.code_hash()
+    assert probe.code_hash() == before
+    helper.write_text("def check(line):\n    return bool(line.strip())\n")
+    assert probe.code_hash() != before
+    # The real stages: translate's checks and compress's lexical test are part of their code.
+    from lomo_datasets.processors.compress import Compress
+    from lomo_datasets.processors.translate import TranslateToEnglish
+
+    assert any(f.endswith("llm_translate.py") for f in TranslateToEnglish.code_files())
+    assert any(f.endswith("grounding.py") for f in Compress.code_files())
+
+
 def test_datasets_cache_hit_and_invalidation(tmp_path, monkeypatch):
     """On a disk-backed dataset, a rerun with nothing changed reuses datasets' cache file;
     a new setting or version recomputes."""

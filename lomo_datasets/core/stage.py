@@ -43,6 +43,7 @@ import os
 import random
 import sys
 import threading
+import types
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
@@ -242,6 +243,36 @@ def _model_owner(stage: "Stage") -> tuple[str, str, str]:
     ``model_key`` is equal, so a process holds one copy of it, not one per stage class."""
     load, key = type(stage).load_model, type(stage).model_key
     return (load.__module__, load.__qualname__, key.__qualname__)
+
+
+#: The packages whose modules count as a stage's code when its module uses them (see
+#: ``Stage.code_files``): the processors' helpers and the prompts. Not the core: it runs stages,
+#: it does not make their rows.
+CODE_PACKAGES = ("lomo_datasets.processors", "lomo_datasets.llm.prompts", "lomo_datasets.llm.json_shape")
+
+
+def used_modules(module: types.ModuleType) -> list[types.ModuleType]:
+    """``module`` and the ``CODE_PACKAGES`` modules it uses (a module, or a function or class of
+    one, among its globals), followed transitively; ``module`` first, the rest by name."""
+    found: dict[str, types.ModuleType] = {}
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        if current.__name__ in found:
+            continue
+        found[current.__name__] = current
+        for value in list(vars(current).values()):
+            if isinstance(value, types.ModuleType):
+                name = value.__name__
+            else:
+                try:
+                    name = getattr(value, "__module__", None)
+                except Exception:  # an object whose attribute lookup raises
+                    name = None
+            if isinstance(name, str) and name not in found and name.startswith(CODE_PACKAGES) and name in sys.modules:
+                todo.append(sys.modules[name])
+    rest = sorted((m for n, m in found.items() if n != module.__name__), key=lambda m: m.__name__)
+    return [module, *rest]
 
 
 def release_models(stage: "Stage") -> int:
@@ -762,18 +793,34 @@ class Stage:
     # -- caching ---------------------------------------------------------------------------
 
     @classmethod
-    def code_hash(cls) -> str:
-        """Hash of the source files that define this stage (its class and its bases)."""
-        digest = hashlib.sha256()
+    def code_files(cls) -> list[str]:
+        """The source files whose code makes this stage's output: those that define its class
+        and its bases, and the project's helper modules they use (``CODE_PACKAGES``, followed
+        from module to module). A change in a helper (translate's checks in llm_translate.py,
+        compress's lexical test in grounding.py) must not let a resumed run reuse a step
+        written by the old code."""
+        files: dict[str, None] = {}
         for klass in cls.__mro__:
             if klass is object or not issubclass(klass, Stage):
                 continue
+            module = sys.modules.get(klass.__module__)
+            for used in [module] if module is None else used_modules(module):
+                try:
+                    files.setdefault(inspect.getsourcefile(used) or used.__name__)  # type: ignore[arg-type]
+                except TypeError:
+                    files.setdefault(klass.__qualname__)
+        return list(files)
+
+    @classmethod
+    def code_hash(cls) -> str:
+        """Hash of ``code_files`` (their contents, in order)."""
+        digest = hashlib.sha256()
+        for path in cls.code_files():
             try:
-                path = inspect.getsourcefile(klass)
-                with open(path, "rb") as fh:  # type: ignore[arg-type]
+                with open(path, "rb") as fh:
                     digest.update(fh.read())
-            except (OSError, TypeError):
-                digest.update(klass.__qualname__.encode())
+            except OSError:
+                digest.update(path.encode())
         return digest.hexdigest()[:16]
 
     def fingerprint(self, previous: str = "") -> str:
