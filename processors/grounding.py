@@ -111,6 +111,11 @@ def lexical_problem(item: dict[str, Any], line: str) -> str | None:
                 "answer with the line's own words")
     if is_the_line(answer, line) and len(content_words(line)) > 3:
         return "the answer is the whole line; answer with a few words of it"
+    if len(content_words(answer)) >= 2 and _contains(item.get("question") or "", answer):
+        # The audit's answer_in_question (zh_03_human: "Where does the text refer to a Western
+        # five-day society?" keyed "Western Five Day Society").
+        return (f"the question already says the answer '{answer[:40]}'; ask about the line without "
+                "writing the answer in the question")
     if item.get("conclusion") is not None and not (support(item["conclusion"], line) or 0):
         return "the conclusion is not about the line; describe the event of this line"
     for wrong in item["wrong"]:

@@ -248,7 +248,8 @@ def _model_owner(stage: "Stage") -> tuple[str, str, str]:
 #: The packages whose modules count as a stage's code when its module uses them (see
 #: ``Stage.code_files``): the processors' helpers and the prompts. Not the core: it runs stages,
 #: it does not make their rows.
-CODE_PACKAGES = ("lomo_datasets.processors", "lomo_datasets.llm.prompts", "lomo_datasets.llm.json_shape")
+CODE_PACKAGES = ("lomo_datasets.processors", "lomo_datasets.llm.prompts", "lomo_datasets.llm.json_shape",
+                 "lomo_datasets.audit.checks")
 
 
 def used_modules(module: types.ModuleType) -> list[types.ModuleType]:

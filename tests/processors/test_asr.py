@@ -319,6 +319,28 @@ def test_human_mandarin_voice_with_whisper_base(test_media):
     assert len(spoken & heard) >= 0.5 * len(spoken), (sorted(spoken - heard), lines)
 
 
+def test_a_greedy_loop_is_decoded_again_with_a_repetition_penalty(tmp_path):
+    """The lomo preset as ``--embedded`` runs it (greedy). On some CPUs greedy decoding alone
+    heard bench_yield's zh_07_human (a real human voice) as "鸡 鸡 鸡 ..." (asr_score 0.0): such
+    a transcript is decoded again with ``asr.loop_penalty``, which keeps the better one. The
+    result is the same in a second run (no sampling)."""
+    from lomo_datasets.media.samples import make_speech_video
+
+    video = make_speech_video(tmp_path / "zh_07_human.mp4", "妹妹今天开始学画画。老师先教她画一个苹果。然后她画了一只小猫。妈妈说她画得很好。",
+                              "zh", voice="human")
+    row = {"video": str(video), "video_id": "zh_07_human", "language": "zh"}
+    (first,) = LomoTranscribe(model="embedded:whisper-base", device="cpu", temperature=0).process([row])
+    assert first["asr_score"] >= 0.5 and len(first["segments"]) >= 3, first["segments"]
+    assert all(CJK.search(s["text"]) for s in first["segments"]), first["segments"]
+    (again,) = LomoTranscribe(model="embedded:whisper-base", device="cpu", temperature=0).process([row])
+    assert [(s["start"], s["end"], s["text"]) for s in again["segments"]] == [(s["start"], s["end"], s["text"]) for s in first["segments"]]
+    # Off (1.0): what greedy decoding gives on its own, never better than with the penalty.
+    (plain,) = LomoTranscribe(model="embedded:whisper-base", device="cpu", temperature=0, loop_penalty=1.0).process([row])
+    assert plain["asr_score"] <= first["asr_score"]
+    with pytest.raises(SettingError, match="asr.loop_penalty"):
+        LomoTranscribe(loop_penalty=0.5)
+
+
 def test_lomo_preset_detects_english_and_takes_the_rows_language(test_media, tmp_path):
     """The lomo preset (beam 5, greedy) on the embedded multilingual model: English speech is
     detected and written in English (never as Chinese); a row that gives ``language: zh`` (a

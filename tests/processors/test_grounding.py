@@ -53,6 +53,12 @@ def test_lexical_test_refuses_wrong_answers_the_line_also_says_or_the_prompts_ki
     problem = G.lexical_problem(team, "Today is going well, we are the Convention Security Team.")
     assert "'Other team' is also what the line says (team: all in the line)" in problem
     assert "with a word the line does not say" in problem
+    # zh_03_human: the question gives the key away (the audit's answer_in_question)
+    society = {"conclusion": "We go to the society", "question": "Where does the text refer to a Western five-day society?",
+               "answer": "Western Five Day Society", "wrong": ["Gymnasium", "Church", "Library"]}
+    problem = G.lexical_problem(society, "We go to the Western Five Day Society.")
+    assert "the question already says the answer 'Western Five Day Society'" in problem
+    assert G.lexical_problem({**society, "question": "Where do we go?"}, "We go to the Western Five Day Society.") is None
     # a wrong answer that shares a word with the line but says something else stays
     minutes = {"conclusion": "The dough is kneaded", "question": "How long is the dough kneaded?", "answer": "10 minutes",
                "wrong": ["15 minutes", "20 minutes", "5 minutes"]}
