@@ -169,22 +169,16 @@ def test_extra_tasks_is_a_checked_setting_off_by_default():
     assert [q["task"] for q in six] == list(TASKS)  # only the multiple-choice VTG needs four windows
 
 
-def test_a_gvqa_key_with_an_invented_name_or_about_the_summary_is_refused():
-    """bench_yield's English items, as the embedded 1.5B wrote them from the summary: the audit
-    flags the invented name ``unsupported``; generation now retries both instead of keeping them."""
-    from lomo_datasets.processors.qa import _choice_task, evidence_text
+def test_a_gvqa_option_about_the_summary_is_refused():
+    """bench_yield's en_09, as the embedded 1.5B wrote it from the summary: "What is the name of
+    the cat?" keyed "The cat's name is not specified in the summary." is retried. (An invented
+    name, "The woman is named Sarah.", is the audit's ``unsupported`` flag, not a refusal.)"""
+    from lomo_datasets.processors.qa import _choice_task
 
-    row = {"title": "Making tea", "segments": [{"start": 0.0, "end": 3.0, "text": "I fill the kettle with fresh water and switch it on."}]}
-    task = _choice_task("GVQA", P.GVQA, True, 60, evidence_text(row))
-    with pytest.raises(ValueError, match="the answer says 'Sarah', which the video's speech and title never say"):
-        task.check({"question": "What is the name of the woman in the video?", "answer": "The woman is named Sarah.",
-                    "wrong": ["Mike", "Tom", "John"]})
+    task = _choice_task("GVQA", P.GVQA, True, 60)
     with pytest.raises(ValueError, match="says 'the summary', which is about the text you were given"):
         task.check({"question": "What is the name of the cat?", "answer": "The cat's name is not specified in the summary.",
                     "wrong": ["Fluffy", "Buddy", "Mittens"]})
-    with pytest.raises(ValueError, match="the answer says 'red'"):
-        task.check({"question": "What colour is the kettle?", "answer": "red", "wrong": ["blue", "green", "black"]})
-    # What the speech says passes; so do title-cased topics (style, not names) and invented wrong answers.
+    with pytest.raises(ValueError, match="says 'not specified'"):
+        task.check({"question": "What is the name of the cat?", "answer": "Not specified", "wrong": ["Fluffy", "Buddy", "Mittens"]})
     task.check({"question": "What does the person fill?", "answer": "The kettle", "wrong": ["A cup", "A bowl", "A pot"]})
-    task.check({"question": "What is the video about?", "answer": "Making Tea at Home", "wrong": ["Baking a Cake", "Fixing a Tyre", "Painting a Wall"]})
-    task.check({"question": "Who fills the kettle?", "answer": "the speaker", "wrong": ["Sarah", "Tom", "a child"]})
