@@ -27,6 +27,7 @@ from typing import Any
 
 from lomo_datasets.llm import prompts as P
 from lomo_datasets.llm.stage import TaskSpec
+from lomo_datasets.processors.aggregate import stop_phrase
 
 #: Language names for the prompt (ISO 639-1 codes, as Whisper writes them).
 NAMES = {
@@ -105,31 +106,25 @@ META_PHRASES = ("as an ai", "language model", "previous reply", "previous reques
                 "unable to respond", "unable to translate", "cannot translate", "can't translate")
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-#: The fixed words of the machinery around the prompt (the retry's note, json_shape's template):
-#: a translated line holding four of them in a row repeats them (zh_07: "<A previous reply was
+#: The fixed words of the machinery around the prompt (the retry's note, json_shape's template),
+#: four in a row: a translated line holding one repeats them (zh_07: "<A previous reply was
 #: refused (lines/0 is the template's placeholder, not a value). Replace every <...> ...>").
 #: Not the prompt's own sentences: "may have made mistakes" is something a speaker says.
-_MACHINERY = ("A previous reply was refused. Write a new reply that avoids this. Reply with this JSON object only, "
-              "filled in. Replace every placeholder of the template with your own text")
-_MACHINERY_GRAMS = {g for w in [_words(_MACHINERY)] for g in zip(w, w[1:], w[2:], w[3:])}
+_MACHINERY = re.findall(r"[a-z0-9']+", "a previous reply was refused. write a new reply that avoids this. reply with this "
+                        "json object only, filled in. replace every placeholder of the template with your own text")
+MACHINERY_PHRASES = [" ".join(_MACHINERY[k : k + 4]) for k in range(len(_MACHINERY) - 3)]
 
 
 def echo_problem(line: str, source: str) -> str | None:
     """Why the translated ``line`` is not a translation but the model's note, refusal or an
     echo of its instructions, or None. A phrase its ``source`` line also holds (a Latin-script
-    source that says "placeholder") does not count."""
+    source that says "placeholder") does not count. Phrases match as QC's stop words do."""
     if _BRACKETED.match(line):
         return "is written in <...>: write the line's translation itself, without angle brackets"
-    words, said = _words(line), " ".join(_words(source))
-    text = f" {' '.join(words)} "
-    for phrase in META_PHRASES:
-        if f" {' '.join(_words(phrase))} " in text and " ".join(_words(phrase)) not in said:
-            return f"says '{phrase}', which is about the request, not the video: translate what the line says"
-    if any(g in _MACHINERY_GRAMS for g in zip(words, words[1:], words[2:], words[3:])):
+    hit = stop_phrase([line], list(META_PHRASES))
+    if hit and not stop_phrase([source], [hit]):
+        return f"says '{hit}', which is about the request, not the video: translate what the line says"
+    if stop_phrase([line], MACHINERY_PHRASES):
         return "repeats the instructions, not the line: translate what the line says"
     return None
 
